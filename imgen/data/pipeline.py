@@ -1,0 +1,170 @@
+"""The input pipeline: TFDS data source -> grain -> device-sharded batches.
+
+Batch `s` of a run is a pure function of (seed, s): the source is shuffled
+with a different permutation per epoch by grain's index shuffle, batched, and
+sliced from `start_step`, so a resumed run sees exactly the batches an
+uninterrupted one would. Each process reads every `process_count`-th example
+of the global order, so the union over processes is the same global batch
+whatever the number of hosts.
+"""
+
+import collections
+from collections.abc import Iterator
+import dataclasses
+import functools
+
+import grain
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+
+from imgen import steps
+from imgen.errors import ConfigError
+from imgen.errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSpec:
+  """The model-side image format: square `size`, `channels`, in [-1, 1]."""
+
+  size: int
+  channels: int
+
+
+def stored_shape(builder: tfds.core.DatasetBuilder, image_key: str) -> tuple[int, int, int]:
+  """(height, width, channels) of the images as stored in the dataset."""
+  features = builder.info.features
+  if image_key not in features:
+    raise DataError(
+      f"Dataset {builder.name!r} has no feature {image_key!r}; it has "
+      f"{sorted(features.keys())}. Set config.data.image_key."
+    )
+  shape = tuple(features[image_key].shape)
+  if len(shape) != 3 or None in shape:
+    raise DataError(
+      f"Feature {image_key!r} of {builder.name!r} has shape {shape}; imgen "
+      f"needs fixed-size images (height, width, channels)."
+    )
+  return shape
+
+
+def image_spec(builder: tfds.core.DatasetBuilder, image_key: str, size: int) -> ImageSpec:
+  return ImageSpec(size=size, channels=stored_shape(builder, image_key)[-1])
+
+
+@functools.cache
+def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """(n_out, n_in) matrix of `jax.image.resize`'s antialiased linear filter.
+
+  Resizing is separable, so an image resizes as R_h @ x @ R_w^T; the matrix
+  is jax.image.resize applied to the identity along one axis.
+  """
+  eye = np.eye(n_in, dtype=np.float32)
+  return np.asarray(jax.image.resize(eye, (n_out, n_in), method="linear", antialias=True))
+
+
+def resize_images(images: np.ndarray, size: int, method: str) -> np.ndarray:
+  """Float images (N, H, W, C) in [0, 255] to (N, size, size, C).
+
+  `resize`: center-crop to a square, then antialiased bilinear resize.
+  `pad`: center the image on a black square (it must not be larger).
+  """
+  n, h, w, c = images.shape
+  if (h, w) == (size, size):
+    return images
+  if method == "pad":
+    if h > size or w > size:
+      raise ConfigError(
+        f"Cannot pad {h}x{w} images to {size}x{size}; use "
+        f"config.data.resize='resize' or a larger model.image_size."
+      )
+    top, left = (size - h) // 2, (size - w) // 2
+    out = np.zeros((n, size, size, c), images.dtype)
+    out[:, top : top + h, left : left + w] = images
+    return out
+  if method == "resize":
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    images = images[:, top : top + side, left : left + side]
+    r = _resize_matrix(side, size)
+    return np.einsum("ph,nhwc,qw->npqc", r, images, r, optimize=True)
+  raise ConfigError(f"config.data.resize={method!r}; use 'resize' or 'pad'.")
+
+
+@dataclasses.dataclass(frozen=True)
+class _PrepareBatch(grain.transforms.Map):
+  """uint8 batch -> float32 in [-1, 1] at the model size, split per device."""
+
+  image_key: str
+  size: int
+  resize: str
+  num_devices: int
+
+  def map(self, batch):
+    images = batch[self.image_key].astype(np.float32)
+    images = resize_images(images, self.size, self.resize)
+    images = images * np.float32(2.0 / 255.0) - np.float32(1.0)
+    out = {"image": images}
+    if "label" in batch:
+      out["label"] = np.asarray(batch["label"], np.int32)
+    return jax.tree.map(lambda x: x.reshape((self.num_devices, -1) + x.shape[1:]), out)
+
+
+def per_process_batch_size(global_batch_size: int) -> int:
+  """Checks that the global batch splits evenly; returns one process's share."""
+  devices = jax.device_count()
+  if global_batch_size % devices:
+    raise ConfigError(
+      f"train.batch_size {global_batch_size} is not divisible by {devices} "
+      f"devices; use a multiple of {devices}."
+    )
+  return global_batch_size // jax.process_count()
+
+
+def make_train_iterator(
+  builder: tfds.core.DatasetBuilder,
+  *,
+  split: str,
+  image_key: str,
+  size: int,
+  resize: str,
+  global_batch_size: int,
+  seed: int,
+  start_step: int = 0,
+  num_threads: int = 2,
+  prefetch: int = 4,
+) -> Iterator[dict[str, np.ndarray]]:
+  """Endless per-process batches {'image': (devices, b, size, size, C)}.
+
+  Batch `k` yielded is global step `start_step + k`, for any process count.
+  """
+  batch = per_process_batch_size(global_batch_size)
+  source = builder.as_data_source(split=split)
+  if len(source) < global_batch_size:
+    raise DataError(
+      f"Split {split!r} of {builder.name!r} has {len(source)} examples, fewer "
+      f"than one batch of {global_batch_size}."
+    )
+  if not 0 <= seed < 2**32:
+    raise ConfigError(f"seed {seed} must be in [0, 2**32).")
+  stored_shape(builder, image_key)  # Fails early with a clear message.
+  ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat()
+  ds = ds[jax.process_index() :: jax.process_count()]
+  ds = ds.batch(batch, drop_remainder=True)[start_step:]
+  ds = ds.map(_PrepareBatch(image_key, size, resize, jax.local_device_count()))
+  options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+  return iter(ds.to_iter_dataset(options))
+
+
+def prefetch_to_device(
+  iterator: Iterator[dict[str, np.ndarray]], size: int = 2
+) -> Iterator[dict[str, jax.Array]]:
+  """Keeps `size` batches in flight to the local devices (leading axis)."""
+  sharding = steps.device_sharding()
+  queue = collections.deque()
+  for batch in iterator:
+    queue.append(jax.device_put(batch, sharding))
+    if len(queue) > size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()

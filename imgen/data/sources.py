@@ -1,0 +1,59 @@
+"""Finds a dataset by name: embedded ones are prepared on first use."""
+
+import os
+
+from absl import logging
+import tensorflow_datasets as tfds
+
+from imgen.data import embedded
+from imgen.errors import DataError
+
+
+def default_data_dir() -> str:
+  """TFDS's own default: $TFDS_DATA_DIR or ~/tensorflow_datasets."""
+  return os.path.expanduser(tfds.core.constants.DATA_DIR)
+
+
+def _prepare_hint(name: str, data_dir: str) -> str:
+  return (
+    f"Prepare it once on a machine with network access:\n"
+    f"  tfds build {name} --data_dir={data_dir} --file_format=array_record\n"
+    f"then copy {data_dir}/{name} here, or point --config.data.data_dir at it. "
+    f"Datasets that need no network: {', '.join(sorted(embedded.BUILDERS))}."
+  )
+
+
+def get_builder(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
+  """Returns a prepared, random-access TFDS builder for `name`.
+
+  Embedded datasets are prepared into `data_dir` if they are not there yet.
+  Catalog datasets must already be prepared there in ArrayRecord format;
+  otherwise a `DataError` says how to prepare them.
+  """
+  data_dir = data_dir or default_data_dir()
+  if name in embedded.BUILDERS:
+    builder = embedded.BUILDERS[name](data_dir=data_dir)
+    if not builder.is_prepared():
+      logging.info("Preparing embedded dataset %s in %s", name, data_dir)
+      tfds.display_progress_bar(False)
+      builder.download_and_prepare()
+    return builder
+
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise DataError(
+      f"Unknown dataset {name!r}: it is neither embedded "
+      f"({', '.join(sorted(embedded.BUILDERS))}) nor in the TFDS catalog."
+    ) from e
+  if not builder.is_prepared():
+    raise DataError(
+      f"Dataset {name!r} is not prepared in data_dir {data_dir}.\n" + _prepare_hint(name, data_dir)
+    )
+  file_format = builder.info.file_format
+  if file_format != tfds.core.FileFormat.ARRAY_RECORD:
+    raise DataError(
+      f"Dataset {name!r} in {data_dir} is stored as {file_format.value}, "
+      f"which has no random access; imgen reads ArrayRecord.\n" + _prepare_hint(name, data_dir)
+    )
+  return builder

@@ -1,0 +1,116 @@
+"""DCGAN generator and discriminator (Radford, Metz & Chintala, 2016).
+
+arXiv:1511.06434. The generator projects z to a `base` x `base` map, then
+doubles the resolution `num_up` times with stride-2 4x4 transposed
+convolutions, halving the width each time (BatchNorm + ReLU, tanh output).
+The discriminator mirrors it with stride-2 4x4 convolutions (LeakyReLU 0.2,
+BatchNorm after the first), then a `base` x `base` valid convolution to one
+logit. Weights start from N(0, 0.02), BatchNorm scales from N(1, 0.02), as in
+the paper. For 64x64 and width 64 this is the paper's network exactly
+(G 3,576,704 and D 2,765,568 parameters, as in the PyTorch DCGAN tutorial).
+"""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from imgen.errors import ConfigError
+from imgen.models.layers import ConvTranspose4x4S2
+
+_init = nn.initializers.normal(0.02)
+
+
+def _bn_scale_init(key, shape, dtype=jnp.float32):
+  return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+def geometry(image_size: int) -> tuple[int, int]:
+  """(base, num_up) with image_size = base * 2**num_up and 4 <= base <= 7."""
+  base, num_up = image_size, 0
+  while base % 2 == 0 and base > 7:
+    base //= 2
+    num_up += 1
+  if num_up < 1 or not 4 <= base <= 7:
+    raise ConfigError(
+      f"model.image_size {image_size} cannot be made by DCGAN: it needs "
+      f"base * 2**k with base in 4..7 and k >= 1 (e.g. 8, 16, 28, 32, 64, 128)."
+    )
+  return base, num_up
+
+
+class _Norm(nn.Module):
+  """BatchNorm, synchronised over `axis_name` when training under pmap."""
+
+  axis_name: str | None
+  dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    return nn.BatchNorm(
+      use_running_average=not train,
+      momentum=0.9,  # PyTorch's 0.1 in flax's convention.
+      epsilon=1e-5,
+      axis_name=self.axis_name if train else None,
+      scale_init=_bn_scale_init,
+      dtype=self.dtype,
+    )(x)
+
+
+class Generator(nn.Module):
+  """z (N, latent_dim) -> images (N, image_size, image_size, channels) in [-1, 1]."""
+
+  image_size: int
+  channels: int
+  width: int = 64
+  upsample: str = "subpixel"
+  axis_name: str | None = None
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
+    base, num_up = geometry(self.image_size)
+    norm = functools.partial(_Norm, self.axis_name, self.dtype)
+    features = self.width * 2 ** (num_up - 1)
+    # A 1x1 -> base x base transposed convolution is this dense layer.
+    x = nn.Dense(base * base * features, use_bias=False, kernel_init=_init, dtype=self.dtype)(z)
+    x = x.reshape(-1, base, base, features)
+    x = nn.relu(norm()(x, train))
+    for _ in range(num_up - 1):
+      features //= 2
+      x = ConvTranspose4x4S2(features, self.upsample, dtype=self.dtype)(x)
+      x = nn.relu(norm()(x, train))
+    x = ConvTranspose4x4S2(self.channels, self.upsample, dtype=self.dtype)(x)
+    return jnp.tanh(x.astype(jnp.float32))
+
+
+class Discriminator(nn.Module):
+  """images (N, S, S, C) -> logits (N,) of 'real'."""
+
+  image_size: int
+  width: int = 64
+  axis_name: str | None = None
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    base, num_down = geometry(self.image_size)
+    conv = functools.partial(
+      nn.Conv,
+      kernel_size=(4, 4),
+      strides=(2, 2),
+      padding=((1, 1), (1, 1)),
+      use_bias=False,
+      kernel_init=_init,
+      dtype=self.dtype,
+    )
+    x = nn.leaky_relu(conv(self.width)(x), 0.2)
+    for i in range(1, num_down):
+      x = conv(self.width * 2**i)(x)
+      x = _Norm(self.axis_name, self.dtype)(x, train)
+      x = nn.leaky_relu(x, 0.2)
+    x = nn.Conv(
+      1, (base, base), padding="VALID", use_bias=False, kernel_init=_init, dtype=self.dtype
+    )(x)
+    return x.reshape(x.shape[0]).astype(jnp.float32)

@@ -1,0 +1,43 @@
+"""Helpers shared by the per-replica train steps of every family."""
+
+from collections.abc import Sequence
+
+import jax
+from jax import lax
+import numpy as np
+
+AXIS = "batch"  # The pmap axis name over devices; BatchNorm syncs over it.
+
+
+def global_normal(key: jax.Array, local_batch: int, shape: Sequence[int]) -> jax.Array:
+  """This replica's rows of one N(0, 1) draw for the whole global batch.
+
+  Every replica draws the global batch from the same key and keeps its own
+  slice, so a step's noise depends on (key, step) alone and a run on N
+  devices computes what a run on one device computes with the same global
+  batch. The draw is tiny next to the step.
+  """
+  replicas = lax.psum(1, AXIS)
+  noise = jax.random.normal(key, (replicas * local_batch, *shape))
+  return lax.dynamic_slice_in_dim(noise, lax.axis_index(AXIS) * local_batch, local_batch)
+
+
+def device_sharding() -> jax.sharding.NamedSharding:
+  """Leading axis split over the local devices, as pmap lays out its outputs.
+
+  Inputs laid out the same way as the step's outputs keep pmap from compiling
+  the step a second time on its second call.
+  """
+  mesh = jax.sharding.Mesh(np.array(jax.local_devices()), (AXIS,))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
+
+
+def replicate(tree):
+  """One copy of every leaf per local device, stacked on a leading axis."""
+  n, sharding = jax.local_device_count(), device_sharding()
+  return jax.tree.map(lambda x: jax.device_put(np.stack([np.asarray(x)] * n), sharding), tree)
+
+
+def unreplicate(tree):
+  """Replica 0 of every leaf."""
+  return jax.tree.map(lambda x: x[0], tree)

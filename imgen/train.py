@@ -1,0 +1,120 @@
+"""The training loop every family shares: data, pmap'd step, logs, checkpoints."""
+
+import os
+import time
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+
+from imgen import checkpoints
+from imgen import data
+from imgen import families
+from imgen import steps
+from imgen import writers
+
+
+def _mean_metrics(buffer: list[dict]) -> dict[str, float]:
+  """Averages per-step device metrics (replica 0; they are pmean'd)."""
+  host = jax.device_get([jax.tree.map(lambda x: x[0], m) for m in buffer])
+  return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+
+
+def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains `config.family` in `workdir`, resuming from its newest checkpoint.
+
+  Returns the last logged metrics.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  _save_config(config, workdir)
+  builder = data.get_builder(config.data.name, config.data.data_dir)
+  spec = data.image_spec(builder, config.data.image_key, config.model.image_size)
+  data.pipeline.per_process_batch_size(config.train.batch_size)  # Fail before compiling.
+  family = families.create(config, spec)
+
+  key = jax.random.key(config.seed)
+  init_key, step_key, sample_key = jax.random.split(key, 3)
+  state = family.init_state(init_key)
+  manager = checkpoints.make_manager(workdir, keep=config.train.keep_checkpoints)
+  state, restored = checkpoints.restore_latest(manager, state)
+  start_step = int(state.step)
+  if restored is not None:
+    logging.info("Resuming from the checkpoint of step %d in %s", restored, workdir)
+  num_steps = config.train.num_steps
+  if start_step >= num_steps:
+    logging.info("Already trained to step %d (train.num_steps=%d).", start_step, num_steps)
+    manager.close()
+    return {}
+
+  batches = data.prefetch_to_device(
+    data.make_train_iterator(
+      builder,
+      split=config.data.train_split,
+      image_key=config.data.image_key,
+      size=spec.size,
+      resize=config.data.resize,
+      global_batch_size=config.train.batch_size,
+      seed=config.seed,
+      start_step=start_step,
+    )
+  )
+  train_step = jax.pmap(
+    family.make_train_step(), axis_name=steps.AXIS, in_axes=(0, 0, None), donate_argnums=(0,)
+  )
+  replicated = steps.replicate(state)
+  writer = writers.Writer(workdir)
+  progress = writers.Progress(start_step, num_steps)
+  buffer, metrics = [], {}
+
+  def write_samples(step: int) -> None:
+    host_state = steps.unreplicate(replicated)
+    paths = writer.images(
+      step, family.sample_images(host_state, sample_key, config.eval.num_samples)
+    )
+    logging.info("Wrote %s", ", ".join(paths))
+
+  def checkpoint(step: int) -> None:
+    checkpoints.save(manager, step, jax.device_get(steps.unreplicate(replicated)))
+
+  logging.info(
+    "Training %s from step %d to %d; workdir %s", config.family, start_step, num_steps, workdir
+  )
+  try:
+    for step in range(start_step + 1, num_steps + 1):
+      batch = next(batches)
+      if step == start_step + 1:
+        t = time.perf_counter()
+        replicated, step_metrics = train_step(replicated, batch, step_key)
+        jax.block_until_ready(step_metrics)
+        logging.info("First step (compile included) took %.1fs", time.perf_counter() - t)
+        progress.start(step)
+      else:
+        replicated, step_metrics = train_step(replicated, batch, step_key)
+      buffer.append(step_metrics)
+
+      last = step == num_steps
+      if step % config.train.log_every == 0 or last:
+        metrics = _mean_metrics(buffer)
+        buffer = []
+        timing = progress.update(step)
+        logging.info("%s", progress.line(step, family.headline(metrics), timing))
+        writer.scalars(
+          step, {**metrics, **{k: v for k, v in timing.items() if k == "steps_per_sec"}}
+        )
+        if not all(np.isfinite(v) for v in metrics.values()):
+          logging.warning("Non-finite metrics at step %d: %s", step, metrics)
+      if step % config.eval.sample_every == 0 or last:
+        write_samples(step)
+      if step % config.train.checkpoint_every == 0 or last:
+        checkpoint(step)
+  finally:
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
+  return metrics

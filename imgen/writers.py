@@ -1,0 +1,92 @@
+"""TensorBoard scalars and images, PNG grids, and the terminal progress line."""
+
+import logging as std_logging
+import os
+import time
+
+from absl import logging
+import numpy as np
+from tensorboardX import SummaryWriter
+
+from imgen import images as image_lib
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class Writer:
+  """Writes to TensorBoard (`workdir/tensorboard`) and `workdir/samples/*.png`."""
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def scalars(self, step: int, scalars: dict[str, float]) -> None:
+    for name, value in scalars.items():
+      self._tb.add_scalar(name, value, step)
+
+  def images(self, step: int, images: dict[str, np.ndarray]) -> list[str]:
+    """Logs each [-1, 1] batch as a grid; returns the PNG paths written."""
+    paths = []
+    for name, batch in images.items():
+      grid = image_lib.make_grid(image_lib.to_uint8(batch))
+      self._tb.add_image(name, grid, step, dataformats="HWC")
+      path = os.path.join(self.workdir, "samples", f"{name}_{step:07d}.png")
+      image_lib.save_png(path, grid)
+      paths.append(path)
+    return paths
+
+  def flush(self) -> None:
+    self._tb.flush()
+
+  def close(self) -> None:
+    self._tb.close()
+
+
+class Progress:
+  """Steps/s and ETA over each logging interval (compile time excluded)."""
+
+  def __init__(self, start_step: int, num_steps: int):
+    self.num_steps = num_steps
+    self._step, self._time = start_step, None
+
+  def start(self, step: int) -> None:
+    """Call once the first (compiling) step has finished."""
+    self._step, self._time = step, time.perf_counter()
+
+  def update(self, step: int) -> dict[str, float]:
+    now = time.perf_counter()
+    if self._time is None or step == self._step:
+      return {}
+    rate = (step - self._step) / (now - self._time)
+    self._step, self._time = step, now
+    return {"steps_per_sec": rate, "eta_sec": (self.num_steps - step) / rate}
+
+  def line(self, step: int, metrics: dict[str, float], timing: dict[str, float]) -> str:
+    parts = [f"step {step}/{self.num_steps}"]
+    parts += [f"{k} {v:.4g}" for k, v in metrics.items()]
+    if timing:
+      parts.append(f"{timing['steps_per_sec']:.2f} steps/s")
+      parts.append(f"ETA {_duration(timing['eta_sec'])}")
+    return " | ".join(parts)
+
+
+class _ProjectInfoOnly(std_logging.Filter):
+  """Lets through warnings from anywhere, INFO only from imgen and main.py."""
+
+  def __init__(self, roots: tuple[str, ...]):
+    super().__init__()
+    self._roots = roots
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or record.pathname.startswith(self._roots)
+
+
+def quiet_library_logs(*extra_roots: str) -> None:
+  """Hides the INFO chatter of Orbax, TFDS and JAX (hundreds of lines a save)."""
+  package = os.path.dirname(os.path.abspath(__file__))
+  logging.get_absl_handler().addFilter(_ProjectInfoOnly((package, *extra_roots)))

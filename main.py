@@ -1,0 +1,68 @@
+"""imgen: train image-generation models from a config file.
+
+python main.py --config=configs/gan.py [--workdir=runs/x] [--config.train.num_steps=200]
+"""
+
+import datetime
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from imgen import train
+from imgen import writers
+from imgen.errors import UserError
+
+config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Run folder; default: a new one under runs/.")
+flags.DEFINE_enum("mode", "train", ["train"], "What to do.")
+flags.mark_flags_as_required(["config"])
+FLAGS = flags.FLAGS
+
+
+def _default_workdir() -> str:
+  name = os.path.splitext(os.path.basename(FLAGS["config"].config_filename.split(":")[0]))[0]
+  return os.path.join("runs", f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, with config mistakes reported in one line, no traceback."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e}\nPass --helpfull to see the flags.", file=sys.stderr)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    while e.args and isinstance(e.args[0], Exception):  # ml_collections wraps its KeyError.
+      e = e.args[0]
+    message = " ".join(str(a) for a in e.args).replace("\n", " ")
+    print(f"error: bad config override ({type(e).__name__}): {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  writers.quiet_library_logs(os.path.abspath(__file__))
+  workdir = FLAGS.workdir or _default_workdir()
+  logging.info(
+    "JAX %s, process %d/%d, devices: %s",
+    jax.__version__,
+    jax.process_index(),
+    jax.process_count(),
+    jax.devices(),
+  )
+  logging.info("Config:\n%s", FLAGS.config)
+  try:
+    train.train_and_evaluate(FLAGS.config, workdir)
+  except UserError as e:
+    logging.error("%s", e)
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=_parse_flags)

@@ -1,0 +1,48 @@
+"""DCGAN shapes, parameter counts and geometry checks."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from imgen.errors import ConfigError
+from imgen.models import dcgan
+
+
+def _count(variables):
+  return sum(x.size for x in jax.tree.leaves(variables["params"]))
+
+
+@pytest.mark.parametrize("size,channels", [(28, 1), (32, 3), (64, 3), (8, 1)])
+def test_shapes(size, channels):
+  g = dcgan.Generator(size, channels, width=8)
+  d = dcgan.Discriminator(size, width=8)
+  z = jnp.ones((3, 16))
+  g_vars = g.init(jax.random.key(0), z)
+  images = g.apply(g_vars, z, train=False)
+  assert images.shape == (3, size, size, channels)
+  assert float(jnp.max(jnp.abs(images))) <= 1.0
+  d_vars = d.init(jax.random.key(1), images)
+  assert d.apply(d_vars, images, train=False).shape == (3,)
+
+
+def test_parameter_counts_match_the_paper_network():
+  # The PyTorch DCGAN tutorial's netG/netD (nz=100, ngf=ndf=64, nc=3, 64x64).
+  g = dcgan.Generator(64, 3, width=64)
+  d = dcgan.Discriminator(64, width=64)
+  assert _count(g.init(jax.random.key(0), jnp.ones((1, 100)))) == 3_576_704
+  assert _count(d.init(jax.random.key(0), jnp.ones((1, 64, 64, 3)))) == 2_765_568
+
+
+@pytest.mark.parametrize("size", [30, 4, 9, 100 * 3])
+def test_impossible_sizes_fail_clearly(size):
+  with pytest.raises(ConfigError, match="cannot be made by DCGAN"):
+    dcgan.geometry(size)
+
+
+def test_batchnorm_updates_running_stats_in_train_mode_only():
+  g = dcgan.Generator(8, 1, width=4)
+  z = jax.random.normal(jax.random.key(0), (16, 8))
+  variables = g.init(jax.random.key(1), z)
+  _, updates = g.apply(variables, z, train=True, mutable=["batch_stats"])
+  before, after = jax.tree.leaves(variables["batch_stats"]), jax.tree.leaves(updates["batch_stats"])
+  assert any(float(jnp.max(jnp.abs(a - b))) > 0 for a, b in zip(before, after, strict=True))
