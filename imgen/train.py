@@ -17,8 +17,8 @@ from imgen import writers
 
 def _mean_metrics(buffer: list[dict]) -> dict[str, float]:
   """Averages per-step device metrics (replica 0; they are pmean'd)."""
-  host = jax.device_get([jax.tree.map(lambda x: x[0], m) for m in buffer])
-  return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+  host = jax.device_get(buffer)
+  return {k: float(np.mean([m[k][0] for m in host])) for k in host[0]}
 
 
 def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -104,9 +104,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         buffer = []
         timing = progress.update(step)
         logging.info("%s", progress.line(step, family.headline(metrics), timing))
-        writer.scalars(
-          step, {**metrics, **{k: v for k, v in timing.items() if k == "steps_per_sec"}}
-        )
+        writer.scalars(step, {**metrics, **timing})
         if not all(np.isfinite(v) for v in metrics.values()):
           logging.warning("Non-finite metrics at step %d: %s", step, metrics)
       if step % config.eval.sample_every == 0 or last:

@@ -34,8 +34,17 @@ def conv_transpose_4x4s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
   )
 
 
+@jax.custom_vjp
 def conv_transpose_4x4s2_subpixel(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """Four 2x2 phase convolutions, interleaved; equal to the reference."""
+  """Four 2x2 phase convolutions, interleaved; equal to the reference.
+
+  Its gradients are written out too (`_subpixel_bwd`): XLA's own gradients of
+  the phase convolutions still run its slow weight-gradient kernels.
+  """
+  return _subpixel_forward(x, kernel)
+
+
+def _subpixel_forward(x: jax.Array, kernel: jax.Array) -> jax.Array:
   rows = []
   for row_pad, row_taps in _PHASES.values():
     phases = []
@@ -48,6 +57,28 @@ def conv_transpose_4x4s2_subpixel(x: jax.Array, kernel: jax.Array) -> jax.Array:
   n, h, _, w, _, c = y.shape
   return y.reshape(n, 2 * h, 2 * w, c)
 
+
+def _subpixel_fwd(x, kernel):
+  return _subpixel_forward(x, kernel), (x, kernel)
+
+
+def _subpixel_bwd(residuals, g):
+  """Gradients of y[2i - 1 + k] += x[i] w[k] (per axis) for output cotangent g."""
+  x, kernel = residuals
+  # dx[i] = sum_k g[2i - 1 + k] w[k]^T: a plain stride-2 4x4 convolution of g.
+  dx = lax.conv_general_dilated(
+    g, kernel.transpose(0, 1, 3, 2), (2, 2), ((1, 1), (1, 1)), dimension_numbers=_DIMS
+  )
+  # dw[k] = sum_i x[i]^T g[2i - 1 + k]: one matmul of x with the 16 stride-2
+  # views of the padded g, which XLA runs as a fast GEMM.
+  _, h, w, cin = x.shape
+  gp = jnp.pad(g, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  views = [gp[:, i : i + 2 * h : 2, j : j + 2 * w : 2] for i in range(4) for j in range(4)]
+  dw = jnp.einsum("nhwc,nhwko->kco", x, jnp.stack(views, axis=3))
+  return dx.astype(x.dtype), dw.reshape(kernel.shape).astype(kernel.dtype)
+
+
+conv_transpose_4x4s2_subpixel.defvjp(_subpixel_fwd, _subpixel_bwd)
 
 IMPLEMENTATIONS = {
   "subpixel": conv_transpose_4x4s2_subpixel,
