@@ -59,7 +59,6 @@ def main(argv):
   try:
     train.train_and_evaluate(FLAGS.config, workdir)
   except UserError as e:
-    logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
 

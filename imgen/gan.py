@@ -75,8 +75,13 @@ class GAN:
       raise ConfigError(
         f"model.name {config.model.name!r} is not a GAN; known: {sorted(models.GANS)}."
       )
-    if config.model.image_size != spec.size:
-      raise ConfigError("model.image_size and the data's image size differ.")
+    if config.model.upsample not in models.UPSAMPLE_IMPLEMENTATIONS:
+      raise ConfigError(
+        f"model.upsample {config.model.upsample!r} is unknown; "
+        f"known: {sorted(models.UPSAMPLE_IMPLEMENTATIONS)}."
+      )
+    if config.model.dtype not in ("float32", "bfloat16", "float16"):
+      raise ConfigError(f"model.dtype {config.model.dtype!r}; use float32, bfloat16 or float16.")
     make_g, make_d = models.GANS[config.model.name]
     dtype = jnp.dtype(config.model.dtype)
     common = dict(image_size=spec.size, width=None, axis_name=AXIS, dtype=dtype)

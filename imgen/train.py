@@ -13,6 +13,7 @@ from imgen import data
 from imgen import families
 from imgen import steps
 from imgen import writers
+from imgen.errors import ConfigError
 
 
 def _mean_metrics(buffer: list[dict]) -> dict[str, float]:
@@ -26,14 +27,40 @@ def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
+def _validate(config: ml_collections.ConfigDict, builder) -> None:
+  """Catches config values that would fail late or deep inside JAX."""
+  positive = {
+    "train.num_steps": config.train.num_steps,
+    "train.batch_size": config.train.batch_size,
+    "train.log_every": config.train.log_every,
+    "train.checkpoint_every": config.train.checkpoint_every,
+    "train.keep_checkpoints": config.train.keep_checkpoints,
+    "eval.sample_every": config.eval.sample_every,
+    "eval.num_samples": config.eval.num_samples,
+  }
+  for name, value in positive.items():
+    if value < 1:
+      raise ConfigError(f"{name}={value}; it must be a positive integer.")
+  if config.data.resize not in data.pipeline.RESIZE_METHODS:
+    raise ConfigError(
+      f"data.resize={config.data.resize!r}; use one of {data.pipeline.RESIZE_METHODS}."
+    )
+  splits = sorted(builder.info.splits.keys())
+  if config.data.train_split not in splits:
+    raise ConfigError(
+      f"data.train_split={config.data.train_split!r}; {builder.name} has splits {splits}."
+    )
+  if not 0 <= config.seed < 2**32:
+    raise ConfigError(f"seed={config.seed}; use an integer in [0, 2**32).")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains `config.family` in `workdir`, resuming from its newest checkpoint.
 
   Returns the last logged metrics.
   """
-  os.makedirs(workdir, exist_ok=True)
-  _save_config(config, workdir)
   builder = data.get_builder(config.data.name, config.data.data_dir)
+  _validate(config, builder)
   spec = data.image_spec(builder, config.data.image_key, config.model.image_size)
   data.pipeline.per_process_batch_size(config.train.batch_size)  # Fail before compiling.
   family = families.create(config, spec)
@@ -46,6 +73,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   start_step = int(state.step)
   if restored is not None:
     logging.info("Resuming from the checkpoint of step %d in %s", restored, workdir)
+  if jax.process_index() == 0:  # After the restore: config.json describes the checkpoints.
+    _save_config(config, workdir)
   num_steps = config.train.num_steps
   if start_step >= num_steps:
     logging.info("Already trained to step %d (train.num_steps=%d).", start_step, num_steps)
@@ -68,7 +97,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     family.make_train_step(), axis_name=steps.AXIS, in_axes=(0, 0, None), donate_argnums=(0,)
   )
   replicated = steps.replicate(state)
-  writer = writers.Writer(workdir)
+  writer = writers.Writer(workdir, enabled=jax.process_index() == 0)
   progress = writers.Progress(start_step, num_steps)
   buffer, metrics = [], {}
 
@@ -77,7 +106,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     paths = writer.images(
       step, family.sample_images(host_state, sample_key, config.eval.num_samples)
     )
-    logging.info("Wrote %s", ", ".join(paths))
+    if paths:
+      logging.info("Wrote %s", ", ".join(paths))
 
   def checkpoint(step: int) -> None:
     checkpoints.save(manager, step, jax.device_get(steps.unreplicate(replicated)))
@@ -107,10 +137,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         writer.scalars(step, {**metrics, **timing})
         if not all(np.isfinite(v) for v in metrics.values()):
           logging.warning("Non-finite metrics at step %d: %s", step, metrics)
-      if step % config.eval.sample_every == 0 or last:
-        write_samples(step)
       if step % config.train.checkpoint_every == 0 or last:
         checkpoint(step)
+      if step % config.eval.sample_every == 0 or last:
+        write_samples(step)
   finally:
     manager.wait_until_finished()
     manager.close()

@@ -19,18 +19,25 @@ def _duration(seconds: float) -> str:
 
 
 class Writer:
-  """Writes to TensorBoard (`workdir/tensorboard`) and `workdir/samples/*.png`."""
+  """Writes to TensorBoard (`workdir/tensorboard`) and `workdir/samples/*.png`.
 
-  def __init__(self, workdir: str):
+  Only one process of a multi-host run writes (`enabled`); the others no-op.
+  """
+
+  def __init__(self, workdir: str, enabled: bool = True):
     self.workdir = workdir
-    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard")) if enabled else None
 
   def scalars(self, step: int, scalars: dict[str, float]) -> None:
+    if self._tb is None:
+      return
     for name, value in scalars.items():
       self._tb.add_scalar(name, value, step)
 
   def images(self, step: int, images: dict[str, np.ndarray]) -> list[str]:
     """Logs each [-1, 1] batch as a grid; returns the PNG paths written."""
+    if self._tb is None:
+      return []
     paths = []
     for name, batch in images.items():
       grid = image_lib.make_grid(image_lib.to_uint8(batch))
@@ -40,11 +47,9 @@ class Writer:
       paths.append(path)
     return paths
 
-  def flush(self) -> None:
-    self._tb.flush()
-
   def close(self) -> None:
-    self._tb.close()
+    if self._tb is not None:
+      self._tb.close()
 
 
 class Progress:

@@ -35,11 +35,13 @@ def test_both_forms_match_the_definition(shape):
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
 
 
-def test_subpixel_gradients_equal_the_reference():
+@pytest.mark.parametrize("shape", [(2, 6, 6, 8, 3), (1, 7, 5, 3, 2), (2, 3, 4, 4, 5)])
+def test_subpixel_gradients_equal_the_reference(shape):
+  n, h, w, cin, cout = shape
   rng = np.random.default_rng(1)
-  x = jnp.asarray(rng.standard_normal((2, 6, 6, 8)), jnp.float32)
-  k = jnp.asarray(rng.standard_normal((4, 4, 8, 3)), jnp.float32)
-  target = jnp.asarray(rng.standard_normal((2, 12, 12, 3)), jnp.float32)
+  x = jnp.asarray(rng.standard_normal((n, h, w, cin)), jnp.float32)
+  k = jnp.asarray(rng.standard_normal((4, 4, cin, cout)), jnp.float32)
+  target = jnp.asarray(rng.standard_normal((n, 2 * h, 2 * w, cout)), jnp.float32)
 
   def grads(impl):
     loss = lambda x, k: jnp.sum((impl(x, k) - target) ** 2)

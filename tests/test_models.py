@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from imgen.errors import ConfigError
@@ -46,3 +47,6 @@ def test_batchnorm_updates_running_stats_in_train_mode_only():
   _, updates = g.apply(variables, z, train=True, mutable=["batch_stats"])
   before, after = jax.tree.leaves(variables["batch_stats"]), jax.tree.leaves(updates["batch_stats"])
   assert any(float(jnp.max(jnp.abs(a - b))) > 0 for a, b in zip(before, after, strict=True))
+  _, frozen = g.apply(variables, z, train=False, mutable=["batch_stats"])
+  for a, b in zip(before, jax.tree.leaves(frozen["batch_stats"]), strict=True):
+    np.testing.assert_array_equal(a, b)

@@ -14,6 +14,7 @@ from imgen import checkpoints
 from imgen import data
 from imgen import families
 from imgen import train
+from imgen.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,6 +69,15 @@ def test_resume_continues_where_it_stopped(data_dir, tmp_path, caplog):
   _assert_trees_close(a, b, rtol=0, atol=0)
 
 
+def test_resuming_another_model_says_what_differs(data_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(_config(data_dir, num_steps=3), workdir)
+  wider = _config(data_dir)
+  wider.model.g_width = 16
+  with pytest.raises(ConfigError, match=r"different model:\n  g\.params\..*checkpoint \("):
+    train.train_and_evaluate(wider, workdir)
+
+
 def _run_main(workdir, data_dir, devices, *overrides):
   env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(devices), "JAX_PLATFORMS": "cpu"}
   cmd = [
@@ -105,6 +115,9 @@ def test_four_devices_compute_what_one_device_computes(data_dir, tmp_path):
     ("--config.data.name=no_such_set", "Unknown dataset 'no_such_set'"),
     ("--config.model.image_size=30", "cannot be made by DCGAN"),
     ("--config.train.num_stepz=3", "num_stepz"),
+    ("--config.eval.num_samples=0", "eval.num_samples=0"),
+    ("--config.model.upsample=fast", "model.upsample 'fast' is unknown"),
+    ("--config.data.train_split=validation", "has splits ['test', 'train']"),
   ],
 )
 def test_bad_configs_fail_with_a_clear_message(data_dir, tmp_path, override, message):

@@ -52,6 +52,9 @@ def image_spec(builder: tfds.core.DatasetBuilder, image_key: str, size: int) -> 
   return ImageSpec(size=size, channels=stored_shape(builder, image_key)[-1])
 
 
+RESIZE_METHODS = ("resize", "pad")
+
+
 @functools.cache
 def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
   """(n_out, n_in) matrix of `jax.image.resize`'s antialiased linear filter.
@@ -70,6 +73,8 @@ def resize_images(images: np.ndarray, size: int, method: str) -> np.ndarray:
   `pad`: center the image on a black square (it must not be larger).
   """
   n, h, w, c = images.shape
+  if method not in RESIZE_METHODS:
+    raise ConfigError(f"config.data.resize={method!r}; use one of {RESIZE_METHODS}.")
   if (h, w) == (size, size):
     return images
   if method == "pad":
@@ -82,13 +87,11 @@ def resize_images(images: np.ndarray, size: int, method: str) -> np.ndarray:
     out = np.zeros((n, size, size, c), images.dtype)
     out[:, top : top + h, left : left + w] = images
     return out
-  if method == "resize":
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    images = images[:, top : top + side, left : left + side]
-    r = _resize_matrix(side, size)
-    return np.einsum("ph,nhwc,qw->npqc", r, images, r, optimize=True)
-  raise ConfigError(f"config.data.resize={method!r}; use 'resize' or 'pad'.")
+  side = min(h, w)  # resize: centre crop to a square, then resample.
+  top, left = (h - side) // 2, (w - side) // 2
+  images = images[:, top : top + side, left : left + side]
+  r = _resize_matrix(side, size)
+  return np.einsum("ph,nhwc,qw->npqc", r, images, r, optimize=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +151,10 @@ def make_train_iterator(
   if not 0 <= seed < 2**32:
     raise ConfigError(f"seed {seed} must be in [0, 2**32).")
   stored_shape(builder, image_key)  # Fails early with a clear message.
-  ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat()
+  # Grain seeds epoch e with seed + e; hashing the seed keeps runs of nearby
+  # seeds from sharing epochs.
+  shuffle_seed = int(np.random.SeedSequence(seed).generate_state(1)[0])
+  ds = grain.MapDataset.source(source).shuffle(seed=shuffle_seed).repeat()
   ds = ds[jax.process_index() :: jax.process_count()]
   ds = ds.batch(batch, drop_remainder=True)[start_step:]
   ds = ds.map(_PrepareBatch(image_key, size, resize, jax.local_device_count()))
