@@ -53,6 +53,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict()
   config.eval.sample_every = 500
   config.eval.num_samples = 64
+  config.eval.batch_size = 64
+  config.eval.every_steps = 500  # Held-out metrics: none for GANs until the eval layer.
 
   if arg == "smoke":
     config.model.g_width = 8
@@ -64,6 +66,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 3
     config.eval.sample_every = 3
     config.eval.num_samples = 16
+    config.eval.batch_size = 8
   elif arg:
     raise ValueError(f"Unknown variant {arg!r} of configs/gan.py; known: 'smoke'.")
   return config

@@ -1,13 +1,22 @@
-"""Model families: name -> class building state, train step and samples."""
+"""Model families: name -> class building state, steps and images.
+
+A family supplies `init_state(key)`, a per-replica `make_train_step()`,
+`make_eval_step()` (or None) with `summarize_eval(sums)`, `headline(metrics)`
+and `sample_images(state, key, num, held_out)`; the trainer does the rest.
+"""
 
 import ml_collections
 
+from imgen.cnn import CNNFamily
 from imgen.data import ImageSpec
 from imgen.errors import ConfigError
 from imgen.gan import GAN
+from imgen.vae import VAEFamily
 
 FAMILIES = {
   "gan": GAN,
+  "vae": VAEFamily,
+  "cnn": CNNFamily,
 }
 
 

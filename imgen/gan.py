@@ -25,21 +25,11 @@ from imgen import models
 from imgen.data import ImageSpec
 from imgen.errors import ConfigError
 from imgen.steps import AXIS
+from imgen.steps import Network
+from imgen.steps import adam
 from imgen.steps import global_normal
 
 PyTree = Any
-
-
-@flax.struct.dataclass
-class Network:
-  """One network's trainable state."""
-
-  params: PyTree
-  batch_stats: PyTree
-  opt_state: optax.OptState
-
-  def variables(self, params=None):
-    return {"params": self.params if params is None else params, "batch_stats": self.batch_stats}
 
 
 @flax.struct.dataclass
@@ -61,10 +51,6 @@ def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Ar
 def generator_loss(fake_logits: jax.Array) -> jax.Array:
   """Non-saturating generator loss: -log D(G(z))."""
   return jnp.mean(jax.nn.softplus(-fake_logits))
-
-
-def _adam(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  return optax.adam(cfg.learning_rate, b1=cfg.b1, b2=cfg.b2)
 
 
 class GAN:
@@ -93,8 +79,8 @@ class GAN:
     self.discriminator = make_d(**{**common, "width": config.model.d_width})
     self.latent_dim = config.model.latent_dim
     self.spec = spec
-    self.g_tx = _adam(config.optim.g)
-    self.d_tx = _adam(config.optim.d)
+    self.g_tx = adam(config.optim.g)
+    self.d_tx = adam(config.optim.d)
     generator = self.generator
     self._sample = jax.jit(lambda state, z: generator.apply(state.g.variables(), z, train=False))
 
@@ -188,7 +174,14 @@ class GAN:
     """Images in [-1, 1] from noise z, BatchNorm on its running averages."""
     return self._sample(state, z)
 
-  def sample_images(self, state: GANState, key: jax.Array, num: int) -> dict[str, np.ndarray]:
+  def make_eval_step(self) -> None:
+    """No held-out metrics yet: sample-quality metrics come with the eval layer."""
+    return None
+
+  def sample_images(
+    self, state: GANState, key: jax.Array, num: int, held_out: np.ndarray
+  ) -> dict[str, np.ndarray]:
     """Images for TensorBoard and PNG grids, from a noise batch fixed by `key`."""
+    del held_out
     z = jax.random.normal(key, (num, self.latent_dim))
     return {"samples": np.asarray(self.sample(state, z))}

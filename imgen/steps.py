@@ -1,12 +1,47 @@
-"""Helpers shared by the per-replica train steps of every family."""
+"""State and helpers shared by the per-replica train steps of every family."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import flax
 import jax
 from jax import lax
+import ml_collections
 import numpy as np
+import optax
 
 AXIS = "batch"  # The pmap axis name over devices; BatchNorm syncs over it.
+
+
+@flax.struct.dataclass
+class Network:
+  """One network's trainable state."""
+
+  params: Any
+  batch_stats: Any
+  opt_state: optax.OptState
+
+  def variables(self, params=None):
+    return {"params": self.params if params is None else params, "batch_stats": self.batch_stats}
+
+
+@flax.struct.dataclass
+class State:
+  """The train state of a one-network family (VAE, CNN)."""
+
+  step: jax.Array
+  net: Network
+
+
+def init_network(module, key: jax.Array, example: jax.Array, tx) -> Network:
+  """Initialises `module` on `example` (jitted) with its optimizer state."""
+  variables = jax.jit(lambda k, x: module.init(k, x, train=False))(key, example)
+  params = variables["params"]
+  return Network(params, variables.get("batch_stats", {}), tx.init(params))
+
+
+def adam(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  return optax.adam(cfg.learning_rate, b1=cfg.b1, b2=cfg.b2)
 
 
 def global_normal(key: jax.Array, local_batch: int, shape: Sequence[int]) -> jax.Array:
@@ -17,8 +52,18 @@ def global_normal(key: jax.Array, local_batch: int, shape: Sequence[int]) -> jax
   devices computes what a run on one device computes with the same global
   batch. The draw is tiny next to the step.
   """
+  return global_draw(jax.random.normal, key, local_batch, shape)
+
+
+def global_draw(
+  sample: Callable[[jax.Array, tuple], jax.Array],
+  key: jax.Array,
+  local_batch: int,
+  shape: Sequence[int],
+) -> jax.Array:
+  """`global_normal` for any sampler `sample(key, shape)`."""
   replicas = lax.psum(1, AXIS)
-  noise = jax.random.normal(key, (replicas * local_batch, *shape))
+  noise = sample(key, (replicas * local_batch, *shape))
   return lax.dynamic_slice_in_dim(noise, lax.axis_index(AXIS) * local_batch, local_batch)
 
 

@@ -5,6 +5,7 @@ import time
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -37,6 +38,8 @@ def _validate(config: ml_collections.ConfigDict, builder) -> None:
     "train.keep_checkpoints": config.train.keep_checkpoints,
     "eval.sample_every": config.eval.sample_every,
     "eval.num_samples": config.eval.num_samples,
+    "eval.batch_size": config.eval.batch_size,
+    "eval.every_steps": config.eval.every_steps,
   }
   for name, value in positive.items():
     if value < 1:
@@ -46,10 +49,9 @@ def _validate(config: ml_collections.ConfigDict, builder) -> None:
       f"data.resize={config.data.resize!r}; use one of {data.pipeline.RESIZE_METHODS}."
     )
   splits = sorted(builder.info.splits.keys())
-  if config.data.train_split not in splits:
-    raise ConfigError(
-      f"data.train_split={config.data.train_split!r}; {builder.name} has splits {splits}."
-    )
+  for field in ("train_split", "eval_split"):
+    if config.data[field] not in splits:
+      raise ConfigError(f"data.{field}={config.data[field]!r}; {builder.name} has splits {splits}.")
   if not 0 <= config.seed < 2**32:
     raise ConfigError(f"seed={config.seed}; use an integer in [0, 2**32).")
 
@@ -62,11 +64,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   builder = data.get_builder(config.data.name, config.data.data_dir)
   _validate(config, builder)
   spec = data.image_spec(builder, config.data.image_key, config.model.image_size)
-  data.pipeline.per_process_batch_size(config.train.batch_size)  # Fail before compiling.
+  for name in ("train.batch_size", "eval.batch_size"):  # Fail before compiling.
+    data.pipeline.per_process_batch_size(config[name.split(".")[0]].batch_size, name)
   family = families.create(config, spec)
 
   key = jax.random.key(config.seed)
-  init_key, step_key, sample_key = jax.random.split(key, 3)
+  init_key, step_key, sample_key, eval_key = jax.random.split(key, 4)
   state = family.init_state(init_key)
   manager = checkpoints.make_manager(workdir, keep=config.train.keep_checkpoints)
   state, restored = checkpoints.restore_latest(manager, state)
@@ -81,6 +84,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     manager.close()
     return {}
 
+  def eval_batches():
+    return data.make_eval_iterator(
+      builder,
+      split=config.data.eval_split,
+      image_key=config.data.image_key,
+      size=spec.size,
+      resize=config.data.resize,
+      global_batch_size=config.eval.batch_size,
+    )
+
+  held_out = []  # The first held-out images, for reconstructions and interpolations.
+  for batch in eval_batches():
+    held_out.append(batch["image"].reshape((-1,) + spec.shape))
+    if sum(map(len, held_out)) >= config.eval.num_samples:
+      break
+  held_out = np.concatenate(held_out)[: config.eval.num_samples]
   batches = data.prefetch_to_device(
     data.make_train_iterator(
       builder,
@@ -96,18 +115,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_step = jax.pmap(
     family.make_train_step(), axis_name=steps.AXIS, in_axes=(0, 0, None), donate_argnums=(0,)
   )
+  make_eval_step = family.make_eval_step()
+  eval_step = make_eval_step and jax.pmap(
+    make_eval_step, axis_name=steps.AXIS, in_axes=(0, 0, None)
+  )
   replicated = steps.replicate(state)
   writer = writers.Writer(workdir, enabled=jax.process_index() == 0)
   progress = writers.Progress(start_step, num_steps)
-  buffer, metrics = [], {}
+  buffer, metrics, eval_metrics = [], {}, {}
 
   def write_samples(step: int) -> None:
     host_state = steps.unreplicate(replicated)
     paths = writer.images(
-      step, family.sample_images(host_state, sample_key, config.eval.num_samples)
+      step, family.sample_images(host_state, sample_key, config.eval.num_samples, held_out)
     )
     if paths:
       logging.info("Wrote %s", ", ".join(paths))
+
+  def evaluate(step: int) -> dict[str, float]:
+    """Sums the eval step over one pass of the eval split; logs the summary."""
+    sums = None
+    for i, batch in enumerate(data.prefetch_to_device(eval_batches())):
+      out = eval_step(replicated, batch, jax.random.fold_in(eval_key, i))
+      sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+    scalars, images = family.summarize_eval(jax.device_get(steps.unreplicate(sums)))
+    logging.info(
+      "eval %s at step %d | %s",
+      config.data.eval_split,
+      step,
+      " | ".join(f"{k} {v:.4g}" for k, v in scalars.items()),
+    )
+    writer.scalars(step, {f"{config.data.eval_split}/{k}": v for k, v in scalars.items()})
+    writer.images(step, images)
+    return {f"{config.data.eval_split}/{k}": v for k, v in scalars.items()}
 
   def checkpoint(step: int) -> None:
     checkpoints.save(manager, step, jax.device_get(steps.unreplicate(replicated)))
@@ -139,10 +179,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           logging.warning("Non-finite metrics at step %d: %s", step, metrics)
       if step % config.train.checkpoint_every == 0 or last:
         checkpoint(step)
+      t = time.perf_counter()
       if step % config.eval.sample_every == 0 or last:
         write_samples(step)
+      if eval_step and (step % config.eval.every_steps == 0 or last):
+        eval_metrics = evaluate(step)
+      progress.exclude(time.perf_counter() - t)
   finally:
     manager.wait_until_finished()
     manager.close()
     writer.close()
-  return metrics
+  return {**metrics, **eval_metrics}

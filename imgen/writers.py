@@ -40,7 +40,8 @@ class Writer:
       return []
     paths = []
     for name, batch in images.items():
-      grid = image_lib.make_grid(image_lib.to_uint8(batch))
+      columns = 8 if len(batch) % 8 == 0 else None
+      grid = image_lib.make_grid(image_lib.to_uint8(batch), columns)
       self._tb.add_image(name, grid, step, dataformats="HWC")
       path = os.path.join(self.workdir, "samples", f"{name}_{step:07d}.png")
       image_lib.save_png(path, grid)
@@ -53,7 +54,7 @@ class Writer:
 
 
 class Progress:
-  """Steps/s and ETA over each logging interval (compile time excluded)."""
+  """Train steps/s and ETA over each logging interval (compile time excluded)."""
 
   def __init__(self, start_step: int, num_steps: int):
     self.num_steps = num_steps
@@ -62,6 +63,11 @@ class Progress:
   def start(self, step: int) -> None:
     """Call once the first (compiling) step has finished."""
     self._step, self._time = step, time.perf_counter()
+
+  def exclude(self, seconds: float) -> None:
+    """Leaves `seconds` (evaluation, sampling) out of the steps/s figure."""
+    if self._time is not None:
+      self._time += seconds
 
   def update(self, step: int) -> dict[str, float]:
     now = time.perf_counter()

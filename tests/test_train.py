@@ -9,7 +9,9 @@ import jax
 import numpy as np
 import pytest
 
+from configs import cnn as cnn_config
 from configs import gan as gan_config
+from configs import vae as vae_config
 from imgen import checkpoints
 from imgen import data
 from imgen import families
@@ -19,10 +21,27 @@ from imgen.errors import ConfigError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _config(data_dir, **train_overrides):
-  config = gan_config.get_config("smoke")
+CONFIGS = {"gan": gan_config, "vae": vae_config, "cnn": cnn_config}
+# What each family must report (train metrics, then held-out ones) and draw.
+EXPECTED = {
+  "gan": ({"d_loss", "g_loss", "d_real", "d_fake", "g_grad_norm", "d_grad_norm"}, ["samples"]),
+  "vae": (
+    {"elbo", "kl", "recon_nll", "test/elbo", "test/iwae_nll", "test/bits_per_dim"},
+    ["prior_samples", "reconstructions", "interpolations"],
+  ),
+  "cnn": ({"loss", "accuracy", "test/accuracy", "test/loss"}, ["confusion_matrix", "inputs"]),
+}
+
+
+def _config(data_dir, family="gan", **train_overrides):
+  config = CONFIGS[family].get_config("smoke")
   config.data.data_dir = data_dir
   config.train.update(train_overrides)
+  if family == "cnn":
+    config.model.dropout = 0.0  # Dropout masks depend on the device count.
+    # The cosine schedule spans train.num_steps, which the resume test changes
+    # to stop a run early; a constant rate keeps the two runs comparable.
+    config.optim.cosine_decay = False
   return config
 
 
@@ -41,29 +60,33 @@ def _assert_trees_close(a, b, **tol):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol)
 
 
-def test_smoke_run_writes_everything(data_dir, tmp_path):
+@pytest.mark.parametrize("family", sorted(CONFIGS))
+def test_smoke_run_writes_everything(data_dir, tmp_path, family):
   workdir = str(tmp_path / "run")
-  metrics = train.train_and_evaluate(_config(data_dir), workdir)
-  assert metrics and all(np.isfinite(v) for v in metrics.values())
-  assert {"d_loss", "g_loss", "d_real", "d_fake", "g_grad_norm", "d_grad_norm"} <= set(metrics)
+  metrics = train.train_and_evaluate(_config(data_dir, family), workdir)
+  names, images = EXPECTED[family]
+  assert names <= set(metrics), sorted(metrics)
+  assert all(np.isfinite(v) for v in metrics.values())
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
   assert glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
-  assert os.path.exists(os.path.join(workdir, "samples", "samples_0000006.png"))
+  for name in images:
+    assert os.path.exists(os.path.join(workdir, "samples", f"{name}_0000006.png")), name
   assert os.path.exists(os.path.join(workdir, "config.json"))
-  state, step = _final_state(_config(data_dir), workdir)
+  state, step = _final_state(_config(data_dir, family), workdir)
   assert step == 6 and int(state.step) == 6
 
 
-def test_resume_continues_where_it_stopped(data_dir, tmp_path, caplog):
+@pytest.mark.parametrize("family", sorted(CONFIGS))
+def test_resume_continues_where_it_stopped(data_dir, tmp_path, caplog, family):
   straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
-  train.train_and_evaluate(_config(data_dir, num_steps=6), straight)
-  train.train_and_evaluate(_config(data_dir, num_steps=3), split)
+  train.train_and_evaluate(_config(data_dir, family, num_steps=6), straight)
+  train.train_and_evaluate(_config(data_dir, family, num_steps=3), split)
   with caplog.at_level("INFO"):
-    train.train_and_evaluate(_config(data_dir, num_steps=6), split)
+    train.train_and_evaluate(_config(data_dir, family, num_steps=6), split)
   assert "Resuming from the checkpoint of step 3" in caplog.text
   assert "from step 3 to 6" in caplog.text
-  a, step_a = _final_state(_config(data_dir), straight)
-  b, step_b = _final_state(_config(data_dir), split)
+  a, step_a = _final_state(_config(data_dir, family), straight)
+  b, step_b = _final_state(_config(data_dir, family), split)
   assert step_a == step_b == 6
   # Data order and noise are functions of (seed, step): resuming changes nothing.
   _assert_trees_close(a, b, rtol=0, atol=0)
@@ -78,12 +101,12 @@ def test_resuming_another_model_says_what_differs(data_dir, tmp_path):
     train.train_and_evaluate(wider, workdir)
 
 
-def _run_main(workdir, data_dir, devices, *overrides):
+def _run_main(workdir, data_dir, devices, *overrides, family="gan"):
   env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(devices), "JAX_PLATFORMS": "cpu"}
   cmd = [
     sys.executable,
     "main.py",
-    "--config=configs/gan.py:smoke",
+    f"--config=configs/{family}.py:smoke",
     f"--workdir={workdir}",
     f"--config.data.data_dir={data_dir}",
     *overrides,
@@ -91,18 +114,20 @@ def _run_main(workdir, data_dir, devices, *overrides):
   return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_four_devices_compute_what_one_device_computes(data_dir, tmp_path):
+@pytest.mark.parametrize("family", sorted(CONFIGS))
+def test_four_devices_compute_what_one_device_computes(data_dir, tmp_path, family):
   workdir = str(tmp_path / "four")
-  result = _run_main(workdir, data_dir, 4)
+  overrides = ["--config.model.dropout=0.0", "--config.optim.cosine_decay=False"]
+  overrides = overrides if family == "cnn" else []
+  result = _run_main(workdir, data_dir, 4, *overrides, family=family)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "CpuDevice(id=3)" in result.stderr
-  assert os.path.exists(os.path.join(workdir, "samples", "samples_0000006.png"))
   one = str(tmp_path / "one")
-  train.train_and_evaluate(_config(data_dir), one)
+  train.train_and_evaluate(_config(data_dir, family), one)
   # Same global batch, noise and synchronised BatchNorm: only summation order differs.
   _assert_trees_close(
-    _final_state(_config(data_dir), workdir)[0],
-    _final_state(_config(data_dir), one)[0],
+    _final_state(_config(data_dir, family), workdir)[0],
+    _final_state(_config(data_dir, family), one)[0],
     rtol=1e-3,
     atol=1e-4,
   )

@@ -30,6 +30,10 @@ class ImageSpec:
   size: int
   channels: int
 
+  @property
+  def shape(self) -> tuple[int, int, int]:
+    return (self.size, self.size, self.channels)
+
 
 def stored_shape(builder: tfds.core.DatasetBuilder, image_key: str) -> tuple[int, int, int]:
   """(height, width, channels) of the images as stored in the dataset."""
@@ -110,15 +114,17 @@ class _PrepareBatch(grain.transforms.Map):
     out = {"image": images}
     if "label" in batch:
       out["label"] = np.asarray(batch["label"], np.int32)
+    if "mask" in batch:
+      out["mask"] = np.asarray(batch["mask"], np.float32)
     return jax.tree.map(lambda x: x.reshape((self.num_devices, -1) + x.shape[1:]), out)
 
 
-def per_process_batch_size(global_batch_size: int) -> int:
+def per_process_batch_size(global_batch_size: int, name: str = "train.batch_size") -> int:
   """Checks that the global batch splits evenly; returns one process's share."""
   devices = jax.device_count()
   if global_batch_size % devices:
     raise ConfigError(
-      f"train.batch_size {global_batch_size} is not divisible by {devices} "
+      f"{name} {global_batch_size} is not divisible by {devices} "
       f"devices; use a multiple of {devices}."
     )
   return global_batch_size // jax.process_count()
@@ -160,6 +166,39 @@ def make_train_iterator(
   ds = ds.map(_PrepareBatch(image_key, size, resize, jax.local_device_count()))
   options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
   return iter(ds.to_iter_dataset(options))
+
+
+def make_eval_iterator(
+  builder: tfds.core.DatasetBuilder,
+  *,
+  split: str,
+  image_key: str,
+  size: int,
+  resize: str,
+  global_batch_size: int,
+) -> Iterator[dict[str, np.ndarray]]:
+  """One ordered pass over `split`, in batches shaped like the train batches.
+
+  The last batch is padded with copies of example 0 whose 'mask' is 0, so
+  every process runs the same number of batches and sums count each example
+  once.
+  """
+  batch = per_process_batch_size(global_batch_size, "eval.batch_size")
+  source = builder.as_data_source(split=split)
+  n = len(source)
+  total = -(-n // global_batch_size) * global_batch_size
+
+  def load(i: int) -> dict:
+    example = source[i if i < n else 0]
+    out = {image_key: example[image_key], "mask": np.float32(i < n)}
+    if "label" in example:
+      out["label"] = example["label"]
+    return out
+
+  ds = grain.MapDataset.range(total)[jax.process_index() :: jax.process_count()]
+  ds = ds.map(load).batch(batch, drop_remainder=True)
+  ds = ds.map(_PrepareBatch(image_key, size, resize, jax.local_device_count()))
+  return iter(ds)
 
 
 def prefetch_to_device(

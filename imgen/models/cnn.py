@@ -1,0 +1,81 @@
+"""Image classifiers: the seed's small CNN and a small ResNet.
+
+Both return logits from `__call__` and the penultimate-layer features from
+`features`, so a trained classifier doubles as the in-domain feature network
+for sample-quality metrics.
+"""
+
+import flax.linen as nn
+import jax
+
+
+def _norm(train: bool, axis_name: str | None):
+  return nn.BatchNorm(
+    use_running_average=not train, momentum=0.9, axis_name=axis_name if train else None
+  )
+
+
+class SimpleCNN(nn.Module):
+  """(conv-BN-ReLU x2, max-pool) x2, dense-ReLU-dropout, dense to logits."""
+
+  num_classes: int = 10
+  width: int = 32
+  dropout: float = 0.3
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False, features: bool = False) -> jax.Array:
+    for i in range(2):
+      for _ in range(2):
+        x = nn.Conv(self.width * 2**i, (3, 3), use_bias=False)(x)
+        x = nn.relu(_norm(train, self.axis_name)(x))
+      x = nn.max_pool(x, (2, 2), (2, 2))
+    x = nn.relu(nn.Dense(4 * self.width)(x.reshape(x.shape[0], -1)))
+    if features:
+      return x
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return nn.Dense(self.num_classes)(x)
+
+
+class _Block(nn.Module):
+  features: int
+  stride: int
+  axis_name: str | None
+
+  @nn.compact
+  def __call__(self, x, train):
+    y = nn.Conv(self.features, (3, 3), self.stride, use_bias=False)(x)
+    y = nn.relu(_norm(train, self.axis_name)(y))
+    y = nn.Conv(self.features, (3, 3), use_bias=False)(y)
+    y = _norm(train, self.axis_name)(y)
+    if x.shape != y.shape:
+      x = nn.Conv(self.features, (1, 1), self.stride, use_bias=False)(x)
+      x = _norm(train, self.axis_name)(x)
+    return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+  """A ResNet of basic blocks (He et al., 2016), three stages, global pooling."""
+
+  num_classes: int = 10
+  width: int = 16
+  blocks_per_stage: int = 2
+  dropout: float = 0.0
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False, features: bool = False) -> jax.Array:
+    x = nn.Conv(self.width, (3, 3), use_bias=False)(x)
+    x = nn.relu(_norm(train, self.axis_name)(x))
+    for stage in range(3):
+      for block in range(self.blocks_per_stage):
+        stride = 2 if stage > 0 and block == 0 else 1
+        x = _Block(self.width * 2**stage, stride, self.axis_name)(x, train)
+    x = x.mean(axis=(1, 2))
+    if features:
+      return x
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return nn.Dense(self.num_classes)(x)
+
+
+CLASSIFIERS = {"simple": SimpleCNN, "resnet": ResNet}
