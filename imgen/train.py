@@ -84,14 +84,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     manager.close()
     return {}
 
+  images = dict(image_key=config.data.image_key, size=spec.size, resize=config.data.resize)
+
   def eval_batches():
     return data.make_eval_iterator(
-      builder,
-      split=config.data.eval_split,
-      image_key=config.data.image_key,
-      size=spec.size,
-      resize=config.data.resize,
-      global_batch_size=config.eval.batch_size,
+      builder, split=config.data.eval_split, global_batch_size=config.eval.batch_size, **images
     )
 
   held_out = []  # The first held-out images, for reconstructions and interpolations.
@@ -104,10 +101,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     data.make_train_iterator(
       builder,
       split=config.data.train_split,
-      image_key=config.data.image_key,
-      size=spec.size,
-      resize=config.data.resize,
       global_batch_size=config.train.batch_size,
+      **images,
       seed=config.seed,
       start_step=start_step,
     )
