@@ -14,21 +14,15 @@ Other data: --config.data.name=mnist (a TFDS catalog set prepared in
 """
 
 import ml_collections
-from ml_collections import config_dict
+
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.family = "gan"
   config.seed = 0
-
-  config.data = ml_collections.ConfigDict()
-  config.data.name = "embedded_mnist"
-  config.data.data_dir = config_dict.placeholder(str)  # None: TFDS's default.
-  config.data.train_split = "train"
-  config.data.eval_split = "test"
-  config.data.image_key = "image"
-  config.data.resize = "pad"  # 'pad' (centre on black) or 'resize' (crop + bilinear).
+  config.data = common.data()
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "dcgan"
@@ -43,30 +37,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optim.g = ml_collections.ConfigDict(dict(learning_rate=2e-4, b1=0.5, b2=0.999))
   config.optim.d = ml_collections.ConfigDict(dict(learning_rate=2e-4, b1=0.5, b2=0.999))
 
-  config.train = ml_collections.ConfigDict()
-  config.train.batch_size = 64  # Global, over all devices.
-  config.train.num_steps = 3000
-  config.train.log_every = 100
-  config.train.checkpoint_every = 500
-  config.train.keep_checkpoints = 3
-
-  config.eval = ml_collections.ConfigDict()
-  config.eval.sample_every = 500
-  config.eval.num_samples = 64
-  config.eval.batch_size = 64
-  config.eval.every_steps = 500  # Held-out metrics: none for GANs until the eval layer.
+  config.train = common.train(num_steps=3000, checkpoint_every=500)
+  # No held-out metrics for GANs until the sample-quality eval layer.
+  config.eval = common.evaluation(every_steps=500, sample_every=500, batch_size=64)
 
   if arg == "smoke":
+    common.shrink_for_smoke(config)
     config.model.g_width = 8
     config.model.d_width = 8
     config.model.latent_dim = 16
-    config.train.batch_size = 8
-    config.train.num_steps = 6
-    config.train.log_every = 2
-    config.train.checkpoint_every = 3
-    config.eval.sample_every = 3
-    config.eval.num_samples = 16
     config.eval.batch_size = 8
   elif arg:
-    raise ValueError(f"Unknown variant {arg!r} of configs/gan.py; known: 'smoke'.")
+    raise common.unknown_variant(arg, "configs/gan.py")
   return config

@@ -14,21 +14,15 @@ only, so it overfits past ~3,000 steps).
 """
 
 import ml_collections
-from ml_collections import config_dict
+
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.family = "vae"
   config.seed = 0
-
-  config.data = ml_collections.ConfigDict()
-  config.data.name = "embedded_mnist"
-  config.data.data_dir = config_dict.placeholder(str)
-  config.data.train_split = "train"
-  config.data.eval_split = "test"
-  config.data.image_key = "image"
-  config.data.resize = "pad"
+  config.data = common.data()
   config.data.binarize = "dynamic"  # 'dynamic', 'fixed' (threshold 1/2) or 'none'.
 
   config.model = ml_collections.ConfigDict()
@@ -42,33 +36,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.upsample = "subpixel"
 
   config.optim = ml_collections.ConfigDict(dict(learning_rate=1e-3, b1=0.9, b2=0.999))
-
-  config.train = ml_collections.ConfigDict()
-  config.train.batch_size = 64
-  config.train.num_steps = 4000
-  config.train.log_every = 100
-  config.train.checkpoint_every = 1000
-  config.train.keep_checkpoints = 3
-
-  config.eval = ml_collections.ConfigDict()
-  config.eval.every_steps = 1000
-  config.eval.batch_size = 100
+  config.train = common.train(num_steps=4000, checkpoint_every=1000)
+  config.eval = common.evaluation(every_steps=1000, sample_every=1000, batch_size=100)
   config.eval.iwae_samples = 100
-  config.eval.sample_every = 1000
-  config.eval.num_samples = 64
 
   if arg == "smoke":
+    common.shrink_for_smoke(config)
     config.model.width = 8
     config.model.latent_dim = 4
-    config.train.batch_size = 8
-    config.train.num_steps = 6
-    config.train.log_every = 2
-    config.train.checkpoint_every = 3
-    config.eval.every_steps = 3
     config.eval.batch_size = 200
     config.eval.iwae_samples = 3
-    config.eval.sample_every = 3
-    config.eval.num_samples = 16
   elif arg:
-    raise ValueError(f"Unknown variant {arg!r} of configs/vae.py; known: 'smoke'.")
+    raise common.unknown_variant(arg, "configs/vae.py")
   return config
