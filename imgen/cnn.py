@@ -63,7 +63,7 @@ class CNNFamily:
     )
 
   def init_state(self, key: jax.Array) -> State:
-    x = jnp.zeros((1, self.spec.size, self.spec.size, self.spec.channels))
+    x = jnp.zeros((1, *self.spec.shape))
     return State(jnp.zeros((), jnp.int32), init_network(self.model, key, x, self.tx))
 
   def logits(self, state: State, images: jax.Array) -> jax.Array:

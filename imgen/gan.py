@@ -28,6 +28,7 @@ from imgen.steps import AXIS
 from imgen.steps import Network
 from imgen.steps import adam
 from imgen.steps import global_normal
+from imgen.steps import init_network
 
 PyTree = Any
 
@@ -87,15 +88,11 @@ class GAN:
   def init_state(self, key: jax.Array) -> GANState:
     g_key, d_key = jax.random.split(key)
     z = jnp.zeros((1, self.latent_dim))
-    x = jnp.zeros((1, self.spec.size, self.spec.size, self.spec.channels))
-    init = lambda model, k, inp: model.init(k, inp, train=False)
-    g_vars = jax.jit(init, static_argnums=0)(self.generator, g_key, z)
-    d_vars = jax.jit(init, static_argnums=0)(self.discriminator, d_key, x)
-    net = lambda v, tx: Network(v["params"], v["batch_stats"], tx.init(v["params"]))
+    x = jnp.zeros((1, *self.spec.shape))
     return GANState(
       step=jnp.zeros((), jnp.int32),
-      g=net(g_vars, self.g_tx),
-      d=net(d_vars, self.d_tx),
+      g=init_network(self.generator, g_key, z, self.g_tx),
+      d=init_network(self.discriminator, d_key, x, self.d_tx),
     )
 
   def make_train_step(self) -> Callable[[GANState, dict, jax.Array], tuple[GANState, dict]]:

@@ -44,16 +44,12 @@ def _validate(config: ml_collections.ConfigDict, builder) -> None:
   for name, value in positive.items():
     if value < 1:
       raise ConfigError(f"{name}={value}; it must be a positive integer.")
-  if config.data.resize not in data.pipeline.RESIZE_METHODS:
-    raise ConfigError(
-      f"data.resize={config.data.resize!r}; use one of {data.pipeline.RESIZE_METHODS}."
-    )
+  data.pipeline.check_resize(config.data.resize)
   splits = sorted(builder.info.splits.keys())
   for field in ("train_split", "eval_split"):
     if config.data[field] not in splits:
       raise ConfigError(f"data.{field}={config.data[field]!r}; {builder.name} has splits {splits}.")
-  if not 0 <= config.seed < 2**32:
-    raise ConfigError(f"seed={config.seed}; use an integer in [0, 2**32).")
+  data.pipeline.check_seed(config.seed)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:

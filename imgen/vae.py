@@ -94,7 +94,7 @@ class VAEFamily:
     self._encode = jax.jit(lambda p, x: model.apply(p, x, method=VAE.encode)[0])
 
   def init_state(self, key: jax.Array) -> State:
-    x = jnp.zeros((1, self.spec.size, self.spec.size, self.spec.channels))
+    x = jnp.zeros((1, *self.spec.shape))
     return State(jnp.zeros((), jnp.int32), init_network(self.model, key, x, self.tx))
 
   # --- pieces shared by the train and eval steps -------------------------------------------

@@ -59,6 +59,16 @@ def image_spec(builder: tfds.core.DatasetBuilder, image_key: str, size: int) -> 
 RESIZE_METHODS = ("resize", "pad")
 
 
+def check_resize(method: str) -> None:
+  if method not in RESIZE_METHODS:
+    raise ConfigError(f"data.resize={method!r}; use one of {RESIZE_METHODS}.")
+
+
+def check_seed(seed: int) -> None:
+  if not 0 <= seed < 2**32:
+    raise ConfigError(f"seed={seed}; use an integer in [0, 2**32).")
+
+
 @functools.cache
 def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
   """(n_out, n_in) matrix of `jax.image.resize`'s antialiased linear filter.
@@ -77,8 +87,7 @@ def resize_images(images: np.ndarray, size: int, method: str) -> np.ndarray:
   `pad`: center the image on a black square (it must not be larger).
   """
   n, h, w, c = images.shape
-  if method not in RESIZE_METHODS:
-    raise ConfigError(f"config.data.resize={method!r}; use one of {RESIZE_METHODS}.")
+  check_resize(method)
   if (h, w) == (size, size):
     return images
   if method == "pad":
@@ -154,8 +163,7 @@ def make_train_iterator(
       f"Split {split!r} of {builder.name!r} has {len(source)} examples, fewer "
       f"than one batch of {global_batch_size}."
     )
-  if not 0 <= seed < 2**32:
-    raise ConfigError(f"seed {seed} must be in [0, 2**32).")
+  check_seed(seed)
   stored_shape(builder, image_key)  # Fails early with a clear message.
   # Grain seeds epoch e with seed + e; hashing the seed keeps runs of nearby
   # seeds from sharing epochs.
