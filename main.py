@@ -1,6 +1,8 @@
 """imgen: train image-generation models from a config file.
 
 python main.py --config=configs/gan.py [--workdir=runs/x] [--config.train.num_steps=200]
+python main.py --config=configs/gan.py --workdir=runs/x --mode=eval     # metrics of a checkpoint
+python main.py --config=configs/gan.py --workdir=runs/x --mode=sample   # PNG grids and .npz
 """
 
 import datetime
@@ -13,13 +15,20 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from imgen import modes
 from imgen import train
 from imgen import writers
 from imgen.errors import UserError
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run folder; default: a new one under runs/.")
-flags.DEFINE_enum("mode", "train", ["train"], "What to do.")
+flags.DEFINE_enum(
+  "mode",
+  "train",
+  ["train", "eval", "sample"],
+  "train (or resume) in --workdir; eval: metrics of a checkpoint as JSON; "
+  "sample: eval.num_samples samples as PNG grids and .npz.",
+)
 flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
 
@@ -47,6 +56,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   writers.quiet_library_logs(os.path.abspath(__file__))
+  if FLAGS.mode != "train" and not FLAGS.workdir:
+    print(f"error: --mode={FLAGS.mode} needs the --workdir of a run.", file=sys.stderr)
+    sys.exit(2)
   workdir = FLAGS.workdir or _default_workdir()
   logging.info(
     "JAX %s, process %d/%d, devices: %s",
@@ -57,7 +69,12 @@ def main(argv):
   )
   logging.info("Config:\n%s", FLAGS.config)
   try:
-    train.train_and_evaluate(FLAGS.config, workdir)
+    run = {
+      "train": train.train_and_evaluate,
+      "eval": modes.evaluate_checkpoint,
+      "sample": modes.sample_checkpoint,
+    }[FLAGS.mode]
+    run(FLAGS.config, workdir)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

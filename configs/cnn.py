@@ -37,7 +37,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optim.cosine_decay = True
 
   config.train = common.train(num_steps=2000, checkpoint_every=500)
-  config.eval = common.evaluation(every_steps=500, sample_every=2000, batch_size=200)
+  config.eval = common.evaluation(
+    every_steps=500, sample_every=2000, batch_size=200, best_metric="accuracy", best_mode="max"
+  )
 
   if arg == "smoke":
     common.shrink_for_smoke(config)

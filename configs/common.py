@@ -30,16 +30,55 @@ def train(num_steps: int, checkpoint_every: int, batch_size: int = 64) -> ml_col
   )
 
 
-def evaluation(every_steps: int, sample_every: int, batch_size: int) -> ml_collections.ConfigDict:
+def evaluation(
+  every_steps: int,
+  sample_every: int,
+  batch_size: int,
+  metrics: str = "",
+  best_metric: str = "fid",
+  best_mode: str = "min",
+) -> ml_collections.ConfigDict:
+  """Held-out evaluation, sample grids and sample-quality metrics.
+
+  `metrics` (comma-separated: fid, kid, is, pr) score `num_samples` samples
+  against `reference_split` (default data.eval_split) through
+  `feature_network`: 'cnn' reads the classifier trained in `cnn_workdir`
+  (python main.py --config=configs/cnn.py --workdir=runs/cnn), 'inception'
+  the FID Inception-v3 weights file `inception_weights` (pytorch-fid's .pth,
+  or an .npz of it). `best_metric` picks the checkpoint kept in workdir/best.
+  """
   return ml_collections.ConfigDict(
-    dict(every_steps=every_steps, batch_size=batch_size, sample_every=sample_every, num_samples=64)
+    dict(
+      every_steps=every_steps,
+      batch_size=batch_size,
+      sample_every=sample_every,
+      grid_samples=64,  # Images per sample grid.
+      metrics=metrics,
+      num_samples=1000,
+      feature_network="cnn",
+      cnn_workdir="runs/cnn",
+      inception_weights=config_dict.placeholder(str),
+      reference_split=config_dict.placeholder(str),  # None: data.eval_split.
+      stats_dir=config_dict.placeholder(str),  # None: data_dir/imgen_features.
+      kid_subsets=100,
+      kid_subset_size=500,  # Half of a 1,000-image split, so subsets differ.
+      is_splits=10,
+      pr_k=3,
+      best_metric=best_metric,
+      best_mode=best_mode,  # 'min' or 'max'.
+      # --mode=eval / --mode=sample:
+      checkpoint_step=config_dict.placeholder(int),  # None: the newest; 0: untrained.
+      best=False,  # Use the checkpoint in workdir/best instead.
+      real_split=config_dict.placeholder(str),  # Score this split's real images instead.
+    )
   )
 
 
 def shrink_for_smoke(config: ml_collections.ConfigDict) -> None:
   """A run of seconds for tests: 6 steps of 8 images, checkpoints and evals at 3 and 6."""
   config.train.update(batch_size=8, num_steps=6, log_every=2, checkpoint_every=3)
-  config.eval.update(every_steps=3, sample_every=3, num_samples=16)
+  config.eval.update(every_steps=3, sample_every=3, grid_samples=16, num_samples=40, kid_subsets=4)
+  config.eval.update(kid_subset_size=20, is_splits=2)
 
 
 def unknown_variant(arg: str, path: str) -> ValueError:

@@ -38,8 +38,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optim.d = ml_collections.ConfigDict(dict(learning_rate=2e-4, b1=0.5, b2=0.999))
 
   config.train = common.train(num_steps=3000, checkpoint_every=500)
-  # No held-out metrics for GANs until the sample-quality eval layer.
-  config.eval = common.evaluation(every_steps=500, sample_every=500, batch_size=64)
+  config.eval = common.evaluation(
+    every_steps=500, sample_every=500, batch_size=200, metrics="fid,kid,is,pr"
+  )
 
   if arg == "smoke":
     common.shrink_for_smoke(config)
@@ -47,6 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.d_width = 8
     config.model.latent_dim = 16
     config.eval.batch_size = 8
+    config.eval.metrics = ""  # Tests choose their feature network.
   elif arg:
     raise common.unknown_variant(arg, "configs/gan.py")
   return config

@@ -37,7 +37,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.optim = ml_collections.ConfigDict(dict(learning_rate=1e-3, b1=0.9, b2=0.999))
   config.train = common.train(num_steps=4000, checkpoint_every=1000)
-  config.eval = common.evaluation(every_steps=1000, sample_every=1000, batch_size=100)
+  config.eval = common.evaluation(
+    every_steps=1000,
+    sample_every=1000,
+    batch_size=100,
+    metrics="fid,kid,is,pr",
+    best_metric="elbo",
+    best_mode="max",
+  )
   config.eval.iwae_samples = 100
 
   if arg == "smoke":
@@ -46,6 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.latent_dim = 4
     config.eval.batch_size = 200
     config.eval.iwae_samples = 3
+    config.eval.metrics = ""
   elif arg:
     raise common.unknown_variant(arg, "configs/vae.py")
   return config

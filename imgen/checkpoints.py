@@ -1,5 +1,7 @@
 """Orbax checkpoints of the (unreplicated) train state."""
 
+import json
+import math
 import os
 from typing import Any
 
@@ -9,16 +11,19 @@ import orbax.checkpoint as ocp
 from imgen.errors import ConfigError
 
 
-def make_manager(workdir: str, *, keep: int) -> ocp.CheckpointManager:
-  """Keeps the newest `keep` checkpoints of `workdir`, written asynchronously."""
+def make_manager(
+  workdir: str, *, keep: int, create: bool = True, folder: str = "checkpoints"
+) -> ocp.CheckpointManager:
+  """Keeps the newest `keep` checkpoints in `workdir/folder`, written asynchronously."""
   options = ocp.CheckpointManagerOptions(
     max_to_keep=keep,
     enable_async_checkpointing=True,
-    create=True,
+    create=create,
   )
-  os.makedirs(workdir, exist_ok=True)
+  if create:
+    os.makedirs(workdir, exist_ok=True)
   return ocp.CheckpointManager(
-    os.path.abspath(os.path.join(workdir, "checkpoints")),
+    os.path.abspath(os.path.join(workdir, folder)),
     options=options,
     item_handlers=ocp.StandardCheckpointHandler(),
   )
@@ -47,15 +52,12 @@ def _differences(saved: dict, wanted: dict, limit: int = 6) -> list[str]:
   return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
 
 
-def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[Any, int | None]:
-  """(state, step) of the newest checkpoint, or (target, None) if there is none.
+def restore(manager: ocp.CheckpointManager, target: Any, step: int) -> Any:
+  """The checkpoint of `step`, shaped like `target`.
 
   A checkpoint whose arrays do not fit `target` (another model's shapes) is a
   `ConfigError` that lists what differs.
   """
-  step = manager.latest_step()
-  if step is None:
-    return target, None
   saved = {m.name: tuple(m.shape) for m in jax.tree.leaves(manager.item_metadata(step))}
   differences = _differences(saved, _shapes(target))
   if differences:
@@ -65,4 +67,61 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[Any, in
       + "\nUse a new --workdir, or the config that made this one (config.json beside it)."
     )
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-  return manager.restore(step, args=ocp.args.StandardRestore(abstract)), step
+  return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[Any, int | None]:
+  """(state, step) of the newest checkpoint, or (target, None) if there is none."""
+  step = manager.latest_step()
+  if step is None:
+    return target, None
+  return restore(manager, target, step), step
+
+
+class BestCheckpoint:
+  """Keeps the checkpoint with the best `metric` so far in `workdir/best/`.
+
+  `best/best.json` records the metric, its value and the step; a resumed run
+  reads it, so "best" spans the whole run.
+  """
+
+  def __init__(self, workdir: str, metric: str, mode: str):
+    self.metric, self.mode = metric, mode
+    self.manager = make_manager(workdir, keep=1, folder="best")
+    self.record_path = os.path.join(workdir, "best", "best.json")
+    self.record = None
+    if os.path.isfile(self.record_path):
+      with open(self.record_path) as f:
+        record = json.load(f)
+      if record.get("metric") == metric and record.get("mode") == mode:
+        self.record = record
+
+  def _better(self, value: float) -> bool:
+    if not math.isfinite(value):
+      return False
+    if self.record is None:
+      return True
+    best = self.record["value"]
+    return value < best if self.mode == "min" else value > best
+
+  def update(self, step: int, metrics: dict[str, float], state: Any) -> bool:
+    """Saves `state` if `metrics[metric]` beats the best so far; True if it did."""
+    if self.metric not in metrics or not self._better(metrics[self.metric]):
+      return False
+    self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    self.manager.wait_until_finished()  # The record names only a finished checkpoint.
+    self.record = {"metric": self.metric, "mode": self.mode, "value": metrics[self.metric]}
+    self.record["step"] = step
+    tmp = self.record_path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(self.record, f, indent=2)
+    os.replace(tmp, self.record_path)
+    return True
+
+  @property
+  def value(self) -> float | None:
+    return self.record and self.record["value"]
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()

@@ -59,7 +59,7 @@ class CNNFamily:
     model = self.model
     self._logits = jax.jit(lambda s, x: model.apply(s.net.variables(), x, train=False))
     self._features = jax.jit(
-      lambda s, x: model.apply(s.net.variables(), x, train=False, features=True)
+      lambda s, x: model.apply(s.net.variables(), x, train=False, features=True)[0]
     )
 
   def init_state(self, key: jax.Array) -> State:
@@ -124,6 +124,11 @@ class CNNFamily:
       return lax.psum(sums, AXIS)
 
     return eval_step
+
+  @staticmethod
+  def make_generate() -> None:
+    """A classifier makes no images."""
+    return None
 
   def summarize_eval(self, sums: dict) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     count = float(sums["count"])

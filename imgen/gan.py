@@ -171,8 +171,19 @@ class GAN:
     """Images in [-1, 1] from noise z, BatchNorm on its running averages."""
     return self._sample(state, z)
 
+  def make_generate(self) -> Callable[[GANState, jax.Array, int], jax.Array]:
+    """Per-replica `generate(state, key, local_batch)`: this replica's rows of a
+    global batch of samples drawn from `key` (run it under pmap)."""
+    generator, latent_dim = self.generator, self.latent_dim
+
+    def generate(state: GANState, key: jax.Array, local_batch: int) -> jax.Array:
+      z = global_normal(key, local_batch, (latent_dim,))
+      return generator.apply(state.g.variables(), z, train=False)
+
+    return generate
+
   def make_eval_step(self) -> None:
-    """No held-out metrics yet: sample-quality metrics come with the eval layer."""
+    """No held-out likelihood: GANs are scored by their samples (`imgen.evaluate`)."""
     return None
 
   def sample_images(

@@ -200,6 +200,16 @@ class VAEFamily:
 
     return eval_step
 
+  def make_generate(self) -> Callable[[State, jax.Array, int], jax.Array]:
+    """Per-replica `generate(state, key, local_batch)`: decoder means of prior draws."""
+    model = self.model
+
+    def generate(state: State, key: jax.Array, local_batch: int) -> jax.Array:
+      z = global_normal(key, local_batch, (model.latent_dim,))
+      return self._display(model.apply({"params": state.net.params}, z, method=VAE.decode))
+
+    return generate
+
   def summarize_eval(self, sums: dict) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     count = float(sums["count"])
     per_image = {k: float(v) / count for k, v in sums.items() if k != "count"}

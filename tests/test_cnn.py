@@ -33,7 +33,8 @@ def test_models_shapes_and_dropout_only_in_training():
     model = make(num_classes=10, width=4, dropout=0.5)
     variables = model.init(jax.random.key(1), x)
     assert model.apply(variables, x).shape == (4, 10), name
-    assert model.apply(variables, x, features=True).ndim == 2, name
+    features, logits = model.apply(variables, x, features=True)
+    assert features.ndim == 2 and logits.shape == (x.shape[0], 10), name
     np.testing.assert_array_equal(model.apply(variables, x), model.apply(variables, x))
     train = [
       model.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": k})[0]

@@ -1,8 +1,8 @@
 """Image classifiers: the seed's small CNN and a small ResNet.
 
-Both return logits from `__call__` and the penultimate-layer features from
-`features`, so a trained classifier doubles as the in-domain feature network
-for sample-quality metrics.
+Both return logits, or with `features=True` the pair (penultimate-layer
+features, logits), so a trained classifier doubles as the in-domain feature
+network for sample-quality metrics.
 """
 
 import flax.linen as nn
@@ -24,17 +24,16 @@ class SimpleCNN(nn.Module):
   axis_name: str | None = None
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False, features: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool = False, features: bool = False):
     for i in range(2):
       for _ in range(2):
         x = nn.Conv(self.width * 2**i, (3, 3), use_bias=False)(x)
         x = nn.relu(_norm(train, self.axis_name)(x))
       x = nn.max_pool(x, (2, 2), (2, 2))
-    x = nn.relu(nn.Dense(4 * self.width)(x.reshape(x.shape[0], -1)))
-    if features:
-      return x
-    x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.Dense(self.num_classes)(x)
+    penultimate = nn.relu(nn.Dense(4 * self.width)(x.reshape(x.shape[0], -1)))
+    x = nn.Dropout(self.dropout, deterministic=not train)(penultimate)
+    logits = nn.Dense(self.num_classes)(x)
+    return (penultimate, logits) if features else logits
 
 
 class _Block(nn.Module):
@@ -64,18 +63,17 @@ class ResNet(nn.Module):
   axis_name: str | None = None
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False, features: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool = False, features: bool = False):
     x = nn.Conv(self.width, (3, 3), use_bias=False)(x)
     x = nn.relu(_norm(train, self.axis_name)(x))
     for stage in range(3):
       for block in range(self.blocks_per_stage):
         stride = 2 if stage > 0 and block == 0 else 1
         x = _Block(self.width * 2**stage, stride, self.axis_name)(x, train)
-    x = x.mean(axis=(1, 2))
-    if features:
-      return x
-    x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.Dense(self.num_classes)(x)
+    penultimate = x.mean(axis=(1, 2))
+    x = nn.Dropout(self.dropout, deterministic=not train)(penultimate)
+    logits = nn.Dense(self.num_classes)(x)
+    return (penultimate, logits) if features else logits
 
 
 CLASSIFIERS = {"simple": SimpleCNN, "resnet": ResNet}

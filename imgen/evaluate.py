@@ -1,0 +1,184 @@
+"""Evaluation every family shares: held-out passes and sample-quality metrics.
+
+`SampleQuality` scores a family's samples (generated on all devices, in
+global batches drawn from one key, so any device count gives the same
+samples) against a real split, through a feature network: FID, KID, IS and
+precision/recall from `imgen.metrics`. The features of real splits are
+computed once per (dataset, split, image format, feature weights) and cached
+under `eval.stats_dir` (default: beside the TFDS data).
+"""
+
+from collections.abc import Callable, Iterator
+import dataclasses
+import os
+
+from absl import logging
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+import numpy as np
+
+from imgen import features
+from imgen import metrics
+from imgen import steps
+from imgen.data import sources
+from imgen.errors import ConfigError
+from imgen.errors import UserError
+from imgen.experiment import Experiment
+from imgen.experiment import metric_names
+from imgen.features import FeatureNetwork
+
+
+@dataclasses.dataclass(frozen=True)
+class Features:
+  features: np.ndarray  # (n, d)
+  logits: np.ndarray  # (n, classes)
+
+  def __len__(self) -> int:
+    return len(self.features)
+
+
+def held_out_pass(eval_step: Callable, replicated, batches: Iterator, key: jax.Array) -> dict:
+  """Sums of the pmap'd `eval_step` over every batch (replica 0's copy, on host)."""
+  sums = None
+  for i, batch in enumerate(batches):
+    out = eval_step(replicated, batch, jax.random.fold_in(key, i))
+    sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+  return jax.device_get(steps.unreplicate(sums))
+
+
+def _gather(x: np.ndarray) -> np.ndarray:
+  """Rows of every process, in process order (a no-op on one host)."""
+  if jax.process_count() == 1:
+    return x
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def make_sampler(experiment: Experiment) -> Callable[..., Iterator[jax.Array]]:
+  """`sample_batches(replicated_state, key, num)`: device batches of samples.
+
+  Batch i holds eval.batch_size samples drawn from fold_in(key, i), split over
+  the devices (devices, batch / devices, H, W, C), so the samples do not depend
+  on the device count; the last batch may overshoot `num`.
+  """
+  generate = experiment.family.make_generate()
+  if generate is None:
+    raise ConfigError(f"The {experiment.config.family} family makes no images.")
+  global_batch = experiment.config.eval.batch_size
+  local_batch = global_batch // jax.device_count()
+  pmapped = jax.pmap(
+    lambda state, key: generate(state, key, local_batch), axis_name=steps.AXIS, in_axes=(0, None)
+  )
+
+  def sample_batches(replicated_state, key: jax.Array, num: int) -> Iterator[jax.Array]:
+    for i in range(-(-num // global_batch)):
+      yield pmapped(replicated_state, jax.random.fold_in(key, i))
+
+  return sample_batches
+
+
+class SampleQuality:
+  """FID/KID/IS/precision/recall of a family's samples against a real split."""
+
+  def __init__(self, experiment: Experiment, network: FeatureNetwork):
+    self.experiment = experiment
+    self.config = experiment.config.eval
+    self.names = metric_names(self.config.metrics)
+    self.network = network
+    self._apply = jax.pmap(network.apply, axis_name=steps.AXIS)
+    self._variables = steps.replicate(network.variables)
+    self._sample_batches = make_sampler(experiment)
+
+  def _features(self, images: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+    features, logits = jax.device_get(self._apply(self._variables, images))
+    return features.reshape(-1, features.shape[-1]), logits.reshape(-1, logits.shape[-1])
+
+  def _cache_path(self, split: str) -> str:
+    e = self.experiment
+    stats_dir = self.config.stats_dir or os.path.join(
+      e.config.data.data_dir or sources.default_data_dir(), "imgen_features"
+    )
+    name = (
+      f"{e.builder.name}-{e.builder.version}-{split}-{e.spec.size}px{e.spec.channels}c-"
+      f"{e.config.data.resize}-{self.network.name}-{self.network.fingerprint[:16]}.npz"
+    )
+    return os.path.join(stats_dir, name)
+
+  def real(self, split: str) -> Features:
+    """Features of every image of `split`, from the cache when it has them."""
+    path = self._cache_path(split)
+    if os.path.isfile(path):
+      try:
+        with np.load(path) as f:
+          return Features(f["features"], f["logits"])
+      except (OSError, ValueError, KeyError) as e:
+        logging.warning("Recomputing the unreadable feature cache %s (%s)", path, e)
+    parts = []
+    for batch in self.experiment.eval_batches(split):
+      features, logits = self._features(batch["image"])
+      keep = batch["mask"].reshape(-1) > 0
+      parts.append((features[keep], logits[keep]))
+    features = _gather(np.concatenate([p[0] for p in parts]))
+    logits = _gather(np.concatenate([p[1] for p in parts]))
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      tmp = f"{path}.tmp-{os.getpid()}"
+      with open(tmp, "wb") as f:
+        np.savez(f, features=features, logits=logits)
+      os.replace(tmp, path)  # Readers never see a half-written file.
+      logging.info("Cached %d %s features of %s/%s in %s", len(features), *self._what(split), path)
+    return Features(features, logits)
+
+  def _what(self, split: str) -> tuple[str, str, str]:
+    return self.network.name, self.experiment.builder.name, split
+
+  def samples(self, replicated_state, key: jax.Array, num: int) -> tuple[Features, np.ndarray]:
+    """Features of `num` samples and the samples themselves ([-1, 1], host)."""
+    features, logits, images = [], [], []
+    for batch in self._sample_batches(replicated_state, key, num):
+      f, lg = self._features(batch)
+      features.append(f)
+      logits.append(lg)
+      images.append(np.asarray(jax.device_get(batch)).reshape(-1, *batch.shape[2:]))
+    gathered = [_gather(np.concatenate(x))[:num] for x in (features, logits, images)]
+    return Features(gathered[0], gathered[1]), gathered[2]
+
+  def scores(self, candidate: Features, reference: Features, key: jax.Array) -> dict[str, float]:
+    """The chosen metrics of `candidate` against `reference`."""
+    c, out = self.config, {}
+    if "fid" in self.names:
+      out["fid"] = metrics.fid_from_features(reference.features, candidate.features)
+    if "kid" in self.names:
+      out["kid"], out["kid_std"] = metrics.kernel_inception_distance(
+        reference.features, candidate.features, key, c.kid_subsets, c.kid_subset_size
+      )
+    if "is" in self.names:
+      out["is"], out["is_std"] = metrics.inception_score(candidate.logits, c.is_splits)
+    if "pr" in self.names:
+      out["precision"], out["recall"] = metrics.precision_recall(
+        reference.features, candidate.features, c.pr_k
+      )
+    out["num_samples"] = float(len(candidate))
+    return out
+
+
+def sample_quality(experiment: Experiment, required: bool) -> SampleQuality | None:
+  """The metrics' evaluator; None if no metrics are asked for or the family makes no images.
+
+  With `required=False` (training) a feature network that cannot be loaded is
+  a warning, not an error: the metrics of any checkpoint can be computed
+  afterwards with --mode=eval.
+  """
+  config = experiment.config
+  names = metric_names(config.eval.metrics)
+  if not names or experiment.family.make_generate() is None:
+    return None
+  try:
+    network = features.create(config.eval)
+  except UserError as e:
+    if required:
+      raise
+    logging.warning("Sample-quality metrics (%s) are off for this run: %s", ",".join(names), e)
+    return None
+  logging.info("Sample-quality metrics %s with %s", ",".join(names), network.description)
+  return SampleQuality(experiment, network)

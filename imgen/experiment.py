@@ -1,0 +1,150 @@
+"""What every mode (train, eval, sample) builds from a config before any compile.
+
+`Experiment.create(config)` checks the config, finds the data and builds the
+family; its keys are the run's fixed random streams, derived from `seed` alone
+so that every mode draws the same noise for the same purpose.
+"""
+
+from collections.abc import Iterator
+import dataclasses
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from imgen import data
+from imgen import families
+from imgen import metrics
+from imgen.data import ImageSpec
+from imgen.errors import ConfigError
+
+
+def _validate(config: ml_collections.ConfigDict, builder) -> None:
+  """Catches config values that would fail late or deep inside JAX."""
+  positive = {
+    "train.num_steps": config.train.num_steps,
+    "train.batch_size": config.train.batch_size,
+    "train.log_every": config.train.log_every,
+    "train.checkpoint_every": config.train.checkpoint_every,
+    "train.keep_checkpoints": config.train.keep_checkpoints,
+    "eval.sample_every": config.eval.sample_every,
+    "eval.grid_samples": config.eval.grid_samples,
+    "eval.num_samples": config.eval.num_samples,
+    "eval.batch_size": config.eval.batch_size,
+    "eval.every_steps": config.eval.every_steps,
+    "eval.kid_subsets": config.eval.kid_subsets,
+    "eval.kid_subset_size": config.eval.kid_subset_size,
+    "eval.is_splits": config.eval.is_splits,
+    "eval.pr_k": config.eval.pr_k,
+  }
+  for name, value in positive.items():
+    if value < 1:
+      raise ConfigError(f"{name}={value}; it must be a positive integer.")
+  data.pipeline.check_resize(config.data.resize)
+  splits = sorted(builder.info.splits.keys())
+  for field, split in (
+    ("data.train_split", config.data.train_split),
+    ("data.eval_split", config.data.eval_split),
+    ("eval.reference_split", config.eval.reference_split),
+    ("eval.real_split", config.eval.real_split),
+  ):
+    if split is not None and split not in splits:
+      raise ConfigError(f"{field}={split!r}; {builder.name} has splits {splits}.")
+  data.pipeline.check_seed(config.seed)
+  names = metric_names(config.eval.metrics)
+  if "is" in names and config.eval.num_samples < config.eval.is_splits:
+    raise ConfigError(
+      f"eval.num_samples={config.eval.num_samples} is fewer than eval.is_splits="
+      f"{config.eval.is_splits}; the Inception Score needs one sample per split at least."
+    )
+  if "pr" in names and config.eval.num_samples <= config.eval.pr_k:
+    raise ConfigError(f"eval.num_samples must exceed eval.pr_k={config.eval.pr_k}.")
+  if config.eval.best_mode not in ("min", "max"):
+    raise ConfigError(f"eval.best_mode={config.eval.best_mode!r}; use 'min' or 'max'.")
+
+
+def metric_names(spec: str) -> tuple[str, ...]:
+  """'fid,kid' -> ('fid', 'kid'); '' -> (); unknown names are a ConfigError."""
+  names = tuple(n.strip() for n in spec.split(",") if n.strip())
+  unknown = [n for n in names if n not in metrics.METRICS]
+  if unknown:
+    raise ConfigError(
+      f"eval.metrics={spec!r} names {unknown}; known: {', '.join(metrics.METRICS)} "
+      "(comma-separated, or '' for none)."
+    )
+  return names
+
+
+@dataclasses.dataclass(frozen=True)
+class Keys:
+  init: jax.Array
+  step: jax.Array
+  sample: jax.Array  # The fixed noise of the sample grids.
+  eval: jax.Array  # Held-out passes (VAE binarisation and IWAE draws).
+  quality_samples: jax.Array  # The samples the sample-quality metrics score.
+  kid_subsets: jax.Array
+
+  @classmethod
+  def from_seed(cls, seed: int) -> "Keys":
+    init, step, sample, evaluation = jax.random.split(jax.random.key(seed), 4)
+    quality = jax.random.fold_in(evaluation, 1)
+    return cls(
+      init, step, sample, evaluation, jax.random.fold_in(quality, 0), jax.random.fold_in(quality, 1)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  config: ml_collections.ConfigDict
+  builder: Any
+  spec: ImageSpec
+  family: Any
+  keys: Keys
+
+  @classmethod
+  def create(cls, config: ml_collections.ConfigDict) -> "Experiment":
+    builder = data.get_builder(config.data.name, config.data.data_dir)
+    _validate(config, builder)
+    spec = data.image_spec(builder, config.data.image_key, config.model.image_size)
+    for name in ("train.batch_size", "eval.batch_size"):  # Fail before compiling.
+      data.pipeline.per_process_batch_size(config[name.split(".")[0]].batch_size, name)
+    family = families.create(config, spec)
+    return cls(config, builder, spec, family, Keys.from_seed(config.seed))
+
+  @property
+  def reference_split(self) -> str:
+    return self.config.eval.reference_split or self.config.data.eval_split
+
+  def eval_batches(self, split: str | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """One ordered, padded and masked pass over `split` (default data.eval_split)."""
+    return data.make_eval_iterator(
+      self.builder,
+      split=split or self.config.data.eval_split,
+      global_batch_size=self.config.eval.batch_size,
+      **self.image_args,
+    )
+
+  def train_batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
+    return data.make_train_iterator(
+      self.builder,
+      split=self.config.data.train_split,
+      global_batch_size=self.config.train.batch_size,
+      **self.image_args,
+      seed=self.config.seed,
+      start_step=start_step,
+    )
+
+  @property
+  def image_args(self) -> dict:
+    c = self.config.data
+    return dict(image_key=c.image_key, size=self.spec.size, resize=c.resize)
+
+  def held_out_images(self, num: int) -> np.ndarray:
+    """The first `num` images of data.eval_split, for reconstructions and interpolations."""
+    images = []
+    for batch in self.eval_batches():
+      images.append(batch["image"].reshape((-1,) + self.spec.shape))
+      if sum(map(len, images)) >= num:
+        break
+    return np.concatenate(images)[:num]

@@ -1,0 +1,184 @@
+"""Sample-quality metrics in training, --mode=eval and --mode=sample, run small."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import cnn as cnn_config
+from configs import gan as gan_config
+from configs import vae as vae_config
+from imgen import evaluate
+from imgen import features
+from imgen import modes
+from imgen import train
+from imgen.errors import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METRICS = ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall", "num_samples")
+
+
+@pytest.fixture(scope="module")
+def cnn_workdir(data_dir, tmp_path_factory):
+  """A smoke-sized classifier: the feature network of these tests."""
+  config = cnn_config.get_config("smoke")
+  config.data.data_dir = data_dir
+  workdir = str(tmp_path_factory.mktemp("cnn"))
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+def _config(family, data_dir, cnn_workdir, tmp_path, **eval_overrides):
+  config = {"gan": gan_config, "vae": vae_config, "cnn": cnn_config}[family].get_config("smoke")
+  config.data.data_dir = data_dir
+  config.eval.update(
+    metrics="fid,kid,is,pr", cnn_workdir=cnn_workdir, stats_dir=str(tmp_path / "stats")
+  )
+  config.eval.update(eval_overrides)
+  return config
+
+
+@pytest.fixture(scope="module")
+def gan_run(data_dir, cnn_workdir, tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("gan")
+  config = _config("gan", data_dir, cnn_workdir, tmp)
+  workdir = str(tmp / "run")
+  return config, workdir, train.train_and_evaluate(config, workdir)
+
+
+def test_training_logs_metrics_and_keeps_the_best_checkpoint(gan_run):
+  config, workdir, results = gan_run
+  assert {f"test/{m}" for m in METRICS} <= set(results), sorted(results)
+  assert results["test/num_samples"] == config.eval.num_samples
+  with open(os.path.join(workdir, "best", "best.json")) as f:
+    best = json.load(f)
+  assert best["metric"] == "fid" and best["mode"] == "min" and best["step"] in (3, 6)
+  assert os.listdir(os.path.join(workdir, "best")).count(str(best["step"])) == 1
+  if best["step"] == 6:
+    assert best["value"] == results["test/fid"]
+  else:
+    assert best["value"] < results["test/fid"]
+
+
+def test_eval_mode_repeats_the_numbers_training_logged(gan_run):
+  config, workdir, results = gan_run
+  record = modes.evaluate_checkpoint(config, workdir)
+  assert record["step"] == 6
+  assert record["results"] == {k: v for k, v in results.items() if k.startswith("test/")}
+  with open(os.path.join(workdir, "eval", "step0000006_vs_test.json")) as f:
+    assert json.load(f)["results"] == record["results"]
+
+  untrained = config.copy_and_resolve_references()
+  untrained.eval.checkpoint_step = 0
+  ceiling = modes.evaluate_checkpoint(untrained, workdir)["results"]
+  assert ceiling["test/fid"] != results["test/fid"]
+
+  best = config.copy_and_resolve_references()
+  best.eval.best = True
+  assert modes.evaluate_checkpoint(best, workdir)["step"] in (3, 6)
+
+  missing = config.copy_and_resolve_references()
+  missing.eval.checkpoint_step = 4
+  with pytest.raises(ConfigError, match=r"no checkpoint of step 4; it has \[3, 6\]"):
+    modes.evaluate_checkpoint(missing, workdir)
+
+
+def test_real_split_against_itself_is_the_known_floor(data_dir, cnn_workdir, tmp_path, monkeypatch):
+  config = _config("gan", data_dir, cnn_workdir, tmp_path, real_split="test")
+  results = modes.evaluate_checkpoint(config, str(tmp_path / "floor"))["results"]
+  assert abs(results["test/fid"]) < 1e-6
+  assert results["test/precision"] == 1.0 and results["test/recall"] == 1.0
+  assert results["test/num_samples"] == 1000
+
+  # The second evaluation reads the cached features instead of computing them.
+  (cached,) = os.listdir(tmp_path / "stats")
+  assert cached.startswith("embedded_mnist-1.0.0-test-28px1c-pad-cnn-")
+
+  def fail(*args):
+    raise AssertionError("features recomputed")
+
+  monkeypatch.setattr(evaluate.SampleQuality, "_features", fail)
+  again = modes.evaluate_checkpoint(config, str(tmp_path / "floor"))["results"]
+  assert again == results
+
+
+def test_sample_mode_writes_grids_and_an_npz(gan_run, data_dir, cnn_workdir, tmp_path):
+  config, workdir, _ = gan_run
+  config = config.copy_and_resolve_references()
+  config.eval.update(num_samples=20, grid_samples=16)
+  out = modes.sample_checkpoint(config, workdir)
+  assert sorted(os.listdir(out)) == ["samples.npz", "samples_000.png", "samples_001.png"]
+  with np.load(os.path.join(out, "samples.npz")) as f:
+    images = f["images"]
+    assert images.shape == (20, 28, 28, 1) and images.dtype == np.uint8
+    assert int(f["step"]) == 6
+  assert images.std() > 0  # Not a constant image.
+
+  vae = _config("vae", data_dir, cnn_workdir, tmp_path)
+  vae_workdir = str(tmp_path / "vae")
+  train.train_and_evaluate(vae, vae_workdir)
+  vae_out = modes.sample_checkpoint(vae, vae_workdir)
+  for name in ("reconstructions.png", "interpolations.png", "samples.npz"):
+    assert os.path.exists(os.path.join(vae_out, name)), name
+
+
+def test_samples_do_not_depend_on_the_device_count(gan_run, data_dir):
+  config, workdir, _ = gan_run
+  env = {**os.environ, "JAX_NUM_CPU_DEVICES": "4", "JAX_PLATFORMS": "cpu"}
+  four = os.path.join(workdir, "four")
+  os.makedirs(four)
+  os.symlink(os.path.join(workdir, "checkpoints"), os.path.join(four, "checkpoints"))
+  cmd = [
+    sys.executable,
+    "main.py",
+    "--config=configs/gan.py:smoke",
+    f"--workdir={four}",
+    f"--config.data.data_dir={data_dir}",
+    "--mode=sample",
+  ]
+  result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "CpuDevice(id=3)" in result.stderr
+  one = modes.sample_checkpoint(config, workdir)
+  with np.load(os.path.join(one, "samples.npz")) as a:
+    with np.load(os.path.join(four, "samples", "step0000006", "samples.npz")) as b:
+      difference = np.abs(a["images"].astype(int) - b["images"].astype(int))
+  assert difference.max() <= 1 and difference.mean() < 1e-3  # Rounding at most.
+
+
+def test_missing_feature_network(data_dir, tmp_path, caplog):
+  absent = str(tmp_path / "no_cnn")
+  config = _config("gan", data_dir, absent, tmp_path)
+  with pytest.raises(ConfigError, match="holds no trained classifier.*configs/cnn.py"):
+    modes.evaluate_checkpoint(config, str(tmp_path / "run"))
+  # Training goes on without the metrics, and says so.
+  with caplog.at_level(logging.WARNING):
+    results = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert "d_loss" in results and "test/fid" not in results
+  assert "Sample-quality metrics (fid,kid,is,pr) are off" in caplog.text
+
+
+def test_modes_fail_clearly(data_dir, cnn_workdir, tmp_path):
+  config = _config("gan", data_dir, cnn_workdir, tmp_path)
+  with pytest.raises(ConfigError, match="has no checkpoints/ folder.*checkpoint_step=0"):
+    modes.evaluate_checkpoint(config, str(tmp_path / "empty"))
+  with pytest.raises(ConfigError, match="cnn family makes no images"):
+    modes.sample_checkpoint(_config("cnn", data_dir, cnn_workdir, tmp_path), str(tmp_path))
+  not_a_cnn = _config("gan", data_dir, str(tmp_path / "gan"), tmp_path)
+  train.train_and_evaluate(
+    _config("gan", data_dir, cnn_workdir, tmp_path, metrics=""), str(tmp_path / "gan")
+  )
+  with pytest.raises(ConfigError, match="holds a 'gan' run, not a classifier"):
+    features.create(not_a_cnn.eval)
+
+
+def test_fingerprint_changes_with_any_weight():
+  weights = {"a": np.zeros((3, 2), np.float32), "b": np.ones(4, np.float32)}
+  changed = {"a": weights["a"].copy(), "b": weights["b"]}
+  changed["a"][2, 1] = 1e-7
+  assert features.fingerprint(weights) == features.fingerprint(dict(weights))
+  assert features.fingerprint(weights) != features.fingerprint(changed)
