@@ -112,10 +112,11 @@ class BestCheckpoint:
     self.manager.wait_until_finished()  # The record names only a finished checkpoint.
     self.record = {"metric": self.metric, "mode": self.mode, "value": metrics[self.metric]}
     self.record["step"] = step
-    tmp = self.record_path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(self.record, f, indent=2)
-    os.replace(tmp, self.record_path)
+    if jax.process_index() == 0:
+      tmp = self.record_path + ".tmp"
+      with open(tmp, "w") as f:
+        json.dump(self.record, f, indent=2)
+      os.replace(tmp, self.record_path)
     return True
 
   @property

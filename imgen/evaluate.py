@@ -116,10 +116,10 @@ class SampleQuality:
     parts = []
     for batch in self.experiment.eval_batches(split):
       features, logits = self._features(batch["image"])
-      keep = batch["mask"].reshape(-1) > 0
-      parts.append((features[keep], logits[keep]))
-    features = _gather(np.concatenate([p[0] for p in parts]))
-    logits = _gather(np.concatenate([p[1] for p in parts]))
+      parts.append((features, logits, batch["mask"].reshape(-1)))
+    # Every process has as many (padded) rows: gather them, then drop the padding.
+    features, logits, mask = (_gather(np.concatenate(p)) for p in zip(*parts, strict=True))
+    features, logits = features[mask > 0], logits[mask > 0]
     if jax.process_index() == 0:
       os.makedirs(os.path.dirname(path), exist_ok=True)
       tmp = f"{path}.tmp-{os.getpid()}"

@@ -162,18 +162,18 @@ def test_missing_feature_network(data_dir, tmp_path, caplog):
   assert "Sample-quality metrics (fid,kid,is,pr) are off" in caplog.text
 
 
-def test_modes_fail_clearly(data_dir, cnn_workdir, tmp_path):
+def test_modes_fail_clearly(gan_run, data_dir, cnn_workdir, tmp_path):
   config = _config("gan", data_dir, cnn_workdir, tmp_path)
   with pytest.raises(ConfigError, match="has no checkpoints/ folder.*checkpoint_step=0"):
     modes.evaluate_checkpoint(config, str(tmp_path / "empty"))
   with pytest.raises(ConfigError, match="cnn family makes no images"):
     modes.sample_checkpoint(_config("cnn", data_dir, cnn_workdir, tmp_path), str(tmp_path))
-  not_a_cnn = _config("gan", data_dir, str(tmp_path / "gan"), tmp_path)
-  train.train_and_evaluate(
-    _config("gan", data_dir, cnn_workdir, tmp_path, metrics=""), str(tmp_path / "gan")
-  )
+  not_a_cnn = _config("gan", data_dir, gan_run[1], tmp_path)
   with pytest.raises(ConfigError, match="holds a 'gan' run, not a classifier"):
     features.create(not_a_cnn.eval)
+  unknown = _config("gan", data_dir, cnn_workdir, tmp_path, metrics="fid,lpips")
+  with pytest.raises(ConfigError, match=r"names \['lpips'\]; known: fid, kid, is, pr"):
+    modes.evaluate_checkpoint(unknown, gan_run[1])
 
 
 def test_fingerprint_changes_with_any_weight():
@@ -182,3 +182,11 @@ def test_fingerprint_changes_with_any_weight():
   changed["a"][2, 1] = 1e-7
   assert features.fingerprint(weights) == features.fingerprint(dict(weights))
   assert features.fingerprint(weights) != features.fingerprint(changed)
+
+
+def test_eval_mode_needs_a_workdir():
+  cmd = [sys.executable, "main.py", "--config=configs/gan.py:smoke", "--mode=eval"]
+  result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2
+  assert "--mode=eval needs the --workdir of a run" in result.stderr
+  assert "Traceback" not in result.stderr
