@@ -26,6 +26,7 @@ def train(num_steps: int, checkpoint_every: int, batch_size: int = 64) -> ml_col
       log_every=100,
       checkpoint_every=checkpoint_every,
       keep_checkpoints=3,
+      on_nonfinite="stop",  # Or 'skip': drop updates with a non-finite loss or gradient.
     )
   )
 

@@ -1,10 +1,21 @@
-"""Orbax checkpoints of the (unreplicated) train state."""
+"""Orbax checkpoints of the (unreplicated) train state.
 
+Orbax writes a checkpoint into a temporary folder and renames it when it is
+complete, and deletes old checkpoints only after a new one is committed, so a
+crash never leaves a half-written checkpoint under a step's name nor the
+workdir without an intact one. A committed checkpoint whose files were damaged
+later fails to restore: `restore_latest` then moves it to `workdir/damaged/`,
+warns, and falls back to the next newest.
+"""
+
+import datetime
 import json
 import math
 import os
+import shutil
 from typing import Any
 
+from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
@@ -19,6 +30,7 @@ def make_manager(
     max_to_keep=keep,
     enable_async_checkpointing=True,
     create=create,
+    cleanup_tmp_directories=create,  # Leftovers of a save that a crash cut short.
   )
   if create:
     os.makedirs(workdir, exist_ok=True)
@@ -70,12 +82,48 @@ def restore(manager: ocp.CheckpointManager, target: Any, step: int) -> Any:
   return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
+def _quarantine(manager: ocp.CheckpointManager, step: int) -> str:
+  """Moves the checkpoint of `step` out of the manager's folder; returns where to."""
+  source = os.path.join(str(manager.directory), str(step))
+  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+  target = os.path.join(os.path.dirname(str(manager.directory)), "damaged", f"{step}-{stamp}")
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.move(source, target)
+  manager.reload()
+  return target
+
+
 def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[Any, int | None]:
-  """(state, step) of the newest checkpoint, or (target, None) if there is none."""
-  step = manager.latest_step()
-  if step is None:
-    return target, None
-  return restore(manager, target, step), step
+  """(state, step) of the newest intact checkpoint, or (target, None) if there is none.
+
+  A checkpoint that fails to read is moved to `damaged/` with a warning and the
+  next newest is tried; if there were checkpoints but none is intact, that is a
+  `ConfigError` (a run must not silently start over).
+  """
+  damaged = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      return restore(manager, target, step), step
+    except ConfigError:
+      raise
+    except Exception as e:  # Orbax and TensorStore raise many types for damaged files.
+      reason = " ".join(str(e).split())[:200]
+      moved = _quarantine(manager, step)
+      damaged.append(moved)
+      logging.warning(
+        "The checkpoint of step %d is damaged (%s); moved it to %s and trying an older one.",
+        step,
+        reason,
+        moved,
+      )
+  if damaged:
+    raise ConfigError(
+      f"No intact checkpoint in {manager.directory}: the damaged ones are in "
+      f"{os.path.dirname(damaged[0])}. Start over in a new --workdir (or delete "
+      f"{manager.directory} to start over here)."
+    )
+  return target, None
 
 
 class BestCheckpoint:

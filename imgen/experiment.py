@@ -15,6 +15,7 @@ import numpy as np
 
 from imgen import data
 from imgen import families
+from imgen import guards
 from imgen import metrics
 from imgen.data import ImageSpec
 from imgen.errors import ConfigError
@@ -60,6 +61,10 @@ def _validate(config: ml_collections.ConfigDict, builder) -> None:
     )
   if "pr" in names and config.eval.num_samples <= config.eval.pr_k:
     raise ConfigError(f"eval.num_samples must exceed eval.pr_k={config.eval.pr_k}.")
+  if config.train.on_nonfinite not in guards.NONFINITE_ACTIONS:
+    raise ConfigError(
+      f"train.on_nonfinite={config.train.on_nonfinite!r}; use one of {guards.NONFINITE_ACTIONS}."
+    )
   if config.eval.best_mode not in ("min", "max"):
     raise ConfigError(f"eval.best_mode={config.eval.best_mode!r}; use 'min' or 'max'.")
 

@@ -11,15 +11,17 @@ import numpy as np
 from imgen import checkpoints
 from imgen import data
 from imgen import evaluate as evaluate_lib
+from imgen import guards
 from imgen import steps
 from imgen import writers
 from imgen.experiment import Experiment
 
 
-def _mean_metrics(buffer: list[dict]) -> dict[str, float]:
-  """Averages per-step device metrics (replica 0; they are pmean'd)."""
-  host = jax.device_get(buffer)
-  return {k: float(np.mean([m[k][0] for m in host])) for k in host[0]}
+def _mean_metrics(host: list[dict]) -> dict[str, float]:
+  """Averages fetched per-step metrics (replica 0; they are pmean'd) over the
+  steps whose update was applied."""
+  applied = [m for m in host if m["nonfinite"][0] == 0] or host
+  return {k: float(np.mean([m[k][0] for m in applied])) for k in host[0] if k != "nonfinite"}
 
 
 def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -53,7 +55,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   held_out = experiment.held_out_images(config.eval.grid_samples)
   batches = data.prefetch_to_device(experiment.train_batches(start_step))
   train_step = jax.pmap(
-    family.make_train_step(), axis_name=steps.AXIS, in_axes=(0, 0, None), donate_argnums=(0,)
+    guards.guard_nonfinite(family.make_train_step()),
+    axis_name=steps.AXIS,
+    in_axes=(0, 0, None),
+    donate_argnums=(0,),
   )
   make_eval_step = family.make_eval_step()
   eval_step = make_eval_step and jax.pmap(
@@ -63,7 +68,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer = writers.Writer(workdir, enabled=jax.process_index() == 0)
   best = checkpoints.BestCheckpoint(workdir, config.eval.best_metric, config.eval.best_mode)
   progress = writers.Progress(start_step, num_steps)
-  buffer, metrics, eval_metrics = [], {}, {}
+  buffer, metrics, eval_metrics, skipped = [], {}, {}, 0
   warned = []  # Whether the missing best metric was reported.
 
   def write_samples(step: int) -> None:
@@ -110,39 +115,67 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info(
     "Training %s from step %d to %d; workdir %s", config.family, start_step, num_steps, workdir
   )
-  try:
-    for step in range(start_step + 1, num_steps + 1):
-      batch = next(batches)
-      if step == start_step + 1:
-        t = time.perf_counter()
-        replicated, step_metrics = train_step(replicated, batch, keys.step)
-        jax.block_until_ready(step_metrics)
-        logging.info("First step (compile included) took %.1fs", time.perf_counter() - t)
-        progress.start(step)
-      else:
-        replicated, step_metrics = train_step(replicated, batch, keys.step)
-      buffer.append(step_metrics)
 
-      last = step == num_steps
-      if step % config.train.log_every == 0 or last:
-        metrics = _mean_metrics(buffer)
-        buffer = []
-        timing = progress.update(step)
-        logging.info("%s", progress.line(step, family.headline(metrics), timing))
-        writer.scalars(step, {**metrics, **timing})
-        if not all(np.isfinite(v) for v in metrics.values()):
-          logging.warning("Non-finite metrics at step %d: %s", step, metrics)
-      if step % config.train.checkpoint_every == 0 or last:
-        checkpoint(step)
-      t = time.perf_counter()
-      if step % config.eval.sample_every == 0 or last:
-        write_samples(step)
-      if step % config.eval.every_steps == 0 or last:
-        eval_metrics = evaluate(step)
-      progress.exclude(time.perf_counter() - t)
-  finally:
-    manager.wait_until_finished()
-    manager.close()
-    best.close()
-    writer.close()
+  def check_finite(host: list[dict], step: int) -> int:
+    """Stops the run (train.on_nonfinite='stop') or counts the skipped updates."""
+    bad, culprits = guards.nonfinite_report(host, step - len(host) + 1)
+    if bad and config.train.on_nonfinite == "stop":
+      raise guards.Diverged(
+        f"Non-finite {culprits} at step {bad[0]}: that update was not applied and the run "
+        f"stopped. The newest checkpoint (step {manager.latest_step()}) is from before it. "
+        "Lower the learning rate, or set --config.train.on_nonfinite=skip to skip such updates."
+      )
+    if bad:
+      logging.warning(
+        "Skipped %d non-finite updates at steps %s (first: %s).", len(bad), bad[:10], culprits
+      )
+    return len(bad)
+
+  with guards.StopSignals() as stops:
+    try:
+      for step in range(start_step + 1, num_steps + 1):
+        batch = next(batches)
+        if step == start_step + 1:
+          t = time.perf_counter()
+          replicated, step_metrics = train_step(replicated, batch, keys.step)
+          jax.block_until_ready(step_metrics)
+          logging.info("First step (compile included) took %.1fs", time.perf_counter() - t)
+          progress.start(step)
+        else:
+          replicated, step_metrics = train_step(replicated, batch, keys.step)
+        buffer.append(step_metrics)
+
+        stop = stops.requested(manager, step)
+        last = step == num_steps
+        save = step % config.train.checkpoint_every == 0 or last or stop
+        if step % config.train.log_every == 0 or save:  # Never save before checking for NaN.
+          host = jax.device_get(buffer)
+          buffer = []
+          skipped += check_finite(host, step)
+          metrics = _mean_metrics(host)
+          timing = progress.update(step)
+          logging.info("%s", progress.line(step, family.headline(metrics), timing))
+          writer.scalars(step, {**metrics, **timing, "skipped_updates": skipped})
+        if save:
+          checkpoint(step)
+        if stop:
+          logging.warning(
+            "Stopped by %s after step %d; its checkpoint is in %s. Run the same command to resume.",
+            stop,
+            step,
+            manager.directory,
+          )
+          break
+        t = time.perf_counter()
+        if step % config.eval.sample_every == 0 or last:
+          write_samples(step)
+        if step % config.eval.every_steps == 0 or last:
+          eval_metrics = evaluate(step)
+        progress.exclude(time.perf_counter() - t)
+    finally:
+      manager.wait_until_finished()
+      manager.close()
+      best.close()
+      writer.close()
+      logging.flush()
   return {**metrics, **eval_metrics}

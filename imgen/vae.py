@@ -59,10 +59,11 @@ def discretized_gaussian_log_likelihood(
   """
   half = 1.0 / 255.0
   scale = jnp.exp(log_scale)
-  upper = jnp.where(x > 1.0 - half, jnp.inf, x + half)
-  lower = jnp.where(x < -1.0 + half, -jnp.inf, x - half)
-  mass = jstats.norm.cdf((upper - mean) / scale) - jstats.norm.cdf((lower - mean) / scale)
-  return jnp.sum(jnp.log(jnp.maximum(mass, 1e-12)), axis=(1, 2, 3))
+  # The end bins' CDFs are set to 1 and 0 by selection, never computed at +-inf:
+  # (inf - mean) / scale would make the gradient 0 * inf = NaN.
+  upper = jnp.where(x > 1.0 - half, 1.0, jstats.norm.cdf((x + half - mean) / scale))
+  lower = jnp.where(x < -1.0 + half, 0.0, jstats.norm.cdf((x - half - mean) / scale))
+  return jnp.sum(jnp.log(jnp.maximum(upper - lower, 1e-12)), axis=(1, 2, 3))
 
 
 def normal_log_prob(z: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:

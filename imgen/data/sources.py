@@ -1,6 +1,7 @@
 """Finds a dataset by name: embedded ones are prepared on first use."""
 
 import os
+import shutil
 
 from absl import logging
 import tensorflow_datasets as tfds
@@ -23,6 +24,26 @@ def _prepare_hint(name: str, data_dir: str) -> str:
   )
 
 
+def _embedded_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+  """Prepares an embedded dataset on first use, and again if its files are damaged."""
+  make = embedded.BUILDERS[name]
+  try:
+    builder = make(data_dir=data_dir)
+    damage = builder.damage() if builder.is_prepared() else None
+  except Exception as e:  # An unreadable dataset_info.json fails in the constructor.
+    builder, damage = None, f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+  if damage:
+    folder = os.path.join(data_dir, name)
+    logging.warning("The prepared %s in %s is damaged (%s); rebuilding it.", name, folder, damage)
+    shutil.rmtree(folder)
+    builder = make(data_dir=data_dir)
+  if not builder.is_prepared():
+    logging.info("Preparing embedded dataset %s in %s", name, data_dir)
+    tfds.display_progress_bar(False)
+    builder.download_and_prepare()
+  return builder
+
+
 def get_builder(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
   """Returns a prepared, random-access TFDS builder for `name`.
 
@@ -32,12 +53,7 @@ def get_builder(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuil
   """
   data_dir = data_dir or default_data_dir()
   if name in embedded.BUILDERS:
-    builder = embedded.BUILDERS[name](data_dir=data_dir)
-    if not builder.is_prepared():
-      logging.info("Preparing embedded dataset %s in %s", name, data_dir)
-      tfds.display_progress_bar(False)
-      builder.download_and_prepare()
-    return builder
+    return _embedded_builder(name, data_dir)
 
   try:
     builder = tfds.builder(name, data_dir=data_dir)

@@ -1,0 +1,228 @@
+"""Faults a run must survive, tried as a user meets them: kill signals, damaged
+checkpoints and data, non-finite updates."""
+
+import glob
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+import flax
+import jax
+import numpy as np
+import pytest
+
+from configs import cnn as cnn_config
+from configs import gan as gan_config
+from configs import vae as vae_config
+from imgen import checkpoints
+from imgen import data
+from imgen import families
+from imgen import guards
+from imgen import train
+from imgen.errors import ConfigError
+from imgen.experiment import Experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = {"gan": gan_config, "vae": vae_config, "cnn": cnn_config}
+# A run long enough to be killed in the middle: 300 steps, checkpoints every 40.
+LONG = dict(num_steps=300, checkpoint_every=40, log_every=10)
+LONG_FLAGS = [f"--config.train.{k}={v}" for k, v in LONG.items()]
+
+
+def _config(family, data_dir, **train_overrides):
+  config = CONFIGS[family].get_config("smoke")
+  config.data.data_dir = data_dir
+  config.train.update(train_overrides)
+  config.eval.update(every_steps=1000, sample_every=1000)
+  if family == "cnn":
+    config.optim.cosine_decay = False  # The schedule would span the shorter runs' num_steps.
+  return config
+
+
+def _final_state(config, workdir):
+  builder = data.get_builder(config.data.name, config.data.data_dir)
+  spec = data.image_spec(builder, config.data.image_key, config.model.image_size)
+  target = families.create(config, spec).init_state(jax.random.key(0))
+  manager = checkpoints.make_manager(workdir, keep=1, create=False)
+  state, step = checkpoints.restore_latest(manager, target)
+  manager.close()
+  return state, step
+
+
+def _assert_bitwise_equal(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _start(family, workdir, data_dir):
+  cmd = [
+    sys.executable,
+    "main.py",
+    f"--config=configs/{family}.py:smoke",
+    f"--workdir={workdir}",
+    f"--config.data.data_dir={data_dir}",
+    "--config.eval.every_steps=1000",
+    "--config.eval.sample_every=1000",
+    *LONG_FLAGS,
+    *(["--config.optim.cosine_decay=False"] if family == "cnn" else []),
+  ]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  return subprocess.Popen(
+    cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+  )
+
+
+def _run_until(process, marker: str, sig: int) -> str:
+  """Reads the run's log until `marker`, sends `sig`, returns all it logged."""
+  lines = []
+  for line in process.stderr:
+    lines.append(line)
+    if marker in line:
+      process.send_signal(sig)
+      break
+  lines += process.stderr.readlines()
+  process.wait(timeout=120)
+  return "".join(lines)
+
+
+@pytest.mark.parametrize("family", sorted(CONFIGS))
+def test_sigterm_then_sigkill_then_resume_is_bitwise_identical(data_dir, tmp_path, family):
+  workdir = str(tmp_path / "killed")
+  # SIGTERM: the run finishes its step, saves it, says so and exits 0.
+  process = _start(family, workdir, data_dir)
+  log = _run_until(process, "step 60/300", signal.SIGTERM)
+  assert process.returncode == 0 and "Stopped by SIGTERM after step" in log, log[-3000:]
+  stopped = int(log.split("Stopped by SIGTERM after step ")[1].split(";")[0])
+  assert stopped >= 60
+  assert str(stopped) in os.listdir(os.path.join(workdir, "checkpoints"))
+  assert "Traceback" not in log
+
+  # SIGKILL: no chance to save; the next start resumes from the newest checkpoint.
+  process = _start(family, workdir, data_dir)
+  log = _run_until(process, "step 200/300", signal.SIGKILL)
+  assert process.returncode == -signal.SIGKILL
+  assert f"Resuming from the checkpoint of step {stopped}" in log
+
+  train.train_and_evaluate(_config(family, data_dir, **LONG), workdir)
+  straight = str(tmp_path / "straight")
+  train.train_and_evaluate(_config(family, data_dir, **LONG), straight)
+  killed_state, step = _final_state(_config(family, data_dir), workdir)
+  assert step == 300
+  _assert_bitwise_equal(killed_state, _final_state(_config(family, data_dir), straight)[0])
+
+
+def _damage(workdir: str, step: int) -> None:
+  for path in glob.glob(
+    os.path.join(workdir, "checkpoints", str(step), "**", "d", "*"), recursive=True
+  ):
+    with open(path, "r+b") as f:
+      f.truncate(8)
+
+
+def test_damaged_checkpoint_falls_back_to_an_intact_one(data_dir, tmp_path, caplog):
+  workdir = str(tmp_path / "run")
+  config = _config("gan", data_dir)
+  train.train_and_evaluate(config, workdir)  # Checkpoints at 3 and 6.
+  straight = _final_state(config, workdir)[0]
+  _damage(workdir, 6)
+  # Leftovers of a save cut short by a crash are never taken for a checkpoint.
+  os.makedirs(os.path.join(workdir, "checkpoints", "9.orbax-checkpoint-tmp-1"))
+  config.train.num_steps = 7
+  with caplog.at_level(logging.WARNING):
+    train.train_and_evaluate(config, workdir)  # Resumes from 3, redoes 4..6, then 7.
+  assert "The checkpoint of step 6 is damaged" in caplog.text
+  assert glob.glob(os.path.join(workdir, "damaged", "6-*"))
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6", "7"]
+  config.train.num_steps = 6
+  manager = checkpoints.make_manager(workdir, keep=3)
+  redone = checkpoints.restore(manager, straight, 6)
+  manager.close()
+  _assert_bitwise_equal(redone, straight)  # Step 6 again, exactly.
+
+  for step in (3, 6, 7):
+    _damage(workdir, step)
+  with pytest.raises(ConfigError, match="No intact checkpoint in .*Start over in a new --workdir"):
+    train.train_and_evaluate(config, workdir)
+
+
+def _poison_step(monkeypatch, step: int):
+  """Batch `step` of every run gets a NaN pixel, as a broken input would."""
+  original = Experiment.train_batches
+
+  def poisoned(self, start_step):
+    for i, batch in enumerate(original(self, start_step), start=start_step + 1):
+      if i == step:
+        image = batch["image"].copy()
+        image.flat[0] = np.nan
+        batch = {**batch, "image": image}
+      yield batch
+
+  monkeypatch.setattr(Experiment, "train_batches", poisoned)
+
+
+@pytest.mark.parametrize("family", sorted(CONFIGS))
+def test_nonfinite_update_stops_the_run_and_keeps_the_last_good_checkpoint(
+  data_dir, tmp_path, monkeypatch, family
+):
+  config = _config(family, data_dir, num_steps=8, checkpoint_every=3, log_every=4)
+  if family == "vae":
+    config.model.likelihood = "gaussian"  # Binarising would turn the NaN pixel into a 0.
+  _poison_step(monkeypatch, 5)
+  workdir = str(tmp_path / "run")
+  with pytest.raises(
+    guards.Diverged, match=r"Non-finite .*=nan.* at step 5: .*checkpoint \(step 3\)"
+  ):
+    train.train_and_evaluate(config, workdir)
+  state, step = _final_state(config, workdir)
+  assert step == 3
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
+
+
+def test_nonfinite_updates_can_be_skipped(data_dir, tmp_path, monkeypatch, caplog):
+  config = _config("gan", data_dir, num_steps=8, checkpoint_every=3, log_every=4)
+  config.train.on_nonfinite = "skip"
+  _poison_step(monkeypatch, 5)
+  with caplog.at_level(logging.WARNING):
+    metrics = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert "Skipped 1 non-finite updates at steps [5]" in caplog.text
+  assert all(np.isfinite(v) for v in metrics.values())
+  state, step = _final_state(config, str(tmp_path / "run"))
+  assert step == 8 and int(state.step) == 8
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
+
+
+def test_guard_leaves_finite_updates_bit_for_bit():
+  def step(state, batch, key):
+    del key
+    new = state.replace(step=state.step + 1, net=state.net * batch)
+    return new, {"loss": jax.numpy.sum(new.net)}
+
+  @flax.struct.dataclass
+  class S:
+    step: jax.Array
+    net: jax.Array
+
+  state = S(jax.numpy.array(0), jax.numpy.array([1.5, 2.0]))
+  new, metrics = jax.jit(guards.guard_nonfinite(step))(state, jax.numpy.array([3.0, 0.1]), None)
+  np.testing.assert_array_equal(new.net, state.net * np.array([3.0, 0.1], np.float32))
+  assert metrics["nonfinite"] == 0 and int(new.step) == 1
+  bad, metrics = jax.jit(guards.guard_nonfinite(step))(state, jax.numpy.array([np.inf, 1.0]), None)
+  np.testing.assert_array_equal(bad.net, state.net)  # Not applied...
+  assert metrics["nonfinite"] == 1 and int(bad.step) == 1  # ...but the step is counted.
+
+
+def test_damaged_embedded_dataset_is_rebuilt(tmp_path, caplog):
+  data_dir = str(tmp_path / "tfds")
+  data.get_builder("sklearn_digits", data_dir)
+  (record,) = glob.glob(os.path.join(data_dir, "sklearn_digits", "*", "*train.array_record*"))
+  os.truncate(record, os.path.getsize(record) // 2)
+  with caplog.at_level(logging.WARNING):
+    builder = data.get_builder("sklearn_digits", data_dir)
+  assert "sklearn_digits" in caplog.text and "is damaged" in caplog.text
+  assert builder.damage() is None and len(builder.as_data_source(split="train")) == 1437
+  (info,) = glob.glob(os.path.join(data_dir, "sklearn_digits", "*", "dataset_info.json"))
+  with open(info, "w") as f:
+    f.write("{not json")
+  assert data.get_builder("sklearn_digits", data_dir).damage() is None
