@@ -1,8 +1,10 @@
 """Model families: name -> class building state, steps and images.
 
 A family supplies `init_state(key)`, a per-replica `make_train_step()`,
-`make_eval_step()` (or None) with `summarize_eval(sums)`, `headline(metrics)`
-and `sample_images(state, key, num, held_out)`; the trainer does the rest.
+`make_eval_step()` (or None) with `summarize_eval(sums)`, `headline(metrics)`,
+`sample_images(state, key, num, held_out)` and a per-replica
+`make_generate()` (or None) for the sample-quality metrics; the trainer and
+the eval modes do the rest.
 """
 
 import ml_collections

@@ -76,22 +76,6 @@ def test_smoke_run_writes_everything(data_dir, tmp_path, family):
   assert step == 6 and int(state.step) == 6
 
 
-@pytest.mark.parametrize("family", sorted(CONFIGS))
-def test_resume_continues_where_it_stopped(data_dir, tmp_path, caplog, family):
-  straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
-  train.train_and_evaluate(_config(data_dir, family, num_steps=6), straight)
-  train.train_and_evaluate(_config(data_dir, family, num_steps=3), split)
-  with caplog.at_level("INFO"):
-    train.train_and_evaluate(_config(data_dir, family, num_steps=6), split)
-  assert "Resuming from the checkpoint of step 3" in caplog.text
-  assert "from step 3 to 6" in caplog.text
-  a, step_a = _final_state(_config(data_dir, family), straight)
-  b, step_b = _final_state(_config(data_dir, family), split)
-  assert step_a == step_b == 6
-  # Data order and noise are functions of (seed, step): resuming changes nothing.
-  _assert_trees_close(a, b, rtol=0, atol=0)
-
-
 def test_resuming_another_model_says_what_differs(data_dir, tmp_path):
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(_config(data_dir, num_steps=3), workdir)
