@@ -126,3 +126,14 @@ def test_processes_split_the_global_batch(data_dir, monkeypatch):
     assert a.shape[0] == 4  # Each process holds half of the global batch of 8...
     merged = np.stack([a, b], axis=1).reshape(8, 32, 32, 1)  # ...interleaved, it is the batch.
     np.testing.assert_array_equal(merged, single[step].reshape(8, 32, 32, 1))
+
+
+def test_in_memory_source_gives_the_same_batches(data_dir, monkeypatch):
+  builder = data.get_builder("embedded_mnist", data_dir)
+  held = [next(it) for it in [_iterator(builder, start_step=3)] for _ in range(3)]
+  monkeypatch.setattr(pipeline, "IN_MEMORY_BYTES", 0)  # Stream from the ArrayRecord files.
+  assert not isinstance(pipeline.data_source(builder, "train", "image"), pipeline._InMemorySource)
+  streamed = [next(it) for it in [_iterator(builder, start_step=3)] for _ in range(3)]
+  for a, b in zip(held, streamed, strict=True):
+    for key in ("image", "label"):
+      np.testing.assert_array_equal(a[key], b[key])

@@ -1,0 +1,142 @@
+"""One command for the throughput of every family: train step, compile, memory,
+input pipeline, sampling.
+
+  python benchmarks/suite.py                               # gan, vae, cnn at 28 and 64
+  python benchmarks/suite.py --families=gan --sizes=64 --steps=10
+
+Each (family, resolution) runs in its own process on the family's default
+config (embedded MNIST digits, padded to the resolution), so its peak host
+memory is its own. A worker measures, after compile:
+- the train step, images/s (steps of the config's global batch, device-synced);
+- the first step's wall time (compile included);
+- the input pipeline alone, images/s (the same batches, without the step);
+- sampling (GAN/VAE: the pmap'd sampler of the sample-quality metrics), images/s;
+- peak resident host memory.
+Prints a markdown table for BENCHMARKS.md.
+"""
+
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+import jax
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs import cnn as cnn_config  # noqa: E402
+from configs import gan as gan_config  # noqa: E402
+from configs import vae as vae_config  # noqa: E402
+from imgen import data  # noqa: E402
+from imgen import evaluate  # noqa: E402
+from imgen import guards  # noqa: E402
+from imgen import steps  # noqa: E402
+from imgen.experiment import Experiment  # noqa: E402
+
+flags.DEFINE_list("families", ["gan", "vae", "cnn"], "Families to measure.")
+flags.DEFINE_list("sizes", ["28", "64"], "Resolutions.")
+flags.DEFINE_integer("steps", 20, "Timed train steps (after the compiling one).")
+flags.DEFINE_integer("pipeline_batches", 200, "Timed batches of the input pipeline alone.")
+flags.DEFINE_string("worker", None, "Internal: 'family:size' to measure in this process.")
+FLAGS = flags.FLAGS
+
+CONFIGS = {"gan": gan_config, "vae": vae_config, "cnn": cnn_config}
+
+
+def _config(family: str, size: int):
+  config = CONFIGS[family].get_config()
+  config.model.image_size = size
+  config.eval.metrics = ""
+  return config
+
+
+def measure(family: str, size: int) -> dict:
+  config = _config(family, size)
+  experiment = Experiment.create(config)
+  batch = config.train.batch_size
+  out = {"family": family, "size": size, "batch": batch, "devices": jax.device_count()}
+
+  t = time.perf_counter()
+  batches = experiment.train_batches(0)
+  for _ in range(FLAGS.pipeline_batches):
+    next(batches)
+  out["pipeline_images_per_s"] = FLAGS.pipeline_batches * batch / (time.perf_counter() - t)
+
+  train_step = jax.pmap(
+    guards.guard_nonfinite(experiment.family.make_train_step()),
+    axis_name=steps.AXIS,
+    in_axes=(0, 0, None),
+    donate_argnums=(0,),
+  )
+  state = steps.replicate(experiment.family.init_state(experiment.keys.init))
+  device_batches = data.prefetch_to_device(experiment.train_batches(0))
+  t = time.perf_counter()
+  state, metrics = train_step(state, next(device_batches), experiment.keys.step)
+  jax.block_until_ready(metrics)
+  out["first_step_s"] = time.perf_counter() - t
+  t = time.perf_counter()
+  for _ in range(FLAGS.steps):
+    state, metrics = train_step(state, next(device_batches), experiment.keys.step)
+  jax.block_until_ready((state, metrics))
+  seconds = (time.perf_counter() - t) / FLAGS.steps
+  out["train_steps_per_s"] = 1 / seconds
+  out["train_images_per_s"] = batch / seconds
+
+  if experiment.family.make_generate() is not None:
+    sample_batches = evaluate.make_sampler(experiment)
+    n = config.eval.batch_size
+    jax.block_until_ready(list(sample_batches(state, experiment.keys.quality_samples, n)))
+    t = time.perf_counter()
+    jax.block_until_ready(list(sample_batches(state, experiment.keys.quality_samples, 5 * n)))
+    out["sample_images_per_s"] = 5 * n / (time.perf_counter() - t)
+  out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  return out
+
+
+def _row(r: dict) -> str:
+  sample = f"{r['sample_images_per_s']:,.0f}" if "sample_images_per_s" in r else "-"
+  ratio = r["pipeline_images_per_s"] / r["train_images_per_s"]
+  return (
+    f"| {r['family']} | {r['size']}x{r['size']} | {r['batch']} | {r['train_steps_per_s']:.2f} | "
+    f"{r['train_images_per_s']:,.0f} | {r['first_step_s']:.1f} | "
+    f"{r['pipeline_images_per_s']:,.0f} ({ratio:.0f}x) | {sample} | {r['peak_rss_mb']:,.0f} |"
+  )
+
+
+def main(argv):
+  del argv
+  if FLAGS.worker:
+    family, size = FLAGS.worker.split(":")
+    print("RESULT " + json.dumps(measure(family, int(size))))
+    return
+  rows = []
+  for family in FLAGS.families:
+    for size in FLAGS.sizes:
+      cmd = [sys.executable, os.path.abspath(__file__), f"--worker={family}:{size}"]
+      cmd += [f"--steps={FLAGS.steps}", f"--pipeline_batches={FLAGS.pipeline_batches}"]
+      done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+      results = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+      if not results:
+        print(f"{family} {size}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+        continue
+      rows.append(_row(json.loads(results[0][len("RESULT ") :])))
+      print(rows[-1], flush=True)
+  print(
+    f"\n{datetime.date.today()}, {platform.processor() or platform.machine()}, "
+    f"{os.cpu_count()} CPUs, JAX {jax.__version__}, {jax.devices()[0].platform}\n"
+  )
+  print(
+    "| family | resolution | batch | steps/s | train images/s | first step s (compile) | "
+    "pipeline images/s (x the step's need) | sampling images/s | peak RSS MB |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+  )
+  print("\n".join(rows))
+
+
+if __name__ == "__main__":
+  app.run(main)
