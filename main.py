@@ -16,6 +16,7 @@ import jax
 from ml_collections import config_flags
 
 from imgen import modes
+from imgen import runtime
 from imgen import train
 from imgen import writers
 from imgen.errors import UserError
@@ -55,6 +56,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  runtime.configure_xla()  # Before the first use of a backend.
   writers.quiet_library_logs(os.path.abspath(__file__))
   if FLAGS.mode != "train" and not FLAGS.workdir:
     print(f"error: --mode={FLAGS.mode} needs the --workdir of a run.", file=sys.stderr)

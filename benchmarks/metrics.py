@@ -23,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from imgen import metrics  # noqa: E402
+from imgen import runtime  # noqa: E402
 from imgen import steps  # noqa: E402
 from imgen.models import inception  # noqa: E402
 from imgen.models.cnn import SimpleCNN  # noqa: E402
@@ -107,6 +108,7 @@ def bench_metrics() -> list[str]:
 
 
 def main(argv):
+  runtime.configure_xla()
   del argv
   print(f"devices: {jax.devices()}")
   if FLAGS.only in ("", "features"):

@@ -35,6 +35,7 @@ from configs import vae as vae_config  # noqa: E402
 from imgen import data  # noqa: E402
 from imgen import evaluate  # noqa: E402
 from imgen import guards  # noqa: E402
+from imgen import runtime  # noqa: E402
 from imgen import steps  # noqa: E402
 from imgen.experiment import Experiment  # noqa: E402
 
@@ -109,6 +110,7 @@ def _row(r: dict) -> str:
 
 
 def main(argv):
+  runtime.configure_xla()
   del argv
   if FLAGS.worker:
     family, size = FLAGS.worker.split(":")

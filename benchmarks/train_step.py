@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import torch_dcgan  # noqa: E402
 from configs import gan as gan_config  # noqa: E402
 from imgen import gan  # noqa: E402
+from imgen import runtime  # noqa: E402
 from imgen import steps  # noqa: E402
 from imgen.data import ImageSpec  # noqa: E402
 
@@ -75,6 +76,7 @@ def make_jax_runner():
 
 
 def main(argv):
+  runtime.configure_xla()
   del argv
   run_jax, compile_s = make_jax_runner()
   print(f"JAX {jax.__version__} on {jax.devices()}; first step (compile) {compile_s:.1f}s")

@@ -77,7 +77,9 @@ class GAN:
       channels=spec.channels,
       upsample=config.model.upsample,
     )
-    self.discriminator = make_d(**{**common, "width": config.model.d_width})
+    self.discriminator = make_d(
+      **{**common, "width": config.model.d_width}, downsample=config.model.upsample
+    )
     self.latent_dim = config.model.latent_dim
     self.spec = spec
     self.g_tx = adam(config.optim.g)

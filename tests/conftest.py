@@ -3,6 +3,9 @@
 import pytest
 
 from imgen import data
+from imgen import runtime
+
+runtime.configure_xla()  # The CPU settings main.py makes, before any test computes.
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """The sub-pixel transposed convolution against its definition."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,20 +23,28 @@ def _torch_definition(x, w):
   return y[:, 1:-1, 1:-1]
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 3, 4, 5), (1, 7, 5, 3, 2)])
+@pytest.mark.parametrize("shape", [(2, 3, 3, 4, 5), (1, 7, 5, 3, 2), (2, 4, 3, 5, 16)])
 def test_both_forms_match_the_definition(shape):
   n, h, w, cin, cout = shape
   rng = np.random.default_rng(0)
   x = rng.standard_normal((n, h, w, cin))
   k = rng.standard_normal((4, 4, cin, cout))
   expected = _torch_definition(x, k)
-  for impl in (layers.conv_transpose_4x4s2, layers.conv_transpose_4x4s2_subpixel):
+  # The phase form itself, and the layer (which takes XLA's form below 16 outputs).
+  forms = (
+    layers.conv_transpose_4x4s2,
+    layers._subpixel_forward,
+    layers.conv_transpose_4x4s2_subpixel,
+  )
+  for impl in forms:
     got = np.asarray(impl(jnp.asarray(x, jnp.float32), jnp.asarray(k, jnp.float32)))
     assert got.shape == (n, 2 * h, 2 * w, cout)
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("shape", [(2, 6, 6, 8, 3), (1, 7, 5, 3, 2), (2, 3, 4, 4, 5)])
+@pytest.mark.parametrize(
+  "shape", [(2, 6, 6, 8, 3), (1, 7, 5, 3, 2), (2, 3, 4, 4, 5), (2, 4, 4, 3, 16)]
+)
 def test_subpixel_gradients_equal_the_reference(shape):
   n, h, w, cin, cout = shape
   rng = np.random.default_rng(1)
@@ -64,3 +73,64 @@ def test_module_uses_the_chosen_form():
     assert variables["params"]["kernel"].shape == (4, 4, 3, 5)
     outs.append(module.apply(variables, x))
   np.testing.assert_allclose(outs[0], outs[1], atol=1e-5)
+
+
+def _conv_definition(x, w):
+  """Conv2d(k=4, s=2, p=1) by its definition, in NumPy: y[o] = sum_k x[2o - 1 + k] w[k]."""
+  n, h, wd, _ = x.shape
+  xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  y = np.zeros((n, h // 2, wd // 2, w.shape[-1]))
+  for ki in range(4):
+    for kj in range(4):
+      y += np.einsum("nijc,co->nijo", xp[:, ki : ki + h - 1 : 2, kj : kj + wd - 1 : 2], w[ki, kj])
+  return y
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 3, 5), (1, 6, 10, 32, 4), (2, 4, 4, 16, 8)])
+def test_downsampling_conv_and_its_gradients(shape):
+  """Both input-gradient forms (XLA's below 16 channels, sub-pixel above) against the
+  definition's forward and XLA's gradients of the plain convolution."""
+  n, h, w, cin, cout = shape
+  rng = np.random.default_rng(3)
+  x = rng.standard_normal((n, h, w, cin))
+  k = rng.standard_normal((4, 4, cin, cout))
+  target = jnp.asarray(rng.standard_normal((n, h // 2, w // 2, cout)), jnp.float32)
+  xj, kj = jnp.asarray(x, jnp.float32), jnp.asarray(k, jnp.float32)
+  got = layers.conv_4x4s2_subpixel_grad(xj, kj)
+  np.testing.assert_allclose(got, _conv_definition(x, k), atol=1e-4, rtol=1e-4)
+
+  def grads(impl):
+    loss = lambda x, k: jnp.sum((impl(x, k) - target) ** 2)
+    return jax.grad(loss, argnums=(0, 1))(xj, kj)
+
+  for ref, new in zip(
+    grads(layers.conv_4x4s2), grads(layers.conv_4x4s2_subpixel_grad), strict=True
+  ):
+    assert new.shape == ref.shape
+    np.testing.assert_allclose(new, ref, atol=1e-3, rtol=1e-4)
+
+
+def test_discriminator_keeps_the_plain_conv_parameters():
+  """The Conv4x4S2 discriminator initialises exactly as one built from nn.Conv."""
+  from imgen.models import dcgan
+
+  class PlainConvs(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      for f in (8, 16):
+        conv = nn.Conv(
+          f,
+          (4, 4),
+          (2, 2),
+          ((1, 1), (1, 1)),
+          use_bias=False,
+          kernel_init=nn.initializers.normal(0.02),
+        )
+        x = conv(x)
+      return x
+
+  x = jnp.zeros((1, 16, 16, 1))
+  params = dcgan.Discriminator(16, width=8).init(jax.random.key(0), x, train=False)["params"]
+  plain = PlainConvs().init(jax.random.key(0), x)["params"]
+  for name in ("Conv_0", "Conv_1"):
+    np.testing.assert_array_equal(params[name]["kernel"], plain[name]["kernel"])

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from imgen.errors import ConfigError
+from imgen.models.layers import Conv4x4S2
 from imgen.models.layers import ConvTranspose4x4S2
 
 _init = nn.initializers.normal(0.02)
@@ -90,27 +91,28 @@ class Discriminator(nn.Module):
 
   image_size: int
   width: int = 64
+  downsample: str = "subpixel"
   axis_name: str | None = None
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     base, num_down = geometry(self.image_size)
-    conv = functools.partial(
-      nn.Conv,
-      kernel_size=(4, 4),
-      strides=(2, 2),
-      padding=((1, 1), (1, 1)),
-      use_bias=False,
-      kernel_init=_init,
-      dtype=self.dtype,
-    )
-    x = nn.leaky_relu(conv(self.width)(x), 0.2)
+    # Named as flax names nn.Conv layers, so parameters and their initial values
+    # match those of a plain nn.Conv discriminator.
+    conv = functools.partial(Conv4x4S2, impl=self.downsample, kernel_init=_init, dtype=self.dtype)
+    x = nn.leaky_relu(conv(self.width, name="Conv_0")(x), 0.2)
     for i in range(1, num_down):
-      x = conv(self.width * 2**i)(x)
+      x = conv(self.width * 2**i, name=f"Conv_{i}")(x)
       x = _Norm(self.axis_name, self.dtype)(x, train)
       x = nn.leaky_relu(x, 0.2)
     x = nn.Conv(
-      1, (base, base), padding="VALID", use_bias=False, kernel_init=_init, dtype=self.dtype
+      1,
+      (base, base),
+      padding="VALID",
+      use_bias=False,
+      kernel_init=_init,
+      dtype=self.dtype,
+      name=f"Conv_{num_down}",
     )(x)
     return x.reshape(x.shape[0]).astype(jnp.float32)

@@ -8,6 +8,14 @@ convolutions. The `subpixel` form computes each of the four output phases
 (even/odd row x even/odd column) as a 2x2 stride-1 convolution of the input
 with four of the sixteen kernel taps, then interleaves them: the same sums,
 so its forward and gradients equal the `transpose` form up to float rounding.
+
+`Conv4x4S2` is the matching downsampling convolution (`Conv2d(k=4, stride=2,
+padding=1)`, DCGAN's discriminator). Its forward is XLA's; its input gradient
+is a transposed convolution, which it computes in the sub-pixel form.
+
+Both write their weight gradients as XLA's weight gradient of a plain stride-2
+convolution, the one kind of convolution gradient XLA's CPU backend runs fast
+(measured per layer in BENCHMARKS.md).
 """
 
 import flax.linen as nn
@@ -19,7 +27,8 @@ _DIMS = ("NHWC", "HWIO", "NHWC")
 
 # Output phase -> (padding of the input, kernel taps in window order).
 # Even outputs y[2m] = x[m-1] w[3] + x[m] w[1]; odd y[2m+1] = x[m] w[2] + x[m+1] w[0].
-_PHASES = {0: ((1, 0), (3, 1)), 1: ((0, 1), (2, 0))}
+# The taps are strided slices (3, 1) and (2, 0), not gathers.
+_PHASES = {0: ((1, 0), slice(3, None, -2)), 1: ((0, 1), slice(2, None, -2))}
 
 
 def conv_transpose_4x4s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -41,6 +50,20 @@ def conv_transpose_4x4s2_subpixel(x: jax.Array, kernel: jax.Array) -> jax.Array:
   Its gradients are written out too (`_subpixel_bwd`): XLA's own gradients of
   the phase convolutions still run its slow weight-gradient kernels.
   """
+  return _transpose_forward(x, kernel)
+
+
+# With fewer output channels than this, XLA's own transposed convolution is
+# faster than the four phase convolutions (measured with Eigen's kernels:
+# 5.8 vs 24 ms for DCGAN's 64 -> 3-channel last layer; 5.4 vs 23 ms for the
+# input gradient of its 3-channel first D layer).
+_SUBPIXEL_MIN_CHANNELS = 16
+
+
+def _transpose_forward(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """The transposed convolution in whichever exact form is faster for its width."""
+  if kernel.shape[-1] < _SUBPIXEL_MIN_CHANNELS:
+    return conv_transpose_4x4s2(x, kernel)
   return _subpixel_forward(x, kernel)
 
 
@@ -49,7 +72,7 @@ def _subpixel_forward(x: jax.Array, kernel: jax.Array) -> jax.Array:
   for row_pad, row_taps in _PHASES.values():
     phases = []
     for col_pad, col_taps in _PHASES.values():
-      k = kernel[jnp.array(row_taps)][:, jnp.array(col_taps)]
+      k = kernel[row_taps, col_taps]
       xp = jnp.pad(x, ((0, 0), row_pad, col_pad, (0, 0)))
       phases.append(lax.conv_general_dilated(xp, k, (1, 1), "VALID", dimension_numbers=_DIMS))
     rows.append(jnp.stack(phases, axis=3))  # (N, H, W, col phase, C)
@@ -59,30 +82,67 @@ def _subpixel_forward(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _subpixel_fwd(x, kernel):
-  return _subpixel_forward(x, kernel), (x, kernel)
+  return _transpose_forward(x, kernel), (x, kernel)
 
 
 def _subpixel_bwd(residuals, g):
   """Gradients of y[2i - 1 + k] += x[i] w[k] (per axis) for output cotangent g."""
   x, kernel = residuals
   # dx[i] = sum_k g[2i - 1 + k] w[k]^T: a plain stride-2 4x4 convolution of g.
-  dx = lax.conv_general_dilated(
-    g, kernel.transpose(0, 1, 3, 2), (2, 2), ((1, 1), (1, 1)), dimension_numbers=_DIMS
-  )
-  # dw[k] = sum_i x[i]^T g[2i - 1 + k]: one matmul of x with the 16 stride-2
-  # views of the padded g, which XLA runs as a fast GEMM.
-  _, h, w, cin = x.shape
-  gp = jnp.pad(g, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  views = [gp[:, i : i + 2 * h : 2, j : j + 2 * w : 2] for i in range(4) for j in range(4)]
-  dw = jnp.einsum("nhwc,nhwko->kco", x, jnp.stack(views, axis=3))
-  return dx.astype(x.dtype), dw.reshape(kernel.shape).astype(kernel.dtype)
+  dx = conv_4x4s2(g, _swap_io(kernel))
+  # dw[k] = sum_i x[i]^T g[2i - 1 + k]: the weight gradient of that same
+  # convolution of g, for output cotangent x (in/out channels swapped).
+  dw = _swap_io(_conv_4x4s2_weight_grad(g, x))
+  return dx.astype(x.dtype), dw.astype(kernel.dtype)
 
 
 conv_transpose_4x4s2_subpixel.defvjp(_subpixel_fwd, _subpixel_bwd)
 
+
+def _swap_io(kernel: jax.Array) -> jax.Array:
+  return kernel.transpose(0, 1, 3, 2)
+
+
+def conv_4x4s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Reference form: y[o] = sum_k x[2o - 1 + k] w[k] along each axis (padding 1)."""
+  return lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=_DIMS)
+
+
+def _conv_4x4s2_weight_grad(x: jax.Array, g: jax.Array) -> jax.Array:
+  """d/dw of sum(g * conv_4x4s2(x, w)): XLA's weight-gradient kernel (w drops out)."""
+  zeros = jnp.zeros((4, 4, x.shape[-1], g.shape[-1]), x.dtype)
+  _, vjp = jax.vjp(lambda kernel: conv_4x4s2(x, kernel), zeros)
+  return vjp(g)[0]
+
+
+@jax.custom_vjp
+def conv_4x4s2_subpixel_grad(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """`conv_4x4s2`, whose input gradient is taken in the sub-pixel form."""
+  return conv_4x4s2(x, kernel)
+
+
+def _conv_fwd(x, kernel):
+  return conv_4x4s2(x, kernel), (x, kernel)
+
+
+def _conv_bwd(residuals, g):
+  """dx[i] = sum_{2o - 1 + k = i} g[o] w[k]^T is the transposed convolution of g."""
+  x, kernel = residuals
+  dx = _transpose_forward(g, _swap_io(kernel).astype(g.dtype))
+  return dx.astype(x.dtype), _conv_4x4s2_weight_grad(x, g).astype(kernel.dtype)
+
+
+conv_4x4s2_subpixel_grad.defvjp(_conv_fwd, _conv_bwd)
+
 IMPLEMENTATIONS = {
   "subpixel": conv_transpose_4x4s2_subpixel,
   "transpose": conv_transpose_4x4s2,
+}
+
+
+DOWNSAMPLE_IMPLEMENTATIONS = {
+  "subpixel": conv_4x4s2_subpixel_grad,
+  "transpose": conv_4x4s2,
 }
 
 
@@ -98,3 +158,18 @@ class ConvTranspose4x4S2(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features), jnp.float32)
     return IMPLEMENTATIONS[self.impl](x.astype(self.dtype), kernel.astype(self.dtype))
+
+
+class Conv4x4S2(nn.Module):
+  """Halves the resolution: `nn.Conv(features, (4, 4), (2, 2), ((1, 1), (1, 1)),
+  use_bias=False)`, with the same parameter; `impl` picks the gradient's form."""
+
+  features: int
+  impl: str = "subpixel"
+  kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.02)
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features), jnp.float32)
+    return DOWNSAMPLE_IMPLEMENTATIONS[self.impl](x.astype(self.dtype), kernel.astype(self.dtype))
