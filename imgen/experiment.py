@@ -29,6 +29,7 @@ def _validate(config: ml_collections.ConfigDict, builder) -> None:
     "train.log_every": config.train.log_every,
     "train.checkpoint_every": config.train.checkpoint_every,
     "train.keep_checkpoints": config.train.keep_checkpoints,
+    "train.steps_per_dispatch": config.train.steps_per_dispatch,
     "eval.sample_every": config.eval.sample_every,
     "eval.grid_samples": config.eval.grid_samples,
     "eval.num_samples": config.eval.num_samples,

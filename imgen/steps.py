@@ -67,6 +67,19 @@ def global_draw(
   return lax.dynamic_slice_in_dim(noise, lax.axis_index(AXIS) * local_batch, local_batch)
 
 
+def scan_steps(step_fn: Callable) -> Callable:
+  """`step_fn(state, batch, key)` over a leading axis of batches, in one call.
+
+  Runs `train.steps_per_dispatch` steps per device call: the same steps in the
+  same order, with metrics stacked along the scanned axis.
+  """
+
+  def steps(state, batches, key):
+    return lax.scan(lambda state, batch: step_fn(state, batch, key), state, batches)
+
+  return steps
+
+
 def device_sharding() -> jax.sharding.NamedSharding:
   """Leading axis split over the local devices, as pmap lays out its outputs.
 

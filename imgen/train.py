@@ -1,5 +1,6 @@
 """The training loop every family shares: data, pmap'd step, logs, checkpoints."""
 
+from collections.abc import Iterator, Sequence
 import os
 import time
 
@@ -22,6 +23,39 @@ def _mean_metrics(host: list[dict]) -> dict[str, float]:
   steps whose update was applied."""
   applied = [m for m in host if m["nonfinite"][0] == 0] or host
   return {k: float(np.mean([m[k][0] for m in applied])) for k in host[0] if k != "nonfinite"}
+
+
+def dispatch_sizes(start: int, end: int, every: Sequence[int], k: int) -> Iterator[int]:
+  """Steps per device call from step `start` to `end`: `k` (one scanned call)
+  when no step of a multiple of `every` falls before the call's last step,
+  else 1, so logs, checkpoints and evaluations happen at the steps they name."""
+  step = start
+  while step < end:
+    boundary = min([end] + [(step // e + 1) * e for e in every])
+    n = k if boundary - step >= k else 1
+    yield n
+    step += n
+
+
+def stack_steps(batches: Iterator[dict], sizes: Iterator[int]) -> Iterator[dict]:
+  """Per-step batches (devices, b, ...) -> one (devices, n, b, ...) per call of n steps."""
+  for n in sizes:
+    if n == 1:
+      yield next(batches)
+    else:
+      group = [next(batches) for _ in range(n)]
+      yield jax.tree.map(lambda *xs: np.stack(xs, axis=1), *group)
+
+
+def _per_step(host: list[tuple[int, dict]]) -> list[dict]:
+  """Fetched metrics of calls of n steps (leaves (devices, n)) -> one dict per step."""
+  out = []
+  for n, metrics in host:
+    if n == 1:
+      out.append(metrics)
+    else:
+      out.extend({k: v[:, i] for k, v in metrics.items()} for i in range(n))
+  return out
 
 
 def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -53,13 +87,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   quality = evaluate_lib.sample_quality(experiment, required=False)
   reference = quality and quality.real(experiment.reference_split)
   held_out = experiment.held_out_images(config.eval.grid_samples)
-  batches = data.prefetch_to_device(experiment.train_batches(start_step))
-  train_step = jax.pmap(
-    guards.guard_nonfinite(family.make_train_step()),
-    axis_name=steps.AXIS,
-    in_axes=(0, 0, None),
-    donate_argnums=(0,),
+  every = (
+    config.train.log_every,
+    config.train.checkpoint_every,
+    config.eval.sample_every,
+    config.eval.every_steps,
   )
+  per_call = config.train.steps_per_dispatch
+  sizes = lambda: dispatch_sizes(start_step, num_steps, every, per_call)
+  batches = data.prefetch_to_device(stack_steps(experiment.train_batches(start_step), sizes()))
+  guarded_step = guards.guard_nonfinite(family.make_train_step())
+  pmap_step = lambda fn: jax.pmap(
+    fn, axis_name=steps.AXIS, in_axes=(0, 0, None), donate_argnums=(0,)
+  )
+  train_calls = {1: pmap_step(guarded_step)}  # By steps per call; each compiles on first use.
+  if per_call > 1:
+    train_calls[per_call] = pmap_step(steps.scan_steps(guarded_step))
   make_eval_step = family.make_eval_step()
   eval_step = make_eval_step and jax.pmap(
     make_eval_step, axis_name=steps.AXIS, in_axes=(0, 0, None)
@@ -133,23 +176,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   with guards.StopSignals() as stops:
     try:
-      for step in range(start_step + 1, num_steps + 1):
-        batch = next(batches)
-        if step == start_step + 1:
+      step = start_step
+      for n in sizes():
+        batch, train_step = next(batches), train_calls[n]
+        step += n
+        if step == start_step + n:
           t = time.perf_counter()
           replicated, step_metrics = train_step(replicated, batch, keys.step)
           jax.block_until_ready(step_metrics)
-          logging.info("First step (compile included) took %.1fs", time.perf_counter() - t)
+          logging.info(
+            "First call (%d step%s, compile included) took %.1fs",
+            n,
+            "s" if n > 1 else "",
+            time.perf_counter() - t,
+          )
           progress.start(step)
         else:
           replicated, step_metrics = train_step(replicated, batch, keys.step)
-        buffer.append(step_metrics)
+        buffer.append((n, step_metrics))
 
         stop = stops.requested(manager, step)
         last = step == num_steps
         save = step % config.train.checkpoint_every == 0 or last or stop
         if step % config.train.log_every == 0 or save:  # Never save before checking for NaN.
-          host = jax.device_get(buffer)
+          host = _per_step(jax.device_get(buffer))
           buffer = []
           skipped += check_finite(host, step)
           metrics = _mean_metrics(host)

@@ -85,6 +85,35 @@ def test_resuming_another_model_says_what_differs(data_dir, tmp_path):
     train.train_and_evaluate(wider, workdir)
 
 
+def test_dispatch_sizes_stop_at_every_log_save_and_eval_step():
+  # Boundaries at multiples of 4 and 6, and the end (14).
+  sizes = list(train.dispatch_sizes(0, 14, (4, 6), 3))
+  assert sizes == [3, 1, 1, 1, 1, 1, 3, 1, 1, 1]
+  ends = np.cumsum(sizes)
+  assert {4, 6, 8, 12, 14} <= set(ends) and ends[-1] == 14
+  assert list(train.dispatch_sizes(5, 12, (6,), 4)) == [1, 4, 1, 1]  # A resume at step 5.
+  assert list(train.dispatch_sizes(0, 8, (4,), 1)) == [1] * 8
+
+
+@pytest.mark.parametrize("family", sorted(CONFIGS))
+def test_several_steps_per_call_compute_the_same_run(data_dir, tmp_path, family):
+  """Scanned calls of 3 steps (smoke: logs at 2, 4, 6; saves and evals at 3, 6, so
+  calls of 1 step fill the gaps) against one step per call."""
+  one, scanned = str(tmp_path / "one"), str(tmp_path / "scanned")
+  train.train_and_evaluate(_config(data_dir, family, num_steps=9, log_every=3), one)
+  metrics = train.train_and_evaluate(
+    _config(data_dir, family, num_steps=9, log_every=3, steps_per_dispatch=3), scanned
+  )
+  assert all(np.isfinite(v) for v in metrics.values())
+  _assert_trees_close(
+    _final_state(_config(data_dir, family), scanned)[0],
+    _final_state(_config(data_dir, family), one)[0],
+    rtol=1e-4,
+    atol=1e-5,
+  )
+  assert sorted(os.listdir(os.path.join(scanned, "checkpoints"))) == ["3", "6", "9"]
+
+
 def _run_main(workdir, data_dir, devices, *overrides, family="gan"):
   env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(devices), "JAX_PLATFORMS": "cpu"}
   cmd = [
