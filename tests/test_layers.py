@@ -86,7 +86,9 @@ def _conv_definition(x, w):
   return y
 
 
-@pytest.mark.parametrize("shape", [(2, 8, 8, 3, 5), (1, 6, 10, 32, 4), (2, 4, 4, 16, 8)])
+@pytest.mark.parametrize(
+  "shape", [(2, 8, 8, 3, 5), (1, 6, 10, 32, 4), (2, 4, 4, 16, 8), (1, 7, 9, 3, 2)]
+)
 def test_downsampling_conv_and_its_gradients(shape):
   """Both input-gradient forms (XLA's below 16 channels, sub-pixel above) against the
   definition's forward and XLA's gradients of the plain convolution."""

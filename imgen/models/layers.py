@@ -109,10 +109,23 @@ def conv_4x4s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _conv_4x4s2_weight_grad(x: jax.Array, g: jax.Array) -> jax.Array:
-  """d/dw of sum(g * conv_4x4s2(x, w)): XLA's weight-gradient kernel (w drops out)."""
-  zeros = jnp.zeros((4, 4, x.shape[-1], g.shape[-1]), x.dtype)
-  _, vjp = jax.vjp(lambda kernel: conv_4x4s2(x, kernel), zeros)
-  return vjp(g)[0]
+  """d/dw of sum(g * conv_4x4s2(x, w)): dw[k] = sum_o x[2o - 1 + k]^T g[o] per axis.
+
+  Written as the convolution XLA makes of a weight gradient after its CPU
+  canonicalisation (channels as batch, batch as features, g dilated by the
+  stride), so it runs on XLA's fast convolution kernel also inside loops
+  (lax.scan), where XLA leaves its own weight gradients in a slow generic form.
+  """
+  h, w, ho, wo = x.shape[1], x.shape[2], g.shape[1], g.shape[2]
+  dw = lax.conv_general_dilated(
+    x.transpose(3, 1, 2, 0),  # (C, H, W, N): channels as the batch.
+    g.transpose(1, 2, 0, 3),  # (Ho, Wo, N, O): the window, N contracted.
+    window_strides=(1, 1),
+    padding=((1, 1 - h + 2 * ho), (1, 1 - w + 2 * wo)),  # Output 4x4.
+    rhs_dilation=(2, 2),
+    dimension_numbers=_DIMS,
+  )
+  return dw.transpose(1, 2, 0, 3)
 
 
 @jax.custom_vjp
@@ -128,7 +141,11 @@ def _conv_fwd(x, kernel):
 def _conv_bwd(residuals, g):
   """dx[i] = sum_{2o - 1 + k = i} g[o] w[k]^T is the transposed convolution of g."""
   x, kernel = residuals
-  dx = _transpose_forward(g, _swap_io(kernel).astype(g.dtype))
+  if x.shape[1] % 2 or x.shape[2] % 2:  # The transposed form makes even sizes only.
+    _, vjp = jax.vjp(lambda x: conv_4x4s2(x, kernel), x)
+    (dx,) = vjp(g)
+  else:
+    dx = _transpose_forward(g, _swap_io(kernel).astype(g.dtype))
   return dx.astype(x.dtype), _conv_4x4s2_weight_grad(x, g).astype(kernel.dtype)
 
 
