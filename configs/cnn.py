@@ -28,6 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.num_classes = 10
   config.model.width = 32
   config.model.dropout = 0.3
+  config.model.dtype = "float32"  # Or bfloat16 (accelerators): activations; params stay f32.
 
   config.optim = ml_collections.ConfigDict()
   config.optim.learning_rate = 1e-3

@@ -37,7 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.g_width = 128
   config.model.d_width = 64
   config.model.upsample = "subpixel"  # or 'transpose': same math, slow on CPU.
-  config.model.dtype = "float32"
+  config.model.dtype = "float32"  # Or bfloat16 (accelerators): activations; params stay f32.
 
   config.optim = ml_collections.ConfigDict()
   config.optim.g = ml_collections.ConfigDict(dict(learning_rate=2e-4, b1=0.5, b2=0.999))

@@ -34,6 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.beta = 1.0  # Weight of the KL term (beta-VAE when > 1).
   config.model.kl_warmup_steps = 0  # Linear warm-up of the KL weight; 0 = none.
   config.model.upsample = "subpixel"
+  config.model.dtype = "float32"  # Or bfloat16 (accelerators): activations; params stay f32.
 
   config.optim = ml_collections.ConfigDict(dict(learning_rate=1e-3, b1=0.9, b2=0.999))
   config.train = common.train(num_steps=4000, checkpoint_every=1000)

@@ -21,6 +21,7 @@ from imgen.models.cnn import CLASSIFIERS
 from imgen.steps import AXIS
 from imgen.steps import Network
 from imgen.steps import State
+from imgen.steps import compute_dtype
 from imgen.steps import init_network
 
 
@@ -46,7 +47,13 @@ class CNNFamily:
     if m.name not in CLASSIFIERS:
       raise ConfigError(f"model.name {m.name!r} is unknown; known: {sorted(CLASSIFIERS)}.")
     make = CLASSIFIERS[m.name]
-    self.model = make(num_classes=m.num_classes, width=m.width, dropout=m.dropout, axis_name=AXIS)
+    self.model = make(
+      num_classes=m.num_classes,
+      width=m.width,
+      dropout=m.dropout,
+      axis_name=AXIS,
+      dtype=compute_dtype(m.dtype),
+    )
     self.num_classes = m.num_classes
     self.spec = spec
     learning_rate = config.optim.learning_rate

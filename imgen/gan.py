@@ -27,6 +27,7 @@ from imgen.errors import ConfigError
 from imgen.steps import AXIS
 from imgen.steps import Network
 from imgen.steps import adam
+from imgen.steps import compute_dtype
 from imgen.steps import global_normal
 from imgen.steps import init_network
 
@@ -67,10 +68,8 @@ class GAN:
         f"model.upsample {config.model.upsample!r} is unknown; "
         f"known: {sorted(models.UPSAMPLE_IMPLEMENTATIONS)}."
       )
-    if config.model.dtype not in ("float32", "bfloat16", "float16"):
-      raise ConfigError(f"model.dtype {config.model.dtype!r}; use float32, bfloat16 or float16.")
     make_g, make_d = models.GANS[config.model.name]
-    dtype = jnp.dtype(config.model.dtype)
+    dtype = compute_dtype(config.model.dtype)
     common = dict(image_size=spec.size, width=None, axis_name=AXIS, dtype=dtype)
     self.generator = make_g(
       **{**common, "width": config.model.g_width},

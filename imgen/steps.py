@@ -6,9 +6,12 @@ from typing import Any
 import flax
 import jax
 from jax import lax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+
+from imgen.errors import ConfigError
 
 AXIS = "batch"  # The pmap axis name over devices; BatchNorm syncs over it.
 
@@ -38,6 +41,17 @@ def init_network(module, key: jax.Array, example: jax.Array, tx) -> Network:
   variables = jax.jit(lambda k, x: module.init(k, x, train=False))(key, example)
   params = variables["params"]
   return Network(params, variables.get("batch_stats", {}), tx.init(params))
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def compute_dtype(name: str) -> jnp.dtype:
+  """config.model.dtype -> the dtype activations are computed in (parameters,
+  optimizer state and losses stay float32)."""
+  if name not in DTYPES:
+    raise ConfigError(f"model.dtype {name!r}; use one of {DTYPES}.")
+  return jnp.dtype(name)
 
 
 def adam(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:

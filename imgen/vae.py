@@ -32,6 +32,7 @@ from imgen.steps import AXIS
 from imgen.steps import Network
 from imgen.steps import State
 from imgen.steps import adam
+from imgen.steps import compute_dtype
 from imgen.steps import global_draw
 from imgen.steps import global_normal
 from imgen.steps import init_network
@@ -82,7 +83,8 @@ class VAEFamily:
       raise ConfigError(f"model.likelihood {m.likelihood!r}; use one of {LIKELIHOODS}.")
     if config.data.binarize not in BINARIZATIONS:
       raise ConfigError(f"data.binarize {config.data.binarize!r}; use one of {BINARIZATIONS}.")
-    self.model = VAE(spec.size, spec.channels, m.latent_dim, m.width, m.upsample)
+    dtype = compute_dtype(m.dtype)
+    self.model = VAE(spec.size, spec.channels, m.latent_dim, m.width, m.upsample, dtype)
     self.spec = spec
     self.likelihood = m.likelihood
     self.binarize = config.data.binarize

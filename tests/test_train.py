@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -15,8 +16,10 @@ from configs import vae as vae_config
 from imgen import checkpoints
 from imgen import data
 from imgen import families
+from imgen import steps
 from imgen import train
 from imgen.errors import ConfigError
+from imgen.experiment import Experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -158,6 +161,8 @@ def test_four_devices_compute_what_one_device_computes(data_dir, tmp_path, famil
     ("--config.data.train_split=validation", "has splits ['test', 'train']"),
     ("--config.train.on_nonfinite=ignore", "train.on_nonfinite='ignore'; use one of"),
     ("--config.train.batch_size=eight", "invalid literal for int()"),
+    ("--config.model.dtype=float64", "model.dtype 'float64'; use one of"),
+    ("--config.train.steps_per_dispatch=0", "train.steps_per_dispatch=0"),
   ],
 )
 def test_bad_configs_fail_with_a_clear_message(data_dir, tmp_path, override, message):
@@ -165,3 +170,25 @@ def test_bad_configs_fail_with_a_clear_message(data_dir, tmp_path, override, mes
   assert result.returncode != 0
   assert message in result.stderr
   assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("family", sorted(CONFIGS))
+def test_bfloat16_step_keeps_float32_state_and_close_losses(data_dir, family):
+  """model.dtype=bfloat16 computes activations in bf16: the first step's losses
+  stay within 2% of float32's, and parameters and optimizer state stay float32."""
+  results = {}
+  for dtype in ("float32", "bfloat16"):
+    config = _config(data_dir, family)
+    config.model.dtype = dtype
+    experiment = Experiment.create(config)
+    step = jax.pmap(experiment.family.make_train_step(), axis_name=steps.AXIS, in_axes=(0, 0, None))
+    state = steps.replicate(experiment.family.init_state(experiment.keys.init))
+    batch = next(data.prefetch_to_device(experiment.train_batches(0)))
+    state, metrics = step(state, batch, experiment.keys.step)
+    floats = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+    assert {x.dtype for x in floats} == {jnp.dtype(jnp.float32)}, dtype
+    results[dtype] = {k: float(v[0]) for k, v in jax.device_get(metrics).items()}
+  losses = [k for k in results["float32"] if k.endswith("loss") or k in ("elbo", "kl")]
+  assert losses
+  for name in losses:
+    np.testing.assert_allclose(results["bfloat16"][name], results["float32"][name], rtol=0.02)

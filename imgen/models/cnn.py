@@ -5,14 +5,26 @@ features, logits), so a trained classifier doubles as the in-domain feature
 network for sample-quality metrics.
 """
 
+import functools
+
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 
-def _norm(train: bool, axis_name: str | None):
+def _norm(train: bool, axis_name: str | None, dtype: jnp.dtype):
   return nn.BatchNorm(
-    use_running_average=not train, momentum=0.9, axis_name=axis_name if train else None
+    use_running_average=not train,
+    momentum=0.9,
+    axis_name=axis_name if train else None,
+    dtype=dtype,
   )
+
+
+def _outputs(penultimate: jax.Array, logits: jax.Array, features: bool):
+  """float32 logits, or (features, logits), whatever the compute dtype."""
+  logits = logits.astype(jnp.float32)
+  return (penultimate.astype(jnp.float32), logits) if features else logits
 
 
 class SimpleCNN(nn.Module):
@@ -22,34 +34,35 @@ class SimpleCNN(nn.Module):
   width: int = 32
   dropout: float = 0.3
   axis_name: str | None = None
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False, features: bool = False):
     for i in range(2):
       for _ in range(2):
-        x = nn.Conv(self.width * 2**i, (3, 3), use_bias=False)(x)
-        x = nn.relu(_norm(train, self.axis_name)(x))
+        x = nn.Conv(self.width * 2**i, (3, 3), use_bias=False, dtype=self.dtype)(x)
+        x = nn.relu(_norm(train, self.axis_name, self.dtype)(x))
       x = nn.max_pool(x, (2, 2), (2, 2))
-    penultimate = nn.relu(nn.Dense(4 * self.width)(x.reshape(x.shape[0], -1)))
+    dense = functools.partial(nn.Dense, dtype=self.dtype)
+    penultimate = nn.relu(dense(4 * self.width)(x.reshape(x.shape[0], -1)))
     x = nn.Dropout(self.dropout, deterministic=not train)(penultimate)
-    logits = nn.Dense(self.num_classes)(x)
-    return (penultimate, logits) if features else logits
+    return _outputs(penultimate, dense(self.num_classes)(x), features)
 
 
 class _Block(nn.Module):
   features: int
   stride: int
   axis_name: str | None
+  dtype: jnp.dtype
 
   @nn.compact
   def __call__(self, x, train):
-    y = nn.Conv(self.features, (3, 3), self.stride, use_bias=False)(x)
-    y = nn.relu(_norm(train, self.axis_name)(y))
-    y = nn.Conv(self.features, (3, 3), use_bias=False)(y)
-    y = _norm(train, self.axis_name)(y)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    norm = lambda: _norm(train, self.axis_name, self.dtype)
+    y = nn.relu(norm()(conv(self.features, (3, 3), self.stride)(x)))
+    y = norm()(conv(self.features, (3, 3))(y))
     if x.shape != y.shape:
-      x = nn.Conv(self.features, (1, 1), self.stride, use_bias=False)(x)
-      x = _norm(train, self.axis_name)(x)
+      x = norm()(conv(self.features, (1, 1), self.stride)(x))
     return nn.relu(x + y)
 
 
@@ -61,19 +74,19 @@ class ResNet(nn.Module):
   blocks_per_stage: int = 2
   dropout: float = 0.0
   axis_name: str | None = None
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False, features: bool = False):
-    x = nn.Conv(self.width, (3, 3), use_bias=False)(x)
-    x = nn.relu(_norm(train, self.axis_name)(x))
+    x = nn.Conv(self.width, (3, 3), use_bias=False, dtype=self.dtype)(x)
+    x = nn.relu(_norm(train, self.axis_name, self.dtype)(x))
     for stage in range(3):
       for block in range(self.blocks_per_stage):
         stride = 2 if stage > 0 and block == 0 else 1
-        x = _Block(self.width * 2**stage, stride, self.axis_name)(x, train)
+        x = _Block(self.width * 2**stage, stride, self.axis_name, self.dtype)(x, train)
     penultimate = x.mean(axis=(1, 2))
     x = nn.Dropout(self.dropout, deterministic=not train)(penultimate)
-    logits = nn.Dense(self.num_classes)(x)
-    return (penultimate, logits) if features else logits
+    return _outputs(penultimate, nn.Dense(self.num_classes, dtype=self.dtype)(x), features)
 
 
 CLASSIFIERS = {"simple": SimpleCNN, "resnet": ResNet}

@@ -7,6 +7,8 @@ sub-pixel transposed convolutions and outputs per-pixel parameters: Bernoulli
 logits, or Gaussian means in [-1, 1].
 """
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -21,15 +23,16 @@ class Encoder(nn.Module):
   image_size: int
   latent_dim: int
   width: int = 32
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     _, num_down = geometry(self.image_size)
     for i in range(num_down):
-      x = nn.Conv(self.width * 2**i, (4, 4), (2, 2), ((1, 1), (1, 1)))(x)
+      x = nn.Conv(self.width * 2**i, (4, 4), (2, 2), ((1, 1), (1, 1)), dtype=self.dtype)(x)
       x = nn.relu(x)
-    x = nn.relu(nn.Dense(16 * self.width)(x.reshape(x.shape[0], -1)))
-    out = nn.Dense(2 * self.latent_dim)(x)
+    x = nn.relu(nn.Dense(16 * self.width, dtype=self.dtype)(x.reshape(x.shape[0], -1)))
+    out = nn.Dense(2 * self.latent_dim, dtype=self.dtype)(x).astype(jnp.float32)
     return out[:, : self.latent_dim], out[:, self.latent_dim :]
 
 
@@ -40,17 +43,23 @@ class Decoder(nn.Module):
   channels: int
   width: int = 32
   upsample: str = "subpixel"
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
     base, num_up = geometry(self.image_size)
     features = self.width * 2 ** (num_up - 1)
-    x = nn.relu(nn.Dense(16 * self.width)(z))
-    x = nn.relu(nn.Dense(base * base * features)(x)).reshape(-1, base, base, features)
+    init = nn.initializers.lecun_normal()
+    up = functools.partial(
+      ConvTranspose4x4S2, impl=self.upsample, kernel_init=init, dtype=self.dtype
+    )
+    x = nn.relu(nn.Dense(16 * self.width, dtype=self.dtype)(z))
+    x = nn.relu(nn.Dense(base * base * features, dtype=self.dtype)(x))
+    x = x.reshape(-1, base, base, features)
     for _ in range(num_up - 1):
       features //= 2
-      x = nn.relu(ConvTranspose4x4S2(features, self.upsample, nn.initializers.lecun_normal())(x))
-    x = ConvTranspose4x4S2(self.channels, self.upsample, nn.initializers.lecun_normal())(x)
+      x = nn.relu(up(features)(x))
+    x = up(self.channels)(x).astype(jnp.float32)
     bias = self.param("out_bias", nn.initializers.zeros, (self.channels,))
     return x + bias
 
@@ -63,10 +72,11 @@ class VAE(nn.Module):
   latent_dim: int = 16
   width: int = 32
   upsample: str = "subpixel"
+  dtype: jnp.dtype = jnp.float32
 
   def setup(self):
-    self.encoder = Encoder(self.image_size, self.latent_dim, self.width)
-    self.decoder = Decoder(self.image_size, self.channels, self.width, self.upsample)
+    self.encoder = Encoder(self.image_size, self.latent_dim, self.width, self.dtype)
+    self.decoder = Decoder(self.image_size, self.channels, self.width, self.upsample, self.dtype)
     self.log_scale = self.param("log_scale", nn.initializers.constant(-2.0), (self.channels,))
 
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
