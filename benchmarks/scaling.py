@@ -132,6 +132,10 @@ def _compare(reference: str, other: str) -> dict[str, float]:
   return out
 
 
+def _format(x: float) -> str:
+  return "-" if np.isnan(x) else f"{x:.1e}"
+
+
 def main(argv):
   runtime.configure_xla()
   del argv
@@ -161,7 +165,7 @@ def main(argv):
           f"| {family} | {devices} | {per_call} | {r['steps_per_s']:.2f} | "
           f"{r['images_per_s']:,.0f} | {r['first_call_s']:.1f} | {diff['metrics']:.1e} | "
           f"{diff['early']:.1e} | "
-          f"{diff['final']:.1e} | {diff['samples']:.1e} |"
+          f"{diff['final']:.1e} | {_format(diff['samples'])} |"
         )
         print(rows[-1], flush=True)
   print(

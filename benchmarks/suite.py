@@ -11,6 +11,8 @@ memory is its own. A worker measures, after compile:
 - the first step's wall time (compile included);
 - the input pipeline alone, images/s (the same batches, without the step);
 - sampling (GAN/VAE: the pmap'd sampler of the sample-quality metrics), images/s;
+- metric features of those samples (the in-domain CNN, pmap'd), images/s
+  (`benchmarks/metrics.py` has Inception-v3 and the metrics themselves);
 - peak resident host memory.
 Prints a markdown table for BENCHMARKS.md.
 """
@@ -27,6 +29,7 @@ import time
 from absl import app
 from absl import flags
 import jax
+import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import cnn as cnn_config  # noqa: E402
@@ -38,6 +41,7 @@ from imgen import guards  # noqa: E402
 from imgen import runtime  # noqa: E402
 from imgen import steps  # noqa: E402
 from imgen.experiment import Experiment  # noqa: E402
+from imgen.models import cnn as cnn_models  # noqa: E402
 
 flags.DEFINE_list("families", ["gan", "vae", "cnn"], "Families to measure.")
 flags.DEFINE_list("sizes", ["28", "64"], "Resolutions.")
@@ -54,6 +58,18 @@ def _config(family: str, size: int):
   config.model.image_size = size
   config.eval.metrics = ""
   return config
+
+
+def _feature_rate(samples: list[jax.Array], spec) -> float:
+  """images/s of the in-domain CNN's features (default width, fresh weights: the
+  rate does not depend on them) on device batches of samples, pmap'd."""
+  network = cnn_models.SimpleCNN()
+  variables = jax.jit(network.init)(jax.random.key(0), jnp.zeros((1, *spec.shape)))
+  extract = jax.pmap(lambda v, x: network.apply(v, x, features=True)[0], in_axes=(None, 0))
+  jax.block_until_ready(extract(variables, samples[0]))
+  t = time.perf_counter()
+  jax.block_until_ready([extract(variables, batch) for batch in samples])
+  return sum(batch.shape[0] * batch.shape[1] for batch in samples) / (time.perf_counter() - t)
 
 
 def measure(family: str, size: int) -> dict:
@@ -93,19 +109,23 @@ def measure(family: str, size: int) -> dict:
     n = config.eval.batch_size
     jax.block_until_ready(list(sample_batches(state, experiment.keys.quality_samples, n)))
     t = time.perf_counter()
-    jax.block_until_ready(list(sample_batches(state, experiment.keys.quality_samples, 5 * n)))
+    samples = list(sample_batches(state, experiment.keys.quality_samples, 5 * n))
+    jax.block_until_ready(samples)
     out["sample_images_per_s"] = 5 * n / (time.perf_counter() - t)
+    out["feature_images_per_s"] = _feature_rate(samples, experiment.spec)
   out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   return out
 
 
 def _row(r: dict) -> str:
   sample = f"{r['sample_images_per_s']:,.0f}" if "sample_images_per_s" in r else "-"
+  features = f"{r['feature_images_per_s']:,.0f}" if "feature_images_per_s" in r else "-"
   ratio = r["pipeline_images_per_s"] / r["train_images_per_s"]
   return (
     f"| {r['family']} | {r['size']}x{r['size']} | {r['batch']} | {r['train_steps_per_s']:.2f} | "
     f"{r['train_images_per_s']:,.0f} | {r['first_step_s']:.1f} | "
-    f"{r['pipeline_images_per_s']:,.0f} ({ratio:.0f}x) | {sample} | {r['peak_rss_mb']:,.0f} |"
+    f"{r['pipeline_images_per_s']:,.0f} ({ratio:.0f}x) | {sample} | {features} | "
+    f"{r['peak_rss_mb']:,.0f} |"
   )
 
 
@@ -134,8 +154,8 @@ def main(argv):
   )
   print(
     "| family | resolution | batch | steps/s | train images/s | first step s (compile) | "
-    "pipeline images/s (x the step's need) | sampling images/s | peak RSS MB |\n"
-    "|---|---|---|---|---|---|---|---|---|"
+    "pipeline images/s (x the step's need) | sampling images/s | CNN feature images/s | "
+    "peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|"
   )
   print("\n".join(rows))
 

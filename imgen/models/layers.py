@@ -13,9 +13,11 @@ so its forward and gradients equal the `transpose` form up to float rounding.
 padding=1)`, DCGAN's discriminator). Its forward is XLA's; its input gradient
 is a transposed convolution, which it computes in the sub-pixel form.
 
-Both write their weight gradients as XLA's weight gradient of a plain stride-2
-convolution, the one kind of convolution gradient XLA's CPU backend runs fast
-(measured per layer in BENCHMARKS.md).
+Both write their weight gradients as one convolution in the form XLA's CPU
+backend gives a weight gradient before running it on its fast kernel, so it
+stays fast inside `lax.scan` too, and both take XLA's own form of the
+transposed convolution where it is faster (under 16 output channels). Per-layer
+timings are in BENCHMARKS.md.
 """
 
 import flax.linen as nn
@@ -124,6 +126,7 @@ def _conv_4x4s2_weight_grad(x: jax.Array, g: jax.Array) -> jax.Array:
     padding=((1, 1 - h + 2 * ho), (1, 1 - w + 2 * wo)),  # Output 4x4.
     rhs_dilation=(2, 2),
     dimension_numbers=_DIMS,
+    preferred_element_type=jnp.float32,  # Sums over the batch: float32 also under bf16.
   )
   return dw.transpose(1, 2, 0, 3)
 
