@@ -13,9 +13,11 @@
   nearest neighbour.
 
 The arithmetic runs in float64 (`jax.enable_x64`): covariances of 2,048-d
-features lose FID digits in float32.
+features lose FID digits in float32. KID's subsets and precision/recall's
+blocks of rows, the costly parts, are split over the local devices.
 """
 
+from collections.abc import Callable
 import functools
 
 import jax
@@ -66,19 +68,39 @@ def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
   return frechet_distance(*feature_statistics(real), *feature_statistics(fake))
 
 
+def _sharded_map(fn: Callable, xs: jax.Array, *shared: jax.Array, **static) -> jax.Array:
+  """[fn(x, *shared, **static) for x in xs], stacked, with xs split over the local
+  devices (each device maps over its share); padding items are computed and dropped."""
+  n = jax.local_device_count()
+  xs_padded = jnp.pad(xs, [(0, -len(xs) % n)] + [(0, 0)] * (xs.ndim - 1))
+  out = _pmapped_map(fn, len(shared), tuple(sorted(static.items())))(
+    xs_padded.reshape(n, -1, *xs.shape[1:]), *shared
+  )
+  return out.reshape(-1, *out.shape[2:])[: len(xs)]
+
+
+@functools.cache
+def _pmapped_map(fn: Callable, num_shared: int, static: tuple) -> Callable:
+  mapped = lambda xs, *shared: jax.lax.map(lambda x: fn(x, *shared, **dict(static)), xs)
+  return jax.pmap(mapped, in_axes=(0,) + (None,) * num_shared)
+
+
 def kid_subsets(key: jax.Array, n: int, num_subsets: int, subset_size: int) -> np.ndarray:
   """(num_subsets, subset_size) row indices, each row drawn without replacement."""
   keys = jax.random.split(key, num_subsets)
   return np.asarray(jax.vmap(lambda k: jax.random.permutation(k, n)[:subset_size])(keys))
 
 
-@jax.jit
 def _mmd2_unbiased(x: jax.Array, y: jax.Array) -> jax.Array:
   m, d = x.shape
   kernel = lambda a, b: (a @ b.T / d + 1.0) ** 3
   k_xx, k_yy, k_xy = kernel(x, x), kernel(y, y), kernel(x, y)
   off_diagonal = lambda k: (jnp.sum(k) - jnp.trace(k)) / (m * (m - 1))
   return off_diagonal(k_xx) + off_diagonal(k_yy) - 2.0 * jnp.mean(k_xy)
+
+
+def _subset_mmd2(rows: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
+  return _mmd2_unbiased(x[rows[0]], y[rows[1]])
 
 
 def kernel_inception_distance(
@@ -99,9 +121,8 @@ def kernel_inception_distance(
   rows_fake = kid_subsets(fake_key, len(fake), num_subsets, m)
   with jax.enable_x64(True):
     x, y = _f64(real), _f64(fake)
-    values = np.asarray(
-      jax.lax.map(lambda r: _mmd2_unbiased(x[r[0]], y[r[1]]), jnp.stack([rows_real, rows_fake], 1))
-    )
+    rows = jnp.asarray(np.stack([rows_real, rows_fake], 1))
+    values = np.asarray(_sharded_map(_subset_mmd2, rows, x, y))
   return float(values.mean()), float(values.std())
 
 
@@ -135,25 +156,27 @@ def _row_blocks(x: jax.Array, block: int) -> jax.Array:
   return jnp.pad(x, ((0, pad), (0, 0))).reshape(-1, block, x.shape[1])
 
 
-@functools.partial(jax.jit, static_argnames=("k", "block"))
-def _knn_radii(x: jax.Array, k: int, block: int = 256) -> jax.Array:
+BLOCK = 256  # Rows of distances computed at once in precision/recall.
+
+
+def _block_radii(rows: jax.Array, x: jax.Array, k: int) -> jax.Array:
+  # The smallest distance is the row's own (0); the (k+1)-th is its k-th neighbour.
+  return jnp.sqrt(-jax.lax.top_k(-_squared_distances(rows, x), k + 1)[0][:, k])
+
+
+def _knn_radii(x: jax.Array, k: int) -> jax.Array:
   """Distance from each row of x to its k-th nearest other row."""
-
-  def radii(rows):
-    # The smallest distance is the row's own (0); the (k+1)-th is its k-th neighbour.
-    return jnp.sqrt(-jax.lax.top_k(-_squared_distances(rows, x), k + 1)[0][:, k])
-
-  return jax.lax.map(radii, _row_blocks(x, block)).reshape(-1)[: len(x)]
+  return _sharded_map(_block_radii, _row_blocks(x, BLOCK), x, k=k).reshape(-1)[: len(x)]
 
 
-@functools.partial(jax.jit, static_argnames="block")
-def _covered(points: jax.Array, centres: jax.Array, radii: jax.Array, block: int = 256):
+def _block_covered(rows: jax.Array, centres: jax.Array, radii: jax.Array) -> jax.Array:
+  return jnp.any(_squared_distances(rows, centres) <= radii**2, axis=1)
+
+
+def _covered(points: jax.Array, centres: jax.Array, radii: jax.Array) -> jax.Array:
   """For each point: is it within radii[j] of some centres[j]?"""
-
-  def covered(rows):
-    return jnp.any(_squared_distances(rows, centres) <= radii**2, axis=1)
-
-  return jax.lax.map(covered, _row_blocks(points, block)).reshape(-1)[: len(points)]
+  blocks = _row_blocks(points, BLOCK)
+  return _sharded_map(_block_covered, blocks, centres, radii).reshape(-1)[: len(points)]
 
 
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:

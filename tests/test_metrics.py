@@ -1,5 +1,10 @@
 """Every metric against an independent NumPy/SciPy computation and known cases."""
 
+import json
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -138,3 +143,33 @@ def test_precision_recall_known_cases():
   collapsed = real[np.argsort(np.linalg.norm(real - real[0], axis=1))[:10]]
   precision, recall = metrics.precision_recall(real, collapsed, k=3)
   assert precision == 1.0 and recall < 0.5
+
+
+_SHARDED_CHECK = """
+import json, sys
+import jax, numpy as np
+from imgen import metrics
+rng = np.random.default_rng(7)
+real, fake = rng.standard_normal((300, 16)), rng.standard_normal((280, 16)) + 0.3
+key = jax.random.key(0)
+kid = metrics.kernel_inception_distance(real, fake, key, num_subsets=7, subset_size=50)
+print(json.dumps({"devices": jax.local_device_count(), "kid": kid,
+                  "pr": metrics.precision_recall(real, fake, k=3)}))
+"""
+
+
+def test_kid_and_precision_recall_split_over_devices_give_the_same_values():
+  """KID's subsets and precision/recall's row blocks split over 4 devices (7 subsets and
+  2 blocks: uneven, so padding is exercised) give what one device gives."""
+  results = []
+  for devices in (1, 4):
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(devices), "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run(
+      [sys.executable, "-c", _SHARDED_CHECK], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+  assert [r["devices"] for r in results] == [1, 4]
+  np.testing.assert_allclose(results[1]["kid"], results[0]["kid"], rtol=1e-12)
+  assert results[1]["pr"] == results[0]["pr"]
+  assert 0 < results[0]["pr"][0] < 1 and 0 < results[0]["pr"][1] < 1
