@@ -20,6 +20,8 @@ transposed convolution where it is faster (under 16 output channels). Per-layer
 timings are in BENCHMARKS.md.
 """
 
+from typing import ClassVar
+
 import flax.linen as nn
 import jax
 from jax import lax
@@ -166,30 +168,29 @@ DOWNSAMPLE_IMPLEMENTATIONS = {
 }
 
 
-class ConvTranspose4x4S2(nn.Module):
-  """Doubles the resolution; kernel (4, 4, in, out) with PyTorch's layout."""
+class _Kernel4x4(nn.Module):
+  """A (4, 4, in, out) kernel in float32, applied in `dtype` by `implementations[impl]`."""
 
   features: int
   impl: str = "subpixel"
   kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.02)
   dtype: jnp.dtype = jnp.float32
+  implementations: ClassVar[dict] = {}
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features), jnp.float32)
-    return IMPLEMENTATIONS[self.impl](x.astype(self.dtype), kernel.astype(self.dtype))
+    return self.implementations[self.impl](x.astype(self.dtype), kernel.astype(self.dtype))
 
 
-class Conv4x4S2(nn.Module):
+class ConvTranspose4x4S2(_Kernel4x4):
+  """Doubles the resolution; kernel (4, 4, in, out) with PyTorch's layout."""
+
+  implementations: ClassVar[dict] = IMPLEMENTATIONS
+
+
+class Conv4x4S2(_Kernel4x4):
   """Halves the resolution: `nn.Conv(features, (4, 4), (2, 2), ((1, 1), (1, 1)),
   use_bias=False)`, with the same parameter; `impl` picks the gradient's form."""
 
-  features: int
-  impl: str = "subpixel"
-  kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.02)
-  dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features), jnp.float32)
-    return DOWNSAMPLE_IMPLEMENTATIONS[self.impl](x.astype(self.dtype), kernel.astype(self.dtype))
+  implementations: ClassVar[dict] = DOWNSAMPLE_IMPLEMENTATIONS
