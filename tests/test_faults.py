@@ -6,26 +6,23 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 
 import flax
+from helpers import CONFIGS
+from helpers import ROOT
+from helpers import final_state
+from helpers import main_command
 import jax
 import numpy as np
 import pytest
 
-from configs import cnn as cnn_config
-from configs import gan as gan_config
-from configs import vae as vae_config
 from imgen import checkpoints
 from imgen import data
-from imgen import families
 from imgen import guards
 from imgen import train
 from imgen.errors import ConfigError
 from imgen.experiment import Experiment
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = {"gan": gan_config, "vae": vae_config, "cnn": cnn_config}
 # A run long enough to be killed in the middle: 300 steps, checkpoints every 40.
 LONG = dict(num_steps=300, checkpoint_every=40, log_every=10)
 LONG_FLAGS = [f"--config.train.{k}={v}" for k, v in LONG.items()]
@@ -41,33 +38,21 @@ def _config(family, data_dir, **train_overrides):
   return config
 
 
-def _final_state(config, workdir):
-  builder = data.get_builder(config.data.name, config.data.data_dir)
-  spec = data.image_spec(builder, config.data.image_key, config.model.image_size)
-  target = families.create(config, spec).init_state(jax.random.key(0))
-  manager = checkpoints.make_manager(workdir, keep=1, create=False)
-  state, step = checkpoints.restore_latest(manager, target)
-  manager.close()
-  return state, step
-
-
 def _assert_bitwise_equal(a, b):
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def _start(family, workdir, data_dir):
-  cmd = [
-    sys.executable,
-    "main.py",
-    f"--config=configs/{family}.py:smoke",
-    f"--workdir={workdir}",
-    f"--config.data.data_dir={data_dir}",
+  cmd = main_command(
+    family,
+    workdir,
+    data_dir,
     "--config.eval.every_steps=1000",
     "--config.eval.sample_every=1000",
     *LONG_FLAGS,
     *(["--config.optim.cosine_decay=False"] if family == "cnn" else []),
-  ]
+  )
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   return subprocess.Popen(
     cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
@@ -108,9 +93,9 @@ def test_sigterm_then_sigkill_then_resume_is_bitwise_identical(data_dir, tmp_pat
   train.train_and_evaluate(_config(family, data_dir, **LONG), workdir)
   straight = str(tmp_path / "straight")
   train.train_and_evaluate(_config(family, data_dir, **LONG), straight)
-  killed_state, step = _final_state(_config(family, data_dir), workdir)
+  killed_state, step = final_state(_config(family, data_dir), workdir)
   assert step == 300
-  _assert_bitwise_equal(killed_state, _final_state(_config(family, data_dir), straight)[0])
+  _assert_bitwise_equal(killed_state, final_state(_config(family, data_dir), straight)[0])
 
 
 def _damage(workdir: str, step: int) -> None:
@@ -125,7 +110,7 @@ def test_damaged_checkpoint_falls_back_to_an_intact_one(data_dir, tmp_path, capl
   workdir = str(tmp_path / "run")
   config = _config("gan", data_dir)
   train.train_and_evaluate(config, workdir)  # Checkpoints at 3 and 6.
-  straight = _final_state(config, workdir)[0]
+  straight = final_state(config, workdir)[0]
   _damage(workdir, 6)
   # Leftovers of a save cut short by a crash are never taken for a checkpoint.
   os.makedirs(os.path.join(workdir, "checkpoints", "9.orbax-checkpoint-tmp-1"))
@@ -175,7 +160,7 @@ def test_nonfinite_update_stops_the_run_and_keeps_the_last_good_checkpoint(
     guards.Diverged, match=r"Non-finite .*=nan.* at step 5: .*checkpoint \(step 3\)"
   ):
     train.train_and_evaluate(config, workdir)
-  state, step = _final_state(config, workdir)
+  state, step = final_state(config, workdir)
   assert step == 3
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
 
@@ -188,7 +173,7 @@ def test_nonfinite_updates_can_be_skipped(data_dir, tmp_path, monkeypatch, caplo
     metrics = train.train_and_evaluate(config, str(tmp_path / "run"))
   assert "Skipped 1 non-finite updates at steps [5]" in caplog.text
   assert all(np.isfinite(v) for v in metrics.values())
-  state, step = _final_state(config, str(tmp_path / "run"))
+  state, step = final_state(config, str(tmp_path / "run"))
   assert step == 8 and int(state.step) == 8
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
 

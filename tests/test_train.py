@@ -3,28 +3,22 @@
 import glob
 import os
 import subprocess
-import sys
 
+from helpers import CONFIGS
+from helpers import ROOT
+from helpers import final_state
+from helpers import main_command
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import cnn as cnn_config
-from configs import gan as gan_config
-from configs import vae as vae_config
-from imgen import checkpoints
 from imgen import data
-from imgen import families
 from imgen import steps
 from imgen import train
 from imgen.errors import ConfigError
 from imgen.experiment import Experiment
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-CONFIGS = {"gan": gan_config, "vae": vae_config, "cnn": cnn_config}
 # What each family must report (train metrics, then held-out ones) and draw.
 EXPECTED = {
   "gan": ({"d_loss", "g_loss", "d_real", "d_fake", "g_grad_norm", "d_grad_norm"}, ["samples"]),
@@ -48,16 +42,6 @@ def _config(data_dir, family="gan", **train_overrides):
   return config
 
 
-def _final_state(config, workdir):
-  builder = data.get_builder(config.data.name, config.data.data_dir)
-  spec = data.image_spec(builder, config.data.image_key, config.model.image_size)
-  target = families.create(config, spec).init_state(jax.random.key(0))
-  manager = checkpoints.make_manager(workdir, keep=1)
-  state, step = checkpoints.restore_latest(manager, target)
-  manager.close()
-  return state, step
-
-
 def _assert_trees_close(a, b, **tol):
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol)
@@ -75,7 +59,7 @@ def test_smoke_run_writes_everything(data_dir, tmp_path, family):
   for name in images:
     assert os.path.exists(os.path.join(workdir, "samples", f"{name}_0000006.png")), name
   assert os.path.exists(os.path.join(workdir, "config.json"))
-  state, step = _final_state(_config(data_dir, family), workdir)
+  state, step = final_state(_config(data_dir, family), workdir)
   assert step == 6 and int(state.step) == 6
 
 
@@ -109,8 +93,8 @@ def test_several_steps_per_call_compute_the_same_run(data_dir, tmp_path, family)
   )
   assert all(np.isfinite(v) for v in metrics.values())
   _assert_trees_close(
-    _final_state(_config(data_dir, family), scanned)[0],
-    _final_state(_config(data_dir, family), one)[0],
+    final_state(_config(data_dir, family), scanned)[0],
+    final_state(_config(data_dir, family), one)[0],
     rtol=1e-4,
     atol=1e-5,
   )
@@ -119,14 +103,7 @@ def test_several_steps_per_call_compute_the_same_run(data_dir, tmp_path, family)
 
 def _run_main(workdir, data_dir, devices, *overrides, family="gan"):
   env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(devices), "JAX_PLATFORMS": "cpu"}
-  cmd = [
-    sys.executable,
-    "main.py",
-    f"--config=configs/{family}.py:smoke",
-    f"--workdir={workdir}",
-    f"--config.data.data_dir={data_dir}",
-    *overrides,
-  ]
+  cmd = main_command(family, workdir, data_dir, *overrides)
   return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -142,8 +119,8 @@ def test_four_devices_compute_what_one_device_computes(data_dir, tmp_path, famil
   train.train_and_evaluate(_config(data_dir, family), one)
   # Same global batch, noise and synchronised BatchNorm: only summation order differs.
   _assert_trees_close(
-    _final_state(_config(data_dir, family), workdir)[0],
-    _final_state(_config(data_dir, family), one)[0],
+    final_state(_config(data_dir, family), workdir)[0],
+    final_state(_config(data_dir, family), one)[0],
     rtol=1e-3,
     atol=1e-4,
   )
