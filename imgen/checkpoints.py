@@ -20,6 +20,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from imgen.errors import ConfigError
+from imgen.errors import one_line
 
 
 def make_manager(
@@ -108,7 +109,7 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[Any, in
     except ConfigError:
       raise
     except Exception as e:  # Orbax and TensorStore raise many types for damaged files.
-      reason = " ".join(str(e).split())[:200]
+      reason = one_line(e)
       moved = _quarantine(manager, step)
       damaged.append(moved)
       logging.warning(

@@ -11,3 +11,8 @@ class ConfigError(UserError, ValueError):
 
 class DataError(UserError):
   """A dataset that is unknown, unprepared or unreadable."""
+
+
+def one_line(error: BaseException, limit: int = 200) -> str:
+  """An error's message on one line, cut to `limit` characters, for a warning."""
+  return " ".join(str(error).split())[:limit]

@@ -17,6 +17,8 @@ TensorFlow to encode (the `Image` feature does).
 import numpy as np
 import tensorflow_datasets as tfds
 
+from imgen.errors import one_line
+
 _SPLIT_SEED = 20151119  # Fixed forever: changing it changes the test split.
 
 
@@ -91,7 +93,7 @@ class _EmbeddedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             if example["image"].shape != self.IMAGE_SHAPE:
               return f"an image of split {split} has shape {example['image'].shape}"
     except Exception as e:  # Any read error means the files are damaged.
-      return f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+      return f"{type(e).__name__}: {one_line(e)}"
     return None
 
 

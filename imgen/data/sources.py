@@ -8,6 +8,7 @@ import tensorflow_datasets as tfds
 
 from imgen.data import embedded
 from imgen.errors import DataError
+from imgen.errors import one_line
 
 
 def default_data_dir() -> str:
@@ -31,7 +32,7 @@ def _embedded_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
     builder = make(data_dir=data_dir)
     damage = builder.damage() if builder.is_prepared() else None
   except Exception as e:  # An unreadable dataset_info.json fails in the constructor.
-    builder, damage = None, f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+    builder, damage = None, f"{type(e).__name__}: {one_line(e)}"
   if damage:
     folder = os.path.join(data_dir, name)
     logging.warning("The prepared %s in %s is damaged (%s); rebuilding it.", name, folder, damage)
