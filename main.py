@@ -17,7 +17,6 @@ from ml_collections import config_flags
 
 from imgen import modes
 from imgen import runtime
-from imgen import train
 from imgen import writers
 from imgen.errors import UserError
 
@@ -26,9 +25,8 @@ flags.DEFINE_string("workdir", None, "Run folder; default: a new one under runs/
 flags.DEFINE_enum(
   "mode",
   "train",
-  ["train", "eval", "sample"],
-  "train (or resume) in --workdir; eval: metrics of a checkpoint as JSON; "
-  "sample: eval.num_samples samples as PNG grids and .npz.",
+  list(modes.MODES),
+  "; ".join(f"{name}: {mode.help}" for name, mode in modes.MODES.items()),
 )
 flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
@@ -39,18 +37,28 @@ def _default_workdir() -> str:
   return os.path.join("runs", f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
 
 
+def _fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's parser, with config mistakes reported in one line, no traceback."""
   try:
-    return FLAGS(argv)
+    rest = FLAGS(argv)
   except flags.Error as e:
-    print(f"error: {e}\nPass --helpfull to see the flags.", file=sys.stderr)
+    _fail(f"{e}\nPass --helpfull to see the flags.")
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     while e.args and isinstance(e.args[0], Exception):  # ml_collections wraps its KeyError.
       e = e.args[0]
     message = " ".join(str(a) for a in e.args).replace("\n", " ")
-    print(f"error: bad config override ({type(e).__name__}): {message}", file=sys.stderr)
-  sys.exit(2)
+    _fail(f"bad config override ({type(e).__name__}): {message}")
+  try:  # A config file that failed to load only raises when it is first read.
+    FLAGS.config.get("family")
+  except OSError as e:
+    reason = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
+    _fail(f"cannot load --config={FLAGS['config'].config_filename}: {reason}")
+  return rest
 
 
 def main(argv):
@@ -58,9 +66,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   runtime.configure_xla()  # Before the first use of a backend.
   writers.quiet_library_logs(os.path.abspath(__file__))
-  if FLAGS.mode != "train" and not FLAGS.workdir:
-    print(f"error: --mode={FLAGS.mode} needs the --workdir of a run.", file=sys.stderr)
-    sys.exit(2)
+  if modes.MODES[FLAGS.mode].needs_run and not FLAGS.workdir:
+    _fail(f"--mode={FLAGS.mode} needs the --workdir of a run.")
   workdir = FLAGS.workdir or _default_workdir()
   logging.info(
     "JAX %s, process %d/%d, devices: %s",
@@ -71,12 +78,7 @@ def main(argv):
   )
   logging.info("Config:\n%s", FLAGS.config)
   try:
-    run = {
-      "train": train.train_and_evaluate,
-      "eval": modes.evaluate_checkpoint,
-      "sample": modes.sample_checkpoint,
-    }[FLAGS.mode]
-    run(FLAGS.config, workdir)
+    modes.run(FLAGS.mode, FLAGS.config, workdir)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

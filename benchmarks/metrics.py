@@ -23,10 +23,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from imgen import metrics  # noqa: E402
+from imgen import parallel  # noqa: E402
 from imgen import runtime  # noqa: E402
-from imgen import steps  # noqa: E402
 from imgen.models import inception  # noqa: E402
-from imgen.models.cnn import SimpleCNN  # noqa: E402
+from imgen.models.classifiers import SimpleCNN  # noqa: E402
 
 flags.DEFINE_integer("cnn_batch", 200, "Global batch of the CNN.")
 flags.DEFINE_integer("inception_batch", 32, "Global batch of Inception-v3.")
@@ -47,10 +47,10 @@ def _time(fn, repeats: int) -> float:
 def _features_rate(apply, variables, shape, batch: int) -> tuple[float, float]:
   """(images/s, compile s) of `apply(variables, images)` pmap'd over the devices."""
   n = jax.local_device_count()
-  pmapped = jax.pmap(apply, axis_name=steps.AXIS)
-  replicated = steps.replicate(variables)
+  pmapped = jax.pmap(apply, axis_name=parallel.AXIS)
+  replicated = parallel.replicate(variables)
   images = np.random.default_rng(0).uniform(-1, 1, (n, batch // n, *shape)).astype(np.float32)
-  images = jax.device_put(images, steps.device_sharding())
+  images = jax.device_put(images, parallel.device_sharding())
   t = time.perf_counter()
   jax.block_until_ready(pmapped(replicated, images))
   compile_s = time.perf_counter() - t

@@ -35,40 +35,36 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import cnn as cnn_config  # noqa: E402
-from configs import gan as gan_config  # noqa: E402
-from configs import vae as vae_config  # noqa: E402
+from configs import common  # noqa: E402
 from imgen import data  # noqa: E402
 from imgen import evaluate  # noqa: E402
+from imgen import families  # noqa: E402
 from imgen import guards  # noqa: E402
+from imgen import parallel  # noqa: E402
 from imgen import runtime  # noqa: E402
-from imgen import steps  # noqa: E402
 from imgen import train  # noqa: E402
 from imgen.experiment import Experiment  # noqa: E402
 
-flags.DEFINE_list("families", ["gan", "vae", "cnn"], "Families to measure.")
+flags.DEFINE_list("families", list(families.FAMILIES), "Families to measure.")
 flags.DEFINE_integer("size", 28, "Resolution.")
 flags.DEFINE_integer("steps", 32, "Train steps per run (a multiple of 8).")
 flags.DEFINE_integer("timed", 16, "Final steps timed (a multiple of 8).")
 flags.DEFINE_string("worker", None, "Internal: 'family:devices:steps_per_call:out.npz'.")
 FLAGS = flags.FLAGS
 
-CONFIGS = {"gan": gan_config, "vae": vae_config, "cnn": cnn_config}
 RUNS = ((1, 1), (2, 1), (4, 1), (1, 8))  # (devices, steps per device call)
 EARLY = 8  # The state is also compared after this many steps.
 
 
 def _config(family: str):
-  config = CONFIGS[family].get_config()
+  config = common.default_config(family)
   config.model.image_size = FLAGS.size
   config.eval.metrics = ""
-  if family == "cnn":
-    config.model.dropout = 0.0  # Dropout masks are drawn per replica.
   return config
 
 
 def _leaves(replicated, prefix: str) -> dict[str, np.ndarray]:
-  host = jax.device_get(steps.unreplicate(replicated))
+  host = jax.device_get(parallel.unreplicate(replicated))
   leaves = jax.tree_util.tree_leaves_with_path(host)
   return {f"{prefix}{jax.tree_util.keystr(p)}": np.asarray(x) for p, x in leaves}
 
@@ -77,16 +73,11 @@ def measure(family: str, per_call: int, out_path: str) -> dict:
   config = _config(family)
   experiment = Experiment.create(config)
   step = guards.guard_nonfinite(experiment.family.make_train_step())
-  call = jax.pmap(
-    steps.scan_steps(step) if per_call > 1 else step,
-    axis_name=steps.AXIS,
-    in_axes=(0, 0, None),
-    donate_argnums=(0,),
-  )
+  call = parallel.pmap_step(train.scan_steps(step) if per_call > 1 else step, donate=True)
   num_calls = FLAGS.steps // per_call
   sizes = iter([per_call] * num_calls)
   batches = data.prefetch_to_device(train.stack_steps(experiment.train_batches(0), sizes))
-  state = steps.replicate(experiment.family.init_state(experiment.keys.init))
+  state = parallel.replicate(experiment.family.init_state(experiment.keys.init))
   t = time.perf_counter()
   state, metrics = call(state, next(batches), experiment.keys.step)
   jax.block_until_ready(metrics)
@@ -105,8 +96,8 @@ def measure(family: str, per_call: int, out_path: str) -> dict:
   out["images_per_s"] = out["steps_per_s"] * config.train.batch_size
 
   arrays.update(_leaves(state, "final"))
-  if experiment.family.make_generate() is not None:
-    sample_batches = evaluate.make_sampler(experiment)
+  if isinstance(experiment.family, families.Generates):
+    sample_batches = evaluate.make_sampler(experiment.family, family, config.eval.batch_size)
     key = experiment.keys.quality_samples
     (samples,) = sample_batches(state, key, config.eval.batch_size)
     arrays["samples"] = np.asarray(samples).reshape(-1, *np.asarray(samples).shape[2:])

@@ -10,7 +10,7 @@ memory is its own. A worker measures, after compile:
 - the train step, images/s (steps of the config's global batch, device-synced);
 - the first step's wall time (compile included);
 - the input pipeline alone, images/s (the same batches, without the step);
-- sampling (GAN/VAE: the pmap'd sampler of the sample-quality metrics), images/s;
+- sampling (families that generate: the pmap'd sampler of the sample-quality metrics), images/s;
 - metric features of those samples (the in-domain CNN, pmap'd), images/s
   (`benchmarks/metrics.py` has Inception-v3 and the metrics themselves);
 - peak resident host memory.
@@ -32,29 +32,26 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import cnn as cnn_config  # noqa: E402
-from configs import gan as gan_config  # noqa: E402
-from configs import vae as vae_config  # noqa: E402
+from configs import common  # noqa: E402
 from imgen import data  # noqa: E402
 from imgen import evaluate  # noqa: E402
+from imgen import families  # noqa: E402
 from imgen import guards  # noqa: E402
+from imgen import parallel  # noqa: E402
 from imgen import runtime  # noqa: E402
-from imgen import steps  # noqa: E402
 from imgen.experiment import Experiment  # noqa: E402
-from imgen.models import cnn as cnn_models  # noqa: E402
+from imgen.models import classifiers  # noqa: E402
 
-flags.DEFINE_list("families", ["gan", "vae", "cnn"], "Families to measure.")
+flags.DEFINE_list("families", list(families.FAMILIES), "Families to measure.")
 flags.DEFINE_list("sizes", ["28", "64"], "Resolutions.")
 flags.DEFINE_integer("steps", 20, "Timed train steps (after the compiling one).")
 flags.DEFINE_integer("pipeline_batches", 200, "Timed batches of the input pipeline alone.")
 flags.DEFINE_string("worker", None, "Internal: 'family:size' to measure in this process.")
 FLAGS = flags.FLAGS
 
-CONFIGS = {"gan": gan_config, "vae": vae_config, "cnn": cnn_config}
-
 
 def _config(family: str, size: int):
-  config = CONFIGS[family].get_config()
+  config = common.default_config(family)
   config.model.image_size = size
   config.eval.metrics = ""
   return config
@@ -63,7 +60,7 @@ def _config(family: str, size: int):
 def _feature_rate(samples: list[jax.Array], spec) -> float:
   """images/s of the in-domain CNN's features (default width, fresh weights: the
   rate does not depend on them) on device batches of samples, pmap'd."""
-  network = cnn_models.SimpleCNN()
+  network = classifiers.SimpleCNN()
   variables = jax.jit(network.init)(jax.random.key(0), jnp.zeros((1, *spec.shape)))
   extract = jax.pmap(lambda v, x: network.apply(v, x, features=True)[0], in_axes=(None, 0))
   jax.block_until_ready(extract(variables, samples[0]))
@@ -84,13 +81,10 @@ def measure(family: str, size: int) -> dict:
     next(batches)
   out["pipeline_images_per_s"] = FLAGS.pipeline_batches * batch / (time.perf_counter() - t)
 
-  train_step = jax.pmap(
-    guards.guard_nonfinite(experiment.family.make_train_step()),
-    axis_name=steps.AXIS,
-    in_axes=(0, 0, None),
-    donate_argnums=(0,),
+  train_step = parallel.pmap_step(
+    guards.guard_nonfinite(experiment.family.make_train_step()), donate=True
   )
-  state = steps.replicate(experiment.family.init_state(experiment.keys.init))
+  state = parallel.replicate(experiment.family.init_state(experiment.keys.init))
   device_batches = data.prefetch_to_device(experiment.train_batches(0))
   t = time.perf_counter()
   state, metrics = train_step(state, next(device_batches), experiment.keys.step)
@@ -104,8 +98,8 @@ def measure(family: str, size: int) -> dict:
   out["train_steps_per_s"] = 1 / seconds
   out["train_images_per_s"] = batch / seconds
 
-  if experiment.family.make_generate() is not None:
-    sample_batches = evaluate.make_sampler(experiment)
+  if isinstance(experiment.family, families.Generates):
+    sample_batches = evaluate.make_sampler(experiment.family, family, config.eval.batch_size)
     n = config.eval.batch_size
     jax.block_until_ready(list(sample_batches(state, experiment.keys.quality_samples, n)))
     t = time.perf_counter()

@@ -23,10 +23,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import torch_dcgan  # noqa: E402
 from configs import gan as gan_config  # noqa: E402
-from imgen import gan  # noqa: E402
+from imgen import parallel  # noqa: E402
 from imgen import runtime  # noqa: E402
-from imgen import steps  # noqa: E402
-from imgen.data import ImageSpec  # noqa: E402
+from imgen.data import DataSpec  # noqa: E402
+from imgen.families.gan import GANFamily  # noqa: E402
 
 flags.DEFINE_integer("image_size", 64, "Resolution.")
 flags.DEFINE_integer("channels", 3, "Image channels.")
@@ -46,15 +46,13 @@ def make_jax_runner():
   config.model.g_width = config.model.d_width = FLAGS.width
   config.model.latent_dim = FLAGS.latent_dim
   config.model.upsample = FLAGS.upsample
-  family = gan.GAN(config, ImageSpec(FLAGS.image_size, FLAGS.channels))
-  train_step = jax.pmap(
-    family.make_train_step(), axis_name=steps.AXIS, in_axes=(0, 0, None), donate_argnums=(0,)
-  )
-  state = steps.replicate(family.init_state(jax.random.key(0)))
+  family = GANFamily(config, DataSpec.of_images(FLAGS.image_size, FLAGS.channels))
+  train_step = parallel.pmap_step(family.make_train_step(), donate=True)
+  state = parallel.replicate(family.init_state(jax.random.key(0)))
   n = jax.local_device_count()
   shape = (n, FLAGS.batch_size // n, FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
   images = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
-  batch = jax.device_put({"image": images}, steps.device_sharding())
+  batch = jax.device_put({"image": images}, parallel.device_sharding())
   key = jax.random.key(1)
 
   t = time.perf_counter()

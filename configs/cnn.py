@@ -30,12 +30,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.dropout = 0.3
   config.model.dtype = "float32"  # Or bfloat16 (accelerators): activations; params stay f32.
 
-  config.optim = ml_collections.ConfigDict()
-  config.optim.learning_rate = 1e-3
-  config.optim.b1 = 0.9
-  config.optim.b2 = 0.999
-  config.optim.weight_decay = 0.0
-  config.optim.cosine_decay = True
+  config.optim = common.optimizer(1e-3, schedule="cosine")
 
   config.train = common.train(num_steps=2000, checkpoint_every=500)
   config.eval = common.evaluation(

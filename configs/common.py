@@ -1,4 +1,7 @@
-"""Config pieces every experiment shares: the data, train and eval groups."""
+"""Config pieces every experiment shares: the data, optimizer, train and eval
+groups, and each registered family's default config (`configs/<family>.py`)."""
+
+import importlib
 
 import ml_collections
 from ml_collections import config_dict
@@ -16,6 +19,32 @@ def data(name: str = "embedded_mnist", resize: str = "pad") -> ml_collections.Co
       resize=resize,  # 'pad' (centre on black) or 'resize' (crop + bilinear).
     )
   )
+
+
+def optimizer(learning_rate: float, **overrides) -> ml_collections.ConfigDict:
+  """One network's optimizer (`imgen/optim.py`); `overrides` set any field."""
+  group = ml_collections.ConfigDict(
+    dict(
+      name="adam",  # 'adam', 'adamw' or 'sgd'.
+      learning_rate=learning_rate,  # The peak rate, after warmup.
+      b1=0.9,  # adam/adamw.
+      b2=0.999,
+      eps=1e-8,
+      momentum=0.0,  # sgd.
+      nesterov=False,
+      weight_decay=0.0,  # adamw: decoupled; adam/sgd: L2 added to the gradient.
+      schedule="constant",  # After warmup: 'constant', 'cosine' or 'linear' decay.
+      warmup_steps=0,  # Linear warmup from 0.
+      decay_steps=config_dict.placeholder(int),  # None: train.num_steps.
+      end_scale=0.0,  # Rate at decay_steps, as a fraction of learning_rate.
+      clip_norm=0.0,  # Global gradient-norm clipping; 0 = off.
+      ema_decay=0.0,  # EMA of the parameters for sampling and evaluation; 0 = off.
+      ema_start=0,  # Updates before the EMA starts averaging.
+    )
+  )
+  group.lock()  # A misspelt override is an error.
+  group.update(overrides)
+  return group
 
 
 def train(num_steps: int, checkpoint_every: int, batch_size: int = 64) -> ml_collections.ConfigDict:
@@ -85,3 +114,8 @@ def shrink_for_smoke(config: ml_collections.ConfigDict) -> None:
 
 def unknown_variant(arg: str, path: str) -> ValueError:
   return ValueError(f"Unknown variant {arg!r} of {path}; known: 'smoke'.")
+
+
+def default_config(family: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """`configs/<family>.py`'s `get_config(arg)`: every family has one, named after it."""
+  return importlib.import_module(f"configs.{family}").get_config(arg)

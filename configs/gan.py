@@ -40,8 +40,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.dtype = "float32"  # Or bfloat16 (accelerators): activations; params stay f32.
 
   config.optim = ml_collections.ConfigDict()
-  config.optim.g = ml_collections.ConfigDict(dict(learning_rate=2e-4, b1=0.5, b2=0.999))
-  config.optim.d = ml_collections.ConfigDict(dict(learning_rate=2e-4, b1=0.5, b2=0.999))
+  config.optim.g = common.optimizer(2e-4, b1=0.5)  # ema_decay > 0: samples from G's EMA.
+  config.optim.d = common.optimizer(2e-4, b1=0.5)
 
   config.train = common.train(num_steps=3000, checkpoint_every=500)
   config.eval = common.evaluation(

@@ -36,7 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.upsample = "subpixel"
   config.model.dtype = "float32"  # Or bfloat16 (accelerators): activations; params stay f32.
 
-  config.optim = ml_collections.ConfigDict(dict(learning_rate=1e-3, b1=0.9, b2=0.999))
+  config.optim = common.optimizer(1e-3)
   config.train = common.train(num_steps=4000, checkpoint_every=1000)
   config.eval = common.evaluation(
     every_steps=1000,

@@ -77,7 +77,8 @@ def restore(manager: ocp.CheckpointManager, target: Any, step: int) -> Any:
     raise ConfigError(
       f"The checkpoint of step {step} in {manager.directory} was made by a different model:\n  "
       + "\n  ".join(differences)
-      + "\nUse a new --workdir, or the config that made this one (config.json beside it)."
+      + "\nUse a new --workdir, or the config that made this one (config.json beside it; a "
+      "checkpoint of an older imgen may need that version)."
     )
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
   return manager.restore(step, args=ocp.args.StandardRestore(abstract))

@@ -1,4 +1,10 @@
-"""Evaluation every family shares: held-out passes and sample-quality metrics.
+"""The one evaluation path, shared by training and `--mode=eval`.
+
+`Evaluator(experiment)(replicated_state)` computes what a checkpoint is judged
+by: the held-out metrics of families that evaluate (sums of their eval step
+over the whole split, padded and masked so that each example counts once on
+any number of devices) and the sample-quality metrics of families that
+generate, keyed '<split>/<metric>'.
 
 `SampleQuality` scores a family's samples (generated on all devices, in
 global batches drawn from one key, so any device count gives the same
@@ -18,14 +24,19 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
+from imgen import data
 from imgen import features
 from imgen import metrics
-from imgen import steps
+from imgen import parallel
+from imgen.data import VALID
 from imgen.data import sources
 from imgen.errors import ConfigError
 from imgen.errors import UserError
 from imgen.experiment import Experiment
 from imgen.experiment import metric_names
+from imgen.families import Evaluates
+from imgen.families import Family
+from imgen.families import Generates
 from imgen.features import FeatureNetwork
 
 
@@ -38,13 +49,13 @@ class Features:
     return len(self.features)
 
 
-def held_out_pass(eval_step: Callable, replicated, batches: Iterator, key: jax.Array) -> dict:
+def held_out_sums(eval_step: Callable, replicated, batches: Iterator, key: jax.Array) -> dict:
   """Sums of the pmap'd `eval_step` over every batch (replica 0's copy, on host)."""
   sums = None
   for i, batch in enumerate(batches):
     out = eval_step(replicated, batch, jax.random.fold_in(key, i))
     sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-  return jax.device_get(steps.unreplicate(sums))
+  return jax.device_get(parallel.unreplicate(sums))
 
 
 def _gather(x: np.ndarray) -> np.ndarray:
@@ -54,27 +65,43 @@ def _gather(x: np.ndarray) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def make_sampler(experiment: Experiment) -> Callable[..., Iterator[jax.Array]]:
-  """`sample_batches(replicated_state, key, num)`: device batches of samples.
+def make_sampler(
+  family: Family, name: str, global_batch: int
+) -> Callable[..., Iterator[jax.Array]]:
+  """`sample_batches(replicated_state, key, num, condition=None)`: device
+  batches of the family's samples.
 
-  Batch i holds eval.batch_size samples drawn from fold_in(key, i), split over
-  the devices (devices, batch / devices, H, W, C), so the samples do not depend
-  on the device count; the last batch may overshoot `num`.
+  Batch i holds `global_batch` samples drawn from fold_in(key, i), split over
+  the devices (devices, global_batch / devices, H, W, C), so the samples do
+  not depend on the device count; the last batch may overshoot `num`. A
+  `condition` of `num` rows (class labels) gives row j of the samples
+  condition[j].
   """
-  generate = experiment.family.make_generate()
-  if generate is None:
-    raise ConfigError(f"The {experiment.config.family} family makes no images.")
-  global_batch = experiment.config.eval.batch_size
+  if not isinstance(family, Generates):
+    raise ConfigError(f"The {name} family makes no images.")
   local_batch = global_batch // jax.device_count()
+  per_process = global_batch // jax.process_count()
   pmapped = jax.pmap(
-    lambda state, key: generate(state, key, local_batch), axis_name=steps.AXIS, in_axes=(0, None)
+    lambda state, key, condition: family.generate(state, key, local_batch, condition),
+    axis_name=parallel.AXIS,
+    in_axes=(0, None, 0),
   )
 
-  def sample_batches(replicated_state, key: jax.Array, num: int) -> Iterator[jax.Array]:
+  def sample_batches(replicated_state, key: jax.Array, num: int, condition=None):
     for i in range(-(-num // global_batch)):
-      yield pmapped(replicated_state, jax.random.fold_in(key, i))
+      rows = None
+      if condition is not None:  # This process's rows of batch i, wrapping past `num`.
+        index = i * global_batch + jax.process_index() * per_process + np.arange(per_process)
+        rows = parallel.shard_rows(np.asarray(condition)[index % len(condition)])
+      yield pmapped(replicated_state, jax.random.fold_in(key, i), rows)
 
   return sample_batches
+
+
+def host_samples(batches: Iterator[jax.Array], num: int) -> np.ndarray:
+  """The first `num` samples of device batches, on this host (N, H, W, C)."""
+  parts = [np.asarray(jax.device_get(b)) for b in batches]
+  return np.concatenate([p.reshape(-1, *p.shape[2:]) for p in parts])[:num]
 
 
 class SampleQuality:
@@ -85,9 +112,11 @@ class SampleQuality:
     self.config = experiment.config.eval
     self.names = metric_names(self.config.metrics)
     self.network = network
-    self._apply = jax.pmap(network.apply, axis_name=steps.AXIS)
-    self._variables = steps.replicate(network.variables)
-    self._sample_batches = make_sampler(experiment)
+    self._apply = jax.pmap(network.apply, axis_name=parallel.AXIS)
+    self._variables = parallel.replicate(network.variables)
+    self._sample_batches = make_sampler(
+      experiment.family, experiment.config.family, experiment.config.eval.batch_size
+    )
 
   def _features(self, images: jax.Array) -> tuple[np.ndarray, np.ndarray]:
     features, logits = jax.device_get(self._apply(self._variables, images))
@@ -99,7 +128,7 @@ class SampleQuality:
       e.config.data.data_dir or sources.default_data_dir(), "imgen_features"
     )
     name = (
-      f"{e.builder.name}-{e.builder.version}-{split}-{e.spec.size}px{e.spec.channels}c-"
+      f"{e.builder.name}-{e.builder.version}-{split}-{e.spec.size}px{e.spec.image.channels}c-"
       f"{e.config.data.resize}-{self.network.name}-{self.network.fingerprint[:16]}.npz"
     )
     return os.path.join(stats_dir, name)
@@ -115,8 +144,8 @@ class SampleQuality:
         logging.warning("Recomputing the unreadable feature cache %s (%s)", path, e)
     parts = []
     for batch in self.experiment.eval_batches(split):
-      features, logits = self._features(batch["image"])
-      parts.append((features, logits, batch["mask"].reshape(-1)))
+      features, logits = self._features(batch[self.experiment.spec.image_key])
+      parts.append((features, logits, batch[VALID].reshape(-1)))
     # Every process has as many (padded) rows: gather them, then drop the padding.
     features, logits, mask = (_gather(np.concatenate(p)) for p in zip(*parts, strict=True))
     features, logits = features[mask > 0], logits[mask > 0]
@@ -171,7 +200,7 @@ def sample_quality(experiment: Experiment, required: bool) -> SampleQuality | No
   """
   config = experiment.config
   names = metric_names(config.eval.metrics)
-  if not names or experiment.family.make_generate() is None:
+  if not names or not isinstance(experiment.family, Generates):
     return None
   try:
     network = features.create(config.eval)
@@ -182,3 +211,46 @@ def sample_quality(experiment: Experiment, required: bool) -> SampleQuality | No
     return None
   logging.info("Sample-quality metrics %s with %s", ",".join(names), network.description)
   return SampleQuality(experiment, network)
+
+
+class Evaluator:
+  """Held-out and sample-quality metrics of a replicated state: what training
+  logs every `eval.every_steps` and `--mode=eval` writes.
+
+  With `required=False` (training) a feature network that cannot be loaded
+  turns the sample-quality metrics off with a warning instead of an error.
+  """
+
+  def __init__(self, experiment: Experiment, *, required: bool):
+    self.experiment = experiment
+    family = experiment.family
+    self._eval_step = None
+    if isinstance(family, Evaluates):
+      self._eval_step = parallel.pmap_step(family.make_eval_step(), donate=False)
+    self.quality = sample_quality(experiment, required=required)
+    self.reference = self.quality and self.quality.real(experiment.reference_split)
+
+  @property
+  def active(self) -> bool:
+    """Whether there is anything to evaluate."""
+    return self._eval_step is not None or self.quality is not None
+
+  def __call__(self, replicated_state) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """(scalars keyed '<split>/<metric>', images) of the state."""
+    e, results, images = self.experiment, {}, {}
+    if self._eval_step is not None:
+      batches = data.prefetch_to_device(e.eval_batches())
+      sums = held_out_sums(self._eval_step, replicated_state, batches, e.keys.eval)
+      scalars, images = e.family.summarize_eval(sums)
+      results.update({f"{e.config.data.eval_split}/{k}": v for k, v in scalars.items()})
+    if self.quality is not None:
+      samples, _ = self.quality.samples(
+        replicated_state, e.keys.quality_samples, e.config.eval.num_samples
+      )
+      results.update(self.scores(samples))
+    return results, images
+
+  def scores(self, candidates: Features) -> dict[str, float]:
+    """Sample-quality metrics of `candidates` against the reference split."""
+    scores = self.quality.scores(candidates, self.reference, self.experiment.keys.kid_subsets)
+    return {f"{self.experiment.reference_split}/{k}": v for k, v in scores.items()}

@@ -17,8 +17,10 @@ from imgen import data
 from imgen import families
 from imgen import guards
 from imgen import metrics
-from imgen.data import ImageSpec
+from imgen.data import VALID
+from imgen.data import DataSpec
 from imgen.errors import ConfigError
+from imgen.families import Family
 
 
 def _validate(config: ml_collections.ConfigDict, builder) -> None:
@@ -103,16 +105,16 @@ class Keys:
 @dataclasses.dataclass(frozen=True)
 class Experiment:
   config: ml_collections.ConfigDict
-  builder: Any
-  spec: ImageSpec
-  family: Any
+  builder: Any  # tfds.core.DatasetBuilder
+  spec: DataSpec
+  family: Family
   keys: Keys
 
   @classmethod
   def create(cls, config: ml_collections.ConfigDict) -> "Experiment":
     builder = data.get_builder(config.data.name, config.data.data_dir)
     _validate(config, builder)
-    spec = data.image_spec(builder, config.data.image_key, config.model.image_size)
+    spec = DataSpec.from_builder(builder, config.data.image_key, config.model.image_size)
     for name in ("train.batch_size", "eval.batch_size"):  # Fail before compiling.
       data.pipeline.per_process_batch_size(config[name.split(".")[0]].batch_size, name)
     family = families.create(config, spec)
@@ -123,34 +125,34 @@ class Experiment:
     return self.config.eval.reference_split or self.config.data.eval_split
 
   def eval_batches(self, split: str | None = None) -> Iterator[dict[str, np.ndarray]]:
-    """One ordered, padded and masked pass over `split` (default data.eval_split)."""
+    """One ordered, padded pass over `split` (default data.eval_split); see `data.VALID`."""
     return data.make_eval_iterator(
       self.builder,
       split=split or self.config.data.eval_split,
+      spec=self.spec,
+      resize=self.config.data.resize,
       global_batch_size=self.config.eval.batch_size,
-      **self.image_args,
     )
 
   def train_batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
     return data.make_train_iterator(
       self.builder,
       split=self.config.data.train_split,
+      spec=self.spec,
+      resize=self.config.data.resize,
       global_batch_size=self.config.train.batch_size,
-      **self.image_args,
       seed=self.config.seed,
       start_step=start_step,
     )
 
-  @property
-  def image_args(self) -> dict:
-    c = self.config.data
-    return dict(image_key=c.image_key, size=self.spec.size, resize=c.resize)
-
-  def held_out_images(self, num: int) -> np.ndarray:
-    """The first `num` images of data.eval_split, for reconstructions and interpolations."""
-    images = []
+  def held_out(self, num: int) -> dict[str, np.ndarray]:
+    """The first `num` examples of data.eval_split, every field, on the host."""
+    parts = []
     for batch in self.eval_batches():
-      images.append(batch["image"].reshape((-1,) + self.spec.shape))
-      if sum(map(len, images)) >= num:
+      rows = batch[VALID].reshape(-1) > 0
+      parts.append(
+        {k: v.reshape((-1,) + v.shape[2:])[rows] for k, v in batch.items() if k != VALID}
+      )
+      if sum(len(p[self.spec.image_key]) for p in parts) >= num:
         break
-    return np.concatenate(images)[:num]
+    return {k: np.concatenate([p[k] for p in parts])[:num] for k in parts[0]}

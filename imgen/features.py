@@ -25,9 +25,10 @@ import numpy as np
 
 from imgen import checkpoints
 from imgen import data
-from imgen.cnn import CNNFamily
+from imgen.data import DataSpec
 from imgen.data import ImageSpec
 from imgen.errors import ConfigError
+from imgen.families.cnn import CNNFamily
 from imgen.models import inception
 
 
@@ -88,8 +89,14 @@ def cnn_network(workdir: str) -> FeatureNetwork:
       f"eval.cnn_workdir={workdir} holds a {config.get('family')!r} run, not a classifier. {hint}"
     )
   builder = data.get_builder(config.data.name, config.data.data_dir)
-  spec = data.image_spec(builder, config.data.image_key, config.model.image_size)
-  family = CNNFamily(config, spec)
+  data_spec = DataSpec.from_builder(builder, config.data.image_key, config.model.image_size)
+  try:
+    family, spec = CNNFamily(config, data_spec), data_spec.image
+  except (AttributeError, KeyError) as e:  # A config.json of an older imgen lacks fields.
+    raise ConfigError(
+      f"eval.cnn_workdir={workdir} holds a classifier of an older imgen ({e}). Delete it and "
+      f"train it again: python main.py --config=configs/cnn.py --workdir={workdir}"
+    ) from e
   manager = checkpoints.make_manager(workdir, keep=config.train.keep_checkpoints, create=False)
   state, step = checkpoints.restore_latest(manager, family.init_state(jax.random.key(0)))
   manager.close()

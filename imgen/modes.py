@@ -1,16 +1,26 @@
-"""`--mode=eval` and `--mode=sample`: work on a saved checkpoint of a run.
+"""What `main.py --mode=...` runs: a registry of modes, each `run(config, workdir)`.
+
+- `train`: train (or resume) in the workdir (`imgen.train`).
+- `eval`: held-out and sample-quality metrics of a saved checkpoint, as JSON.
+- `sample`: `eval.num_samples` samples of a checkpoint as PNG grids and .npz,
+  and the family's other images.
 
 The checkpoint is the newest in `workdir/checkpoints`, or the one of
 `eval.checkpoint_step`, or with `eval.best` the one in `workdir/best`;
 `eval.checkpoint_step=0` means the untrained model (the seed's
 initialisation). Samples and metrics are drawn from the same keys as the
 training-time evaluation, so `--mode=eval` on a run's last checkpoint repeats
-the numbers its training logged.
+the numbers its training logged. A new mode is a function here and its entry
+in `MODES`.
 """
 
+from collections.abc import Callable
+import dataclasses
 import datetime
 import json
 import os
+import tempfile
+from typing import Any
 
 from absl import logging
 import jax
@@ -18,14 +28,14 @@ import ml_collections
 import numpy as np
 
 from imgen import checkpoints
-from imgen import data
 from imgen import images as image_lib
-from imgen import steps
+from imgen import parallel
+from imgen import train
 from imgen import writers
 from imgen.errors import ConfigError
-from imgen.evaluate import held_out_pass
+from imgen.evaluate import Evaluator
+from imgen.evaluate import host_samples
 from imgen.evaluate import make_sampler
-from imgen.evaluate import sample_quality
 from imgen.experiment import Experiment
 
 
@@ -70,42 +80,30 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   Returns the record written to `workdir/eval/*.json`.
   """
   experiment = Experiment.create(config)
-  quality = sample_quality(experiment, required=True)
-  real_split, reference_split = config.eval.real_split, experiment.reference_split
+  evaluator = Evaluator(experiment, required=True)
+  quality, real_split = evaluator.quality, config.eval.real_split
+  if not evaluator.active:
+    raise ConfigError(f"Nothing to evaluate for family {config.family!r}: set eval.metrics.")
   if real_split and quality is None:
     raise ConfigError("eval.real_split needs sample-quality metrics: set eval.metrics.")
-  results, record = {}, {"mode": "eval", "workdir": workdir}
+  record = {"mode": "eval", "workdir": workdir}
   if real_split:
     step, name = 0, f"real-{real_split}"
     record["candidates"] = f"real images of split {real_split!r}"
+    results = evaluator.scores(quality.real(real_split))
   else:
     state, step, folder = load_state(experiment, workdir)
-    replicated = steps.replicate(state)
     name = f"step{step:07d}" + ("-best" if folder == "best" else "")
     record["candidates"] = _describe(step, folder)
-    make_eval_step = experiment.family.make_eval_step()
-    if make_eval_step:
-      eval_step = jax.pmap(make_eval_step, axis_name=steps.AXIS, in_axes=(0, 0, None))
-      batches = data.prefetch_to_device(experiment.eval_batches())
-      sums = held_out_pass(eval_step, replicated, batches, experiment.keys.eval)
-      scalars, _ = experiment.family.summarize_eval(sums)
-      results.update({f"{config.data.eval_split}/{k}": v for k, v in scalars.items()})
+    results, _ = evaluator(parallel.replicate(state))
   if quality:
-    reference = quality.real(reference_split)
-    if real_split:
-      candidates = quality.real(real_split)
-    else:
-      candidates, _ = quality.samples(
-        replicated, experiment.keys.quality_samples, config.eval.num_samples
-      )
-    scores = quality.scores(candidates, reference, experiment.keys.kid_subsets)
-    results.update({f"{reference_split}/{k}": v for k, v in scores.items()})
+    reference_split = experiment.reference_split
     record["feature_network"] = quality.network.description
     record["feature_fingerprint"] = quality.network.fingerprint
-    record["reference"] = f"{config.data.name} {reference_split} ({len(reference)} images)"
+    record["reference"] = (
+      f"{config.data.name} {reference_split} ({len(evaluator.reference)} images)"
+    )
     name += f"_vs_{reference_split}"
-  if not results:
-    raise ConfigError(f"Nothing to evaluate for family {config.family!r}: set eval.metrics.")
   record.update(step=step, date=datetime.datetime.now().isoformat(timespec="seconds"))
   record["results"] = results
   path = os.path.join(workdir, "eval", f"{name}.json")
@@ -127,14 +125,11 @@ def sample_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
   """`eval.num_samples` samples as PNG grids and one .npz, plus the family's
   other images (VAE reconstructions and interpolations); returns their folder."""
   experiment = Experiment.create(config)
-  sample_batches = make_sampler(experiment)
+  sample_batches = make_sampler(experiment.family, config.family, config.eval.batch_size)
   state, step, folder = load_state(experiment, workdir)
   num, per_grid = config.eval.num_samples, config.eval.grid_samples
-  batches = sample_batches(steps.replicate(state), experiment.keys.quality_samples, num)
-  samples = np.concatenate(
-    [np.asarray(jax.device_get(b)).reshape(-1, *b.shape[2:]) for b in batches]
-  )
-  samples = image_lib.to_uint8(samples[:num])
+  batches = sample_batches(parallel.replicate(state), experiment.keys.quality_samples, num)
+  samples = image_lib.to_uint8(host_samples(batches, num))
   out = os.path.join(workdir, "samples", f"step{step:07d}" + ("-best" if folder == "best" else ""))
   if jax.process_index() == 0:
     os.makedirs(out, exist_ok=True)
@@ -142,11 +137,8 @@ def sample_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
     for i in range(0, num, per_grid):
       grid = image_lib.make_grid(samples[i : i + per_grid], 8)
       image_lib.save_png(os.path.join(out, f"samples_{i // per_grid:03d}.png"), grid)
-    held_out = experiment.held_out_images(per_grid)
-    extra = experiment.family.sample_images(state, experiment.keys.sample, per_grid, held_out)
-    for name, batch in extra.items():
-      if name in ("samples", "prior_samples"):  # The grids above hold these.
-        continue
+    shown = experiment.family.show(state, experiment.keys.sample, experiment.held_out(per_grid))
+    for name, batch in shown.items():
       grid = image_lib.make_grid(image_lib.to_uint8(batch), 8)
       image_lib.save_png(os.path.join(out, f"{name}.png"), grid)
   logging.info(
@@ -157,3 +149,37 @@ def sample_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
     -(-num // per_grid),
   )
   return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+  run: Callable[[ml_collections.ConfigDict, str], Any]
+  help: str
+  needs_run: bool  # Works on the --workdir of an earlier run: no default workdir.
+
+
+MODES = {
+  "train": Mode(train.train_and_evaluate, "train (or resume) in --workdir", needs_run=False),
+  "eval": Mode(evaluate_checkpoint, "metrics of a checkpoint as JSON in workdir/eval", True),
+  "sample": Mode(sample_checkpoint, "eval.num_samples samples as PNG grids and .npz", True),
+}
+
+
+def check_workdir(workdir: str) -> None:
+  """Creates `workdir` and checks that files can be written there, before anything compiles."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    raise ConfigError(
+      f"--workdir={workdir} cannot be used: {e.strerror or e}. Pass a folder you can write to."
+    ) from e
+
+
+def run(mode: str, config: ml_collections.ConfigDict, workdir: str) -> Any:
+  """Runs `mode` (a key of `MODES`) on `config` in `workdir`: what `main.py` does."""
+  if mode not in MODES:
+    raise ConfigError(f"--mode={mode} is unknown; known: {sorted(MODES)}.")
+  check_workdir(workdir)
+  return MODES[mode].run(config, workdir)

@@ -1,26 +1,32 @@
-"""What several test files share: the families' configs, a run's final state,
-and the `main.py` command a user would type."""
+"""What several test files share: every registered family's smoke config, a
+run's final state, and the `main.py` command a user would type."""
 
 import os
 import sys
 
 import jax
 
-from configs import cnn as cnn_config
-from configs import gan as gan_config
-from configs import vae as vae_config
+from configs import common
 from imgen import checkpoints
 from imgen import data
 from imgen import families
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = {"gan": gan_config, "vae": vae_config, "cnn": cnn_config}
+FAMILIES = sorted(families.FAMILIES)  # Each family's default config is configs/<family>.py.
+
+
+def smoke_config(family: str, data_dir: str, **train_overrides):
+  """configs/<family>.py:smoke on the test session's data."""
+  config = common.default_config(family, "smoke")
+  config.data.data_dir = data_dir
+  config.train.update(train_overrides)
+  return config
 
 
 def final_state(config, workdir):
   """(state, step) of the newest intact checkpoint in `workdir`."""
   builder = data.get_builder(config.data.name, config.data.data_dir)
-  spec = data.image_spec(builder, config.data.image_key, config.model.image_size)
+  spec = data.DataSpec.from_builder(builder, config.data.image_key, config.model.image_size)
   target = families.create(config, spec).init_state(jax.random.key(0))
   manager = checkpoints.make_manager(workdir, keep=1, create=False)
   state, step = checkpoints.restore_latest(manager, target)

@@ -1,13 +1,19 @@
 """CNN classifier: loss against a hand computation, train/eval behaviour."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from configs import cnn as cnn_config
-from imgen import cnn
-from imgen.data import ImageSpec
-from imgen.models.cnn import CLASSIFIERS
+from imgen import parallel
+from imgen.data import DataSpec
+from imgen.errors import ConfigError
+from imgen.families import cnn
+from imgen.models.classifiers import CLASSIFIERS
+from imgen.models.classifiers import Dropout
 
 
 def test_cross_entropy_matches_a_hand_computation():
@@ -44,8 +50,36 @@ def test_models_shapes_and_dropout_only_in_training():
       assert not np.allclose(train[0], train[1])
 
 
+def test_dropout_masks_do_not_depend_on_the_device_count():
+  """The same global batch through 1 and 4 replicas gets the same mask: inverted
+  dropout at the configured rate, drawn for the global batch."""
+  x = jnp.ones((8, 10_000))
+  layer = Dropout(0.3, parallel.AXIS)
+  apply = lambda x: layer.apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(3)})
+  one = jax.vmap(apply, axis_name=parallel.AXIS)(x[None])[0]
+  four = jax.vmap(apply, axis_name=parallel.AXIS)(x.reshape(4, 2, -1)).reshape(x.shape)
+  np.testing.assert_array_equal(one, four)
+  assert set(np.unique(one)) == {0.0, np.float32(1 / 0.7)}
+  np.testing.assert_allclose(np.mean(one == 0), 0.3, atol=4 * np.sqrt(0.3 * 0.7 / one.size))
+  np.testing.assert_array_equal(layer.apply({}, x, deterministic=True), x)
+
+
+def test_num_classes_must_match_the_labels():
+  config = cnn_config.get_config("smoke")
+  config.model.num_classes = 7
+  with pytest.raises(ConfigError, match="model.num_classes=7, but the labels have 10 classes"):
+    cnn.CNNFamily(config, DataSpec.of_images(28, 1, num_classes=10))
+
+
+def test_a_run_reports_accuracy_and_a_confusion_matrix(smoke_run):
+  _, workdir, metrics = smoke_run("cnn")
+  assert {"loss", "accuracy", "learning_rate", "test/accuracy", "test/loss"} <= set(metrics)
+  for name in ("confusion_matrix", "inputs"):
+    assert os.path.exists(os.path.join(workdir, "samples", f"{name}_0000006.png")), name
+
+
 def test_features_and_logits_of_a_state():
-  family = cnn.CNNFamily(cnn_config.get_config("smoke"), ImageSpec(28, 1))
+  family = cnn.CNNFamily(cnn_config.get_config("smoke"), DataSpec.of_images(28, 1, 10))
   state = family.init_state(jax.random.key(0))
   images = jnp.zeros((5, 28, 28, 1))
   assert family.logits(state, images).shape == (5, 10)

@@ -11,10 +11,9 @@ from imgen.errors import ConfigError
 from imgen.errors import DataError
 
 
-def _iterator(builder, **overrides):
-  kwargs = dict(
-    split="train", image_key="image", size=32, resize="pad", global_batch_size=8, seed=0
-  )
+def _iterator(builder, size=32, spec=None, **overrides):
+  spec = spec or data.DataSpec.from_builder(builder, "image", size)
+  kwargs = dict(split="train", spec=spec, resize="pad", global_batch_size=8, seed=0)
   return data.make_train_iterator(builder, **{**kwargs, **overrides})
 
 
@@ -132,8 +131,131 @@ def test_in_memory_source_gives_the_same_batches(data_dir, monkeypatch):
   builder = data.get_builder("embedded_mnist", data_dir)
   held = [next(it) for it in [_iterator(builder, start_step=3)] for _ in range(3)]
   monkeypatch.setattr(pipeline, "IN_MEMORY_BYTES", 0)  # Stream from the ArrayRecord files.
-  assert not isinstance(pipeline.data_source(builder, "train", "image"), pipeline._InMemorySource)
+  spec = data.DataSpec.from_builder(builder, "image", 32)
+  assert not isinstance(pipeline.data_source(builder, "train", spec), pipeline._InMemorySource)
   streamed = [next(it) for it in [_iterator(builder, start_step=3)] for _ in range(3)]
   for a, b in zip(held, streamed, strict=True):
     for key in ("image", "label"):
       np.testing.assert_array_equal(a[key], b[key])
+
+
+class _Fields(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """A dataset of every field kind: two images, a segmentation mask, a label, a
+  float tensor, and a string (which no batch carries)."""
+
+  VERSION = tfds.core.Version("1.0.0")
+
+  def __init__(self, **kwargs):
+    super().__init__(file_format="array_record", **kwargs)
+
+  def _info(self):
+    f = tfds.features
+    return tfds.core.DatasetInfo(
+      builder=self,
+      features=f.FeaturesDict(
+        {
+          "image": f.Tensor(shape=(12, 16, 3), dtype=np.uint8),
+          "target": f.Tensor(shape=(12, 16, 1), dtype=np.uint8),
+          "segmentation": f.Tensor(shape=(12, 16), dtype=np.int32),
+          "label": f.ClassLabel(num_classes=5),
+          "box": f.Tensor(shape=(4,), dtype=np.float32),
+          "name": f.Text(),
+        }
+      ),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {"train": self._generate_examples(20, 0), "test": self._generate_examples(7, 100)}
+
+  def _generate_examples(self, n, offset):
+    rng = np.random.default_rng(offset)
+    for i in range(n):
+      yield (
+        i,
+        {
+          "image": rng.integers(0, 256, (12, 16, 3), dtype=np.uint8),
+          "target": rng.integers(0, 256, (12, 16, 1), dtype=np.uint8),
+          "segmentation": rng.integers(0, 11, (12, 16), dtype=np.int32),
+          "label": int((i + offset) % 5),
+          "box": np.full(4, i + offset, np.float32),
+          "name": f"example {i}",
+        },
+      )
+
+
+@pytest.fixture(scope="module")
+def fields_builder(tmp_path_factory):
+  builder = _Fields(data_dir=str(tmp_path_factory.mktemp("fields")))
+  builder.download_and_prepare()
+  return builder
+
+
+def test_the_spec_names_every_field_by_kind(fields_builder):
+  spec = data.DataSpec.from_builder(fields_builder, "image", 8)
+  kinds = {name: f.kind for name, f in spec.fields.items()}
+  assert kinds == {
+    "image": "image",
+    "target": "image",
+    "segmentation": "mask",
+    "label": "label",
+    "box": "tensor",
+  }  # The text feature has no fixed size: not carried.
+  assert spec.image == data.ImageSpec(8, 3) and spec.num_classes == 5
+  assert spec.model_shape("target") == (8, 8, 1) and spec.model_shape("segmentation") == (8, 8)
+  with pytest.raises(DataError, match="has no feature 'picture'.*Set config.data.image_key"):
+    data.DataSpec.from_builder(fields_builder, "picture", 8)
+
+
+@pytest.mark.parametrize("resize", ["resize", "pad"])
+def test_batches_carry_every_field_and_masks_are_never_interpolated(fields_builder, resize):
+  size = 8 if resize == "resize" else 16
+  spec = data.DataSpec.from_builder(fields_builder, "image", size)
+  batch = next(_iterator(fields_builder, size=size, spec=spec, resize=resize))
+  source = fields_builder.as_data_source(split="train")
+  d = jax.local_device_count()
+  assert batch["image"].shape == (d, 8 // d, size, size, 3) and batch["image"].dtype == np.float32
+  assert batch["target"].shape == (d, 8 // d, size, size, 1)
+  assert batch["segmentation"].shape == (d, 8 // d, size, size)
+  assert batch["segmentation"].dtype == np.int32 and batch["label"].dtype == np.int32
+  assert batch["box"].shape == (d, 8 // d, 4) and batch["box"].dtype == np.float32
+  assert "name" not in batch and data.VALID not in batch
+  # Each row's fields come from one example: find it by its box.
+  by_box = {int(source[i]["box"][0]): source[i] for i in range(len(source))}
+  for row in range(8):
+    i = int(batch["box"].reshape(8, 4)[row, 0])
+    mask = np.asarray(by_box[i]["segmentation"])[None]
+    got = batch["segmentation"].reshape(8, size, size)[row]
+    if resize == "resize":  # Centre square, then nearest neighbour, as jax.image.resize.
+      expected = jax.image.resize(mask[:, :, 2:14].astype(np.float32), (1, 8, 8), "nearest")
+      np.testing.assert_array_equal(got, np.asarray(expected, np.int32)[0])
+      assert set(np.unique(got)) <= set(np.unique(mask))
+    else:  # Centred on background (0).
+      np.testing.assert_array_equal(got[2:14, :], mask[0])
+      assert np.all(got[:2] == 0) and np.all(got[14:] == 0)
+    assert batch["label"].reshape(8)[row] == i % 5
+
+
+def test_held_out_batches_carry_every_field_and_mark_the_padding(fields_builder):
+  spec = data.DataSpec.from_builder(fields_builder, "image", 8)
+  batches = list(
+    data.make_eval_iterator(
+      fields_builder, split="test", spec=spec, resize="resize", global_batch_size=4
+    )
+  )
+  assert len(batches) == 2  # 7 examples in batches of 4: one padded row.
+  valid = np.concatenate([b[data.VALID].reshape(-1) for b in batches])
+  np.testing.assert_array_equal(valid, [1, 1, 1, 1, 1, 1, 1, 0])
+  boxes = np.concatenate([b["box"].reshape(-1, 4)[:, 0] for b in batches])
+  np.testing.assert_array_equal(np.sort(boxes[:7]), np.arange(100, 107))  # Each example once.
+  labels = np.concatenate([b["label"].reshape(-1) for b in batches])
+  np.testing.assert_array_equal(labels[:7], boxes[:7] % 5)
+  assert set(batches[0]) == set(spec.fields) | {data.VALID}
+
+
+def test_a_feature_named_like_the_padding_flag_is_refused(fields_builder, monkeypatch):
+  features = dict(fields_builder.info.features)
+  features[data.VALID] = features["box"]
+  monkeypatch.setattr(type(fields_builder.info), "features", property(lambda self: features))
+  with pytest.raises(DataError, match="has a feature named '_valid', which imgen uses"):
+    data.DataSpec.from_builder(fields_builder, "image", 8)

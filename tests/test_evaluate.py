@@ -6,35 +6,22 @@ import os
 import subprocess
 import sys
 
+from helpers import ROOT
+from helpers import smoke_config
 import numpy as np
 import pytest
 
-from configs import cnn as cnn_config
-from configs import gan as gan_config
-from configs import vae as vae_config
 from imgen import evaluate
 from imgen import features
 from imgen import modes
 from imgen import train
 from imgen.errors import ConfigError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall", "num_samples")
 
 
-@pytest.fixture(scope="module")
-def cnn_workdir(data_dir, tmp_path_factory):
-  """A smoke-sized classifier: the feature network of these tests."""
-  config = cnn_config.get_config("smoke")
-  config.data.data_dir = data_dir
-  workdir = str(tmp_path_factory.mktemp("cnn"))
-  train.train_and_evaluate(config, workdir)
-  return workdir
-
-
 def _config(family, data_dir, cnn_workdir, tmp_path, **eval_overrides):
-  config = {"gan": gan_config, "vae": vae_config, "cnn": cnn_config}[family].get_config("smoke")
-  config.data.data_dir = data_dir
+  config = smoke_config(family, data_dir)
   config.eval.update(
     metrics="fid,kid,is,pr", cnn_workdir=cnn_workdir, stats_dir=str(tmp_path / "stats")
   )
@@ -106,7 +93,7 @@ def test_real_split_against_itself_is_the_known_floor(data_dir, cnn_workdir, tmp
   assert again == results
 
 
-def test_sample_mode_writes_grids_and_an_npz(gan_run, data_dir, cnn_workdir, tmp_path):
+def test_sample_mode_writes_grids_and_an_npz(gan_run, smoke_run):
   config, workdir, _ = gan_run
   config = config.copy_and_resolve_references()
   config.eval.update(num_samples=20, grid_samples=16)
@@ -118,9 +105,7 @@ def test_sample_mode_writes_grids_and_an_npz(gan_run, data_dir, cnn_workdir, tmp
     assert int(f["step"]) == 6
   assert images.std() > 0  # Not a constant image.
 
-  vae = _config("vae", data_dir, cnn_workdir, tmp_path)
-  vae_workdir = str(tmp_path / "vae")
-  train.train_and_evaluate(vae, vae_workdir)
+  vae, vae_workdir, _ = smoke_run("vae")
   vae_out = modes.sample_checkpoint(vae, vae_workdir)
   for name in ("reconstructions.png", "interpolations.png", "samples.npz"):
     assert os.path.exists(os.path.join(vae_out, name)), name

@@ -8,10 +8,11 @@ import signal
 import subprocess
 
 import flax
-from helpers import CONFIGS
+from helpers import FAMILIES
 from helpers import ROOT
 from helpers import final_state
 from helpers import main_command
+from helpers import smoke_config
 import jax
 import numpy as np
 import pytest
@@ -29,12 +30,8 @@ LONG_FLAGS = [f"--config.train.{k}={v}" for k, v in LONG.items()]
 
 
 def _config(family, data_dir, **train_overrides):
-  config = CONFIGS[family].get_config("smoke")
-  config.data.data_dir = data_dir
-  config.train.update(train_overrides)
+  config = smoke_config(family, data_dir, **train_overrides)
   config.eval.update(every_steps=1000, sample_every=1000)
-  if family == "cnn":
-    config.optim.cosine_decay = False  # The schedule would span the shorter runs' num_steps.
   return config
 
 
@@ -51,7 +48,6 @@ def _start(family, workdir, data_dir):
     "--config.eval.every_steps=1000",
     "--config.eval.sample_every=1000",
     *LONG_FLAGS,
-    *(["--config.optim.cosine_decay=False"] if family == "cnn" else []),
   )
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   return subprocess.Popen(
@@ -72,7 +68,7 @@ def _run_until(process, marker: str, sig: int) -> str:
   return "".join(lines)
 
 
-@pytest.mark.parametrize("family", sorted(CONFIGS))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_sigterm_then_sigkill_then_resume_is_bitwise_identical(data_dir, tmp_path, family):
   workdir = str(tmp_path / "killed")
   # SIGTERM: the run finishes its step, saves it, says so and exits 0.
@@ -147,7 +143,7 @@ def _poison_step(monkeypatch, step: int):
   monkeypatch.setattr(Experiment, "train_batches", poisoned)
 
 
-@pytest.mark.parametrize("family", sorted(CONFIGS))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_nonfinite_update_stops_the_run_and_keeps_the_last_good_checkpoint(
   data_dir, tmp_path, monkeypatch, family
 ):

@@ -1,45 +1,28 @@
-"""End-to-end training runs with the smoke config, as a user would run them."""
+"""End-to-end training runs of every registered family with its smoke config,
+as a user would run them."""
 
 import glob
 import os
 import subprocess
+import sys
 
-from helpers import CONFIGS
+from helpers import FAMILIES
 from helpers import ROOT
 from helpers import final_state
 from helpers import main_command
+from helpers import smoke_config
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from imgen import data
-from imgen import steps
+from imgen import parallel
 from imgen import train
 from imgen.errors import ConfigError
 from imgen.experiment import Experiment
-
-# What each family must report (train metrics, then held-out ones) and draw.
-EXPECTED = {
-  "gan": ({"d_loss", "g_loss", "d_real", "d_fake", "g_grad_norm", "d_grad_norm"}, ["samples"]),
-  "vae": (
-    {"elbo", "kl", "recon_nll", "test/elbo", "test/iwae_nll", "test/bits_per_dim"},
-    ["prior_samples", "reconstructions", "interpolations"],
-  ),
-  "cnn": ({"loss", "accuracy", "test/accuracy", "test/loss"}, ["confusion_matrix", "inputs"]),
-}
-
-
-def _config(data_dir, family="gan", **train_overrides):
-  config = CONFIGS[family].get_config("smoke")
-  config.data.data_dir = data_dir
-  config.train.update(train_overrides)
-  if family == "cnn":
-    config.model.dropout = 0.0  # Dropout masks depend on the device count.
-    # The cosine schedule spans train.num_steps, which the resume test changes
-    # to stop a run early; a constant rate keeps the two runs comparable.
-    config.optim.cosine_decay = False
-  return config
+from imgen.families import Evaluates
+from imgen.families import Generates
 
 
 def _assert_trees_close(a, b, **tol):
@@ -47,26 +30,35 @@ def _assert_trees_close(a, b, **tol):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol)
 
 
-@pytest.mark.parametrize("family", sorted(CONFIGS))
-def test_smoke_run_writes_everything(data_dir, tmp_path, family):
-  workdir = str(tmp_path / "run")
-  metrics = train.train_and_evaluate(_config(data_dir, family), workdir)
-  names, images = EXPECTED[family]
-  assert names <= set(metrics), sorted(metrics)
-  assert all(np.isfinite(v) for v in metrics.values())
+@pytest.mark.parametrize("family", FAMILIES)
+def test_smoke_run_writes_everything(smoke_run, family):
+  config, workdir, metrics = smoke_run(family)
+  assert all(np.isfinite(v) for v in metrics.values()), metrics
+  experiment = Experiment.create(config)
+  assert set(experiment.family.headline(metrics)), "the progress line shows nothing"
+  assert any(k.endswith("learning_rate") for k in metrics), sorted(metrics)
+  if isinstance(experiment.family, Evaluates):
+    assert any(k.startswith("test/") for k in metrics), sorted(metrics)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
   assert glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
-  for name in images:
+  shown = experiment.family.show(
+    experiment.family.init_state(experiment.keys.init),
+    experiment.keys.sample,
+    experiment.held_out(config.eval.grid_samples),
+  )
+  names = list(shown) + (["samples"] if isinstance(experiment.family, Generates) else [])
+  assert names, "the family draws no images"
+  for name in names:
     assert os.path.exists(os.path.join(workdir, "samples", f"{name}_0000006.png")), name
   assert os.path.exists(os.path.join(workdir, "config.json"))
-  state, step = final_state(_config(data_dir, family), workdir)
+  state, step = final_state(config, workdir)
   assert step == 6 and int(state.step) == 6
 
 
 def test_resuming_another_model_says_what_differs(data_dir, tmp_path):
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(_config(data_dir, num_steps=3), workdir)
-  wider = _config(data_dir)
+  train.train_and_evaluate(smoke_config("gan", data_dir, num_steps=3), workdir)
+  wider = smoke_config("gan", data_dir)
   wider.model.g_width = 16
   with pytest.raises(ConfigError, match=r"different model:\n  g\.params\..*checkpoint \("):
     train.train_and_evaluate(wider, workdir)
@@ -82,21 +74,19 @@ def test_dispatch_sizes_stop_at_every_log_save_and_eval_step():
   assert list(train.dispatch_sizes(0, 8, (4,), 1)) == [1] * 8
 
 
-@pytest.mark.parametrize("family", sorted(CONFIGS))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_several_steps_per_call_compute_the_same_run(data_dir, tmp_path, family):
   """Scanned calls of 3 steps (smoke: logs at 2, 4, 6; saves and evals at 3, 6, so
   calls of 1 step fill the gaps) against one step per call."""
   one, scanned = str(tmp_path / "one"), str(tmp_path / "scanned")
-  train.train_and_evaluate(_config(data_dir, family, num_steps=9, log_every=3), one)
+  train.train_and_evaluate(smoke_config(family, data_dir, num_steps=9, log_every=3), one)
   metrics = train.train_and_evaluate(
-    _config(data_dir, family, num_steps=9, log_every=3, steps_per_dispatch=3), scanned
+    smoke_config(family, data_dir, num_steps=9, log_every=3, steps_per_dispatch=3), scanned
   )
   assert all(np.isfinite(v) for v in metrics.values())
+  config = smoke_config(family, data_dir)
   _assert_trees_close(
-    final_state(_config(data_dir, family), scanned)[0],
-    final_state(_config(data_dir, family), one)[0],
-    rtol=1e-4,
-    atol=1e-5,
+    final_state(config, scanned)[0], final_state(config, one)[0], rtol=1e-4, atol=1e-5
   )
   assert sorted(os.listdir(os.path.join(scanned, "checkpoints"))) == ["3", "6", "9"]
 
@@ -107,22 +97,16 @@ def _run_main(workdir, data_dir, devices, *overrides, family="gan"):
   return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("family", sorted(CONFIGS))
-def test_four_devices_compute_what_one_device_computes(data_dir, tmp_path, family):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_four_devices_compute_what_one_device_computes(smoke_run, data_dir, tmp_path, family):
   workdir = str(tmp_path / "four")
-  overrides = ["--config.model.dropout=0.0", "--config.optim.cosine_decay=False"]
-  overrides = overrides if family == "cnn" else []
-  result = _run_main(workdir, data_dir, 4, *overrides, family=family)
+  result = _run_main(workdir, data_dir, 4, family=family)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "CpuDevice(id=3)" in result.stderr
-  one = str(tmp_path / "one")
-  train.train_and_evaluate(_config(data_dir, family), one)
-  # Same global batch, noise and synchronised BatchNorm: only summation order differs.
+  config, one, _ = smoke_run(family)
+  # Same global batch, noise, dropout masks and synced BatchNorm: only summation order differs.
   _assert_trees_close(
-    final_state(_config(data_dir, family), workdir)[0],
-    final_state(_config(data_dir, family), one)[0],
-    rtol=1e-3,
-    atol=1e-4,
+    final_state(config, workdir)[0], final_state(config, one)[0], rtol=1e-3, atol=1e-4
   )
 
 
@@ -140,26 +124,57 @@ def test_four_devices_compute_what_one_device_computes(data_dir, tmp_path, famil
     ("--config.train.batch_size=eight", "invalid literal for int()"),
     ("--config.model.dtype=float64", "model.dtype 'float64'; use one of"),
     ("--config.train.steps_per_dispatch=0", "train.steps_per_dispatch=0"),
+    ("--config.optim.g.learning_rate=0", "optim.g.learning_rate=0.0; it must be a positive"),
+    ("--config.optim.d.learning_rate=-2e-4", "optim.d.learning_rate=-0.0002; it must be a"),
+    ("--config.optim.g.name=adagrad", "optim.g.name='adagrad'; it must be one of"),
+    ("--config.optim.d.schedule=step", "optim.d.schedule='step'; it must be one of"),
+    ("--config.optim.g.ema_decay=1.5", "optim.g.ema_decay=1.5; it must be in [0, 1)"),
+    ("--config.optim.g.decay_steps=5", "optim.g.decay_steps=5; it must be > warmup_steps"),
   ],
 )
 def test_bad_configs_fail_with_a_clear_message(data_dir, tmp_path, override, message):
-  result = _run_main(str(tmp_path / "bad"), data_dir, 4, override)
+  overrides = [override]
+  if "decay_steps" in override:
+    overrides.append("--config.optim.g.warmup_steps=10")
+  result = _run_main(str(tmp_path / "bad"), data_dir, 4, *overrides)
   assert result.returncode != 0
-  assert message in result.stderr
+  assert message in result.stderr, result.stderr[-2000:]
   assert "Traceback" not in result.stderr
+  assert "First call" not in result.stderr  # Nothing compiled.
 
 
-@pytest.mark.parametrize("family", sorted(CONFIGS))
+def test_bad_files_fail_with_a_clear_message(data_dir, tmp_path):
+  """A missing config file, and a workdir that cannot be created or written."""
+  missing = subprocess.run(
+    [sys.executable, "main.py", "--config=configs/no_such.py"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert missing.returncode == 2
+  assert "cannot load --config=configs/no_such.py: [Errno 2] No such file" in missing.stderr
+  assert "Traceback" not in missing.stderr
+  a_file = tmp_path / "a_file"
+  a_file.write_text("")
+  for workdir, reason in [(a_file / "run", "Not a directory"), (a_file, "File exists")]:
+    result = _run_main(str(workdir), data_dir, 1)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert f"--workdir={workdir} cannot be used: {reason}" in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_bfloat16_step_keeps_float32_state_and_close_losses(data_dir, family):
   """model.dtype=bfloat16 computes activations in bf16: the first step's losses
   stay within 2% of float32's, and parameters and optimizer state stay float32."""
   results = {}
   for dtype in ("float32", "bfloat16"):
-    config = _config(data_dir, family)
+    config = smoke_config(family, data_dir)
     config.model.dtype = dtype
     experiment = Experiment.create(config)
-    step = jax.pmap(experiment.family.make_train_step(), axis_name=steps.AXIS, in_axes=(0, 0, None))
-    state = steps.replicate(experiment.family.init_state(experiment.keys.init))
+    step = parallel.pmap_step(experiment.family.make_train_step(), donate=False)
+    state = parallel.replicate(experiment.family.init_state(experiment.keys.init))
     batch = next(data.prefetch_to_device(experiment.train_batches(0)))
     state, metrics = step(state, batch, experiment.keys.step)
     floats = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]

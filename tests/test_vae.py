@@ -1,14 +1,18 @@
-"""VAE math against independent computations, and model shapes."""
+"""VAE math against independent computations, model shapes, and what a run reports."""
+
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from scipy import stats
 
 from configs import vae as vae_config
-from imgen import vae
-from imgen.data import ImageSpec
-from imgen.models.vae import VAE
+from imgen.data import DataSpec
+from imgen.errors import ConfigError
+from imgen.families import vae
+from imgen.models.conv_vae import VAE
 
 
 def test_kl_of_standard_normal_is_zero():
@@ -92,17 +96,30 @@ def test_shapes():
 
 def test_images_have_the_expected_layout():
   config = vae_config.get_config("smoke")
-  family = vae.VAEFamily(config, ImageSpec(28, 1))
+  family = vae.VAEFamily(config, DataSpec.of_images(28, 1))
   state = family.init_state(jax.random.key(0))
   held_out = np.random.default_rng(0).uniform(-1, 1, (16, 28, 28, 1)).astype(np.float32)
-  images = family.sample_images(state, jax.random.key(1), 16, held_out)
+  images = family.show(state, jax.random.key(1), {"image": held_out, "label": np.zeros(16)})
   assert {k: v.shape for k, v in images.items()} == {
-    "prior_samples": (16, 28, 28, 1),
     "reconstructions": (16, 28, 28, 1),
     "interpolations": (16, 28, 28, 1),
   }
   # Rows alternate: 8 held-out inputs, then their 8 reconstructions.
   np.testing.assert_array_equal(images["reconstructions"][:8], held_out[:8])
-  # Interpolation rows start at one held-out image's code and end at another's.
   for v in images.values():
     assert np.all(np.abs(v) <= 1.0)
+
+
+def test_a_run_reports_the_elbo_and_iwae_and_draws_reconstructions(smoke_run):
+  _, workdir, metrics = smoke_run("vae")
+  expected = {"elbo", "kl", "recon_nll", "learning_rate", "test/elbo", "test/iwae_nll"}
+  assert expected | {"test/bits_per_dim"} <= set(metrics), sorted(metrics)
+  for name in ("samples", "reconstructions", "interpolations"):
+    assert os.path.exists(os.path.join(workdir, "samples", f"{name}_0000006.png")), name
+
+
+def test_an_impossible_size_names_the_vae():
+  config = vae_config.get_config("smoke")
+  config.model.image_size = 30
+  with pytest.raises(ConfigError, match="image_size 30 cannot be made by the conv VAE"):
+    vae.VAEFamily(config, DataSpec.of_images(30, 1))

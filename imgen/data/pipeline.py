@@ -1,61 +1,32 @@
 """The input pipeline: TFDS data source -> grain -> device-sharded batches.
 
-Batch `s` of a run is a pure function of (seed, s): the source is shuffled
-with a different permutation per epoch by grain's index shuffle, batched, and
-sliced from `start_step`, so a resumed run sees exactly the batches an
-uninterrupted one would. Each process reads every `process_count`-th example
-of the global order, so the union over processes is the same global batch
-whatever the number of hosts.
+A batch is a dict of the dataset's fields (`imgen.data.spec`), each shaped
+(local devices, rows per device, ...). Batch `s` of a run is a pure function
+of (seed, s): the source is shuffled with a different permutation per epoch
+by grain's index shuffle, batched, and sliced from `start_step`, so a resumed
+run sees exactly the batches an uninterrupted one would. Each process reads
+every `process_count`-th example of the global order, so the union over
+processes is the same global batch whatever the number of hosts.
 """
 
 import collections
 from collections.abc import Iterator
 import dataclasses
 import functools
-import math
 
 import grain
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
-from imgen import steps
+from imgen import parallel
+from imgen.data.spec import IMAGE
+from imgen.data.spec import LABEL
+from imgen.data.spec import MASK
+from imgen.data.spec import VALID
+from imgen.data.spec import DataSpec
 from imgen.errors import ConfigError
 from imgen.errors import DataError
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageSpec:
-  """The model-side image format: square `size`, `channels`, in [-1, 1]."""
-
-  size: int
-  channels: int
-
-  @property
-  def shape(self) -> tuple[int, int, int]:
-    return (self.size, self.size, self.channels)
-
-
-def stored_shape(builder: tfds.core.DatasetBuilder, image_key: str) -> tuple[int, int, int]:
-  """(height, width, channels) of the images as stored in the dataset."""
-  features = builder.info.features
-  if image_key not in features:
-    raise DataError(
-      f"Dataset {builder.name!r} has no feature {image_key!r}; it has "
-      f"{sorted(features.keys())}. Set config.data.image_key."
-    )
-  shape = tuple(features[image_key].shape)
-  if len(shape) != 3 or None in shape:
-    raise DataError(
-      f"Feature {image_key!r} of {builder.name!r} has shape {shape}; imgen "
-      f"needs fixed-size images (height, width, channels)."
-    )
-  return shape
-
-
-def image_spec(builder: tfds.core.DatasetBuilder, image_key: str, size: int) -> ImageSpec:
-  return ImageSpec(size=size, channels=stored_shape(builder, image_key)[-1])
-
 
 RESIZE_METHODS = ("resize", "pad")
 
@@ -81,55 +52,97 @@ def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
   return np.asarray(jax.image.resize(eye, (n_out, n_in), method="linear", antialias=True))
 
 
+def _square_crop(images: np.ndarray) -> np.ndarray:
+  """The centre square of (N, H, W, ...) arrays."""
+  h, w = images.shape[1:3]
+  side = min(h, w)
+  top, left = (h - side) // 2, (w - side) // 2
+  return images[:, top : top + side, left : left + side]
+
+
+def _pad(images: np.ndarray, size: int) -> np.ndarray:
+  """(N, H, W, ...) centred on a zero (N, size, size, ...) array."""
+  n, h, w = images.shape[:3]
+  if h > size or w > size:
+    raise ConfigError(
+      f"Cannot pad {h}x{w} images to {size}x{size}; use "
+      f"config.data.resize='resize' or a larger model.image_size."
+    )
+  top, left = (size - h) // 2, (size - w) // 2
+  out = np.zeros((n, size, size) + images.shape[3:], images.dtype)
+  out[:, top : top + h, left : left + w] = images
+  return out
+
+
+def _to_model_size(x: np.ndarray, size: int, method: str, resample) -> np.ndarray:
+  """(N, H, W, ...) -> (N, size, size, ...): padded, or centre-cropped to a
+  square and then `resample(square)`."""
+  check_resize(method)
+  if x.shape[1:3] == (size, size):
+    return x
+  if method == "pad":
+    return _pad(x, size)
+  return resample(_square_crop(x))
+
+
 def resize_images(images: np.ndarray, size: int, method: str) -> np.ndarray:
   """Float images (N, H, W, C) in [0, 255] to (N, size, size, C).
 
   `resize`: center-crop to a square, then antialiased bilinear resize.
   `pad`: center the image on a black square (it must not be larger).
   """
-  n, h, w, c = images.shape
-  check_resize(method)
-  if (h, w) == (size, size):
-    return images
-  if method == "pad":
-    if h > size or w > size:
-      raise ConfigError(
-        f"Cannot pad {h}x{w} images to {size}x{size}; use "
-        f"config.data.resize='resize' or a larger model.image_size."
-      )
-    top, left = (size - h) // 2, (size - w) // 2
-    out = np.zeros((n, size, size, c), images.dtype)
-    out[:, top : top + h, left : left + w] = images
-    return out
-  side = min(h, w)  # resize: centre crop to a square, then resample.
-  top, left = (h - side) // 2, (w - side) // 2
-  images = images[:, top : top + side, left : left + side]
-  r = _resize_matrix(side, size)
-  return np.einsum("ph,nhwc,qw->npqc", r, images, r, optimize=True)
+
+  def bilinear(square):
+    r = _resize_matrix(square.shape[1], size)
+    return np.einsum("ph,nhwc,qw->npqc", r, square, r, optimize=True)
+
+  return _to_model_size(images, size, method, bilinear)
+
+
+def resize_masks(masks: np.ndarray, size: int, method: str) -> np.ndarray:
+  """Integer masks (N, H, W) to (N, size, size), never interpolated.
+
+  `resize`: centre-crop to a square, then nearest neighbour: output pixel i
+  takes input pixel floor((i + 1/2) * side / size), so every value is one of
+  the input's. `pad`: centred on 0 (background).
+  """
+
+  def nearest(square):
+    side = square.shape[1]
+    index = np.minimum(((np.arange(size) + 0.5) * side / size).astype(np.int64), side - 1)
+    return square[:, index][:, :, index]
+
+  return _to_model_size(masks, size, method, nearest)
 
 
 @dataclasses.dataclass(frozen=True)
 class _PrepareBatch(grain.transforms.Map):
-  """uint8 batch -> float32 in [-1, 1] at the model size, split per device."""
+  """Stored batch -> model input (see `imgen.data.spec`), split per device."""
 
-  image_key: str
-  size: int
+  spec: DataSpec
   resize: str
   num_devices: int
 
   def map(self, batch):
-    images = batch[self.image_key].astype(np.float32)
-    images = resize_images(images, self.size, self.resize)
-    images = images * np.float32(2.0 / 255.0) - np.float32(1.0)
-    out = {"image": images}
-    if "label" in batch:
-      out["label"] = np.asarray(batch["label"], np.int32)
-    if "mask" in batch:
-      out["mask"] = np.asarray(batch["mask"], np.float32)
+    out = {}
+    for name, field in self.spec.fields.items():
+      x = np.asarray(batch[name])
+      if field.kind == IMAGE:
+        x = resize_images(x.astype(np.float32), self.spec.size, self.resize)
+        x = x * np.float32(2.0 / 255.0) - np.float32(1.0)
+      elif field.kind == MASK:
+        x = resize_masks(x, self.spec.size, self.resize).astype(np.int32)
+      elif field.kind == LABEL or np.issubdtype(x.dtype, np.integer):
+        x = x.astype(np.int32)
+      else:
+        x = x.astype(np.float32)
+      out[name] = x
+    if VALID in batch:
+      out[VALID] = np.asarray(batch[VALID], np.float32)
     return jax.tree.map(lambda x: x.reshape((self.num_devices, -1) + x.shape[1:]), out)
 
 
-IN_MEMORY_BYTES = 1 << 30  # Splits whose images fit in this are decoded once and held.
+IN_MEMORY_BYTES = 1 << 30  # Splits whose fields fit in this are decoded once and held.
 
 
 class _InMemorySource:
@@ -153,13 +166,12 @@ class _InMemorySource:
     return {k: v[index] for k, v in self._columns.items()}
 
 
-def data_source(builder: tfds.core.DatasetBuilder, split: str, image_key: str):
-  """The split's random-access source, held in memory when its images are small."""
+def data_source(builder: tfds.core.DatasetBuilder, split: str, spec: DataSpec):
+  """The split's random-access source of the spec's fields, held in memory when they are small."""
   source = builder.as_data_source(split=split)
-  if len(source) * math.prod(stored_shape(builder, image_key)) > IN_MEMORY_BYTES:
+  if len(source) * sum(f.stored_bytes for f in spec.fields.values()) > IN_MEMORY_BYTES:
     return source
-  keys = [image_key] + (["label"] if "label" in builder.info.features else [])
-  return _InMemorySource(source, keys)
+  return _InMemorySource(source, list(spec.fields))
 
 
 def per_process_batch_size(global_batch_size: int, name: str = "train.batch_size") -> int:
@@ -177,8 +189,7 @@ def make_train_iterator(
   builder: tfds.core.DatasetBuilder,
   *,
   split: str,
-  image_key: str,
-  size: int,
+  spec: DataSpec,
   resize: str,
   global_batch_size: int,
   seed: int,
@@ -186,26 +197,25 @@ def make_train_iterator(
   num_threads: int = 2,
   prefetch: int = 4,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """Endless per-process batches {'image': (devices, b, size, size, C)}.
+  """Endless per-process batches of the spec's fields, each (devices, b, ...).
 
   Batch `k` yielded is global step `start_step + k`, for any process count.
   """
   batch = per_process_batch_size(global_batch_size)
-  source = data_source(builder, split, image_key)
+  source = data_source(builder, split, spec)
   if len(source) < global_batch_size:
     raise DataError(
       f"Split {split!r} of {builder.name!r} has {len(source)} examples, fewer "
       f"than one batch of {global_batch_size}."
     )
   check_seed(seed)
-  stored_shape(builder, image_key)  # Fails early with a clear message.
   # Grain seeds epoch e with seed + e; hashing the seed keeps runs of nearby
   # seeds from sharing epochs.
   shuffle_seed = int(np.random.SeedSequence(seed).generate_state(1)[0])
   ds = grain.MapDataset.source(source).shuffle(seed=shuffle_seed).repeat()
   ds = ds[jax.process_index() :: jax.process_count()]
   ds = ds.batch(batch, drop_remainder=True)[start_step:]
-  ds = ds.map(_PrepareBatch(image_key, size, resize, jax.local_device_count()))
+  ds = ds.map(_PrepareBatch(spec, resize, jax.local_device_count()))
   options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
   return iter(ds.to_iter_dataset(options))
 
@@ -214,32 +224,28 @@ def make_eval_iterator(
   builder: tfds.core.DatasetBuilder,
   *,
   split: str,
-  image_key: str,
-  size: int,
+  spec: DataSpec,
   resize: str,
   global_batch_size: int,
 ) -> Iterator[dict[str, np.ndarray]]:
   """One ordered pass over `split`, in batches shaped like the train batches.
 
-  The last batch is padded with copies of example 0 whose 'mask' is 0, so
+  The last batch is padded with copies of example 0 whose `VALID` is 0, so
   every process runs the same number of batches and sums count each example
   once.
   """
   batch = per_process_batch_size(global_batch_size, "eval.batch_size")
-  source = data_source(builder, split, image_key)
+  source = data_source(builder, split, spec)
   n = len(source)
   total = -(-n // global_batch_size) * global_batch_size
 
   def load(i: int) -> dict:
     example = source[i if i < n else 0]
-    out = {image_key: example[image_key], "mask": np.float32(i < n)}
-    if "label" in example:
-      out["label"] = example["label"]
-    return out
+    return {**{k: example[k] for k in spec.fields}, VALID: np.float32(i < n)}
 
   ds = grain.MapDataset.range(total)[jax.process_index() :: jax.process_count()]
   ds = ds.map(load).batch(batch, drop_remainder=True)
-  ds = ds.map(_PrepareBatch(image_key, size, resize, jax.local_device_count()))
+  ds = ds.map(_PrepareBatch(spec, resize, jax.local_device_count()))
   return iter(ds)
 
 
@@ -247,7 +253,7 @@ def prefetch_to_device(
   iterator: Iterator[dict[str, np.ndarray]], size: int = 2
 ) -> Iterator[dict[str, jax.Array]]:
   """Keeps `size` batches in flight to the local devices (leading axis)."""
-  sharding = steps.device_sharding()
+  sharding = parallel.device_sharding()
   queue = collections.deque()
   for batch in iterator:
     queue.append(jax.device_put(batch, sharding))

@@ -1,11 +1,15 @@
-"""Model registry: name -> (generator, discriminator) constructors."""
+"""Flax networks, one module per architecture, and the compute dtypes they run in."""
 
-from imgen.models import dcgan
-from imgen.models.layers import IMPLEMENTATIONS as UPSAMPLE_IMPLEMENTATIONS
-from imgen.models.layers import ConvTranspose4x4S2
+import jax.numpy as jnp
 
-GANS = {
-  "dcgan": (dcgan.Generator, dcgan.Discriminator),
-}
+from imgen.errors import ConfigError
 
-__all__ = ["GANS", "UPSAMPLE_IMPLEMENTATIONS", "ConvTranspose4x4S2", "dcgan"]
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def compute_dtype(name: str) -> jnp.dtype:
+  """config.model.dtype -> the dtype activations are computed in (parameters,
+  optimizer state and losses stay float32)."""
+  if name not in DTYPES:
+    raise ConfigError(f"model.dtype {name!r}; use one of {DTYPES}.")
+  return jnp.dtype(name)

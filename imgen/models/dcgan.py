@@ -27,15 +27,16 @@ def _bn_scale_init(key, shape, dtype=jnp.float32):
   return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
 
 
-def geometry(image_size: int) -> tuple[int, int]:
-  """(base, num_up) with image_size = base * 2**num_up and 4 <= base <= 7."""
+def geometry(image_size: int, model: str = "DCGAN") -> tuple[int, int]:
+  """(base, num_up) with image_size = base * 2**num_up and 4 <= base <= 7;
+  `model` names the network in the error for other sizes."""
   base, num_up = image_size, 0
   while base % 2 == 0 and base > 7:
     base //= 2
     num_up += 1
   if num_up < 1 or not 4 <= base <= 7:
     raise ConfigError(
-      f"model.image_size {image_size} cannot be made by DCGAN: it needs "
+      f"model.image_size {image_size} cannot be made by {model}: it needs "
       f"base * 2**k with base in 4..7 and k >= 1 (e.g. 8, 16, 28, 32, 64, 128)."
     )
   return base, num_up

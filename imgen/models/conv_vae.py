@@ -27,7 +27,7 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    _, num_down = geometry(self.image_size)
+    _, num_down = geometry(self.image_size, "the conv VAE")
     for i in range(num_down):
       x = nn.Conv(self.width * 2**i, (4, 4), (2, 2), ((1, 1), (1, 1)), dtype=self.dtype)(x)
       x = nn.relu(x)
@@ -47,7 +47,7 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
-    base, num_up = geometry(self.image_size)
+    base, num_up = geometry(self.image_size, "the conv VAE")
     features = self.width * 2 ** (num_up - 1)
     init = nn.initializers.lecun_normal()
     up = functools.partial(

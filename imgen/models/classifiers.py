@@ -2,7 +2,9 @@
 
 Both return logits, or with `features=True` the pair (penultimate-layer
 features, logits), so a trained classifier doubles as the in-domain feature
-network for sample-quality metrics.
+network for sample-quality metrics. Under pmap (`axis_name` set) BatchNorm
+statistics are synchronised across devices and dropout masks are drawn for the
+global batch, so a run computes the same on any number of devices.
 """
 
 import functools
@@ -10,6 +12,8 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from imgen.parallel import global_draw
 
 
 def _norm(train: bool, axis_name: str | None, dtype: jnp.dtype):
@@ -19,6 +23,27 @@ def _norm(train: bool, axis_name: str | None, dtype: jnp.dtype):
     axis_name=axis_name if train else None,
     dtype=dtype,
   )
+
+
+class Dropout(nn.Module):
+  """Inverted dropout (as `nn.Dropout`) whose mask is this replica's rows of
+  one mask drawn for the global batch over `axis_name`."""
+
+  rate: float
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    if deterministic or self.rate == 0:
+      return x
+    keep = 1.0 - self.rate
+    draw = lambda key, shape: jax.random.bernoulli(key, keep, shape)
+    key = self.make_rng("dropout")
+    if self.axis_name is None:
+      mask = draw(key, x.shape)
+    else:
+      mask = global_draw(draw, key, x.shape[0], x.shape[1:], self.axis_name)
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
 def _outputs(penultimate: jax.Array, logits: jax.Array, features: bool):
@@ -45,7 +70,7 @@ class SimpleCNN(nn.Module):
       x = nn.max_pool(x, (2, 2), (2, 2))
     dense = functools.partial(nn.Dense, dtype=self.dtype)
     penultimate = nn.relu(dense(4 * self.width)(x.reshape(x.shape[0], -1)))
-    x = nn.Dropout(self.dropout, deterministic=not train)(penultimate)
+    x = Dropout(self.dropout, self.axis_name)(penultimate, deterministic=not train)
     return _outputs(penultimate, dense(self.num_classes)(x), features)
 
 
@@ -85,7 +110,7 @@ class ResNet(nn.Module):
         stride = 2 if stage > 0 and block == 0 else 1
         x = _Block(self.width * 2**stage, stride, self.axis_name, self.dtype)(x, train)
     penultimate = x.mean(axis=(1, 2))
-    x = nn.Dropout(self.dropout, deterministic=not train)(penultimate)
+    x = Dropout(self.dropout, self.axis_name)(penultimate, deterministic=not train)
     return _outputs(penultimate, nn.Dense(self.num_classes, dtype=self.dtype)(x), features)
 
 

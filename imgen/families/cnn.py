@@ -1,28 +1,29 @@
 """The CNN family: a classifier trained with softmax cross-entropy.
 
 BatchNorm uses batch statistics synchronised across devices when training and
-its running averages otherwise; dropout is active only when training, with a
-key folded from (step, replica). `features(state, images)` and
-`logits(state, images)` serve a trained checkpoint as a feature network.
+its running averages otherwise; dropout is active only when training, with
+masks drawn for the global batch from (seed, step). `features(state, images)`
+and `logits(state, images)` serve a trained checkpoint as a feature network
+(EMA weights when `optim.ema_decay` is on).
 """
-
-from collections.abc import Callable
 
 import jax
 from jax import lax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from imgen.data import ImageSpec
+from imgen import parallel
+from imgen.data import VALID
+from imgen.data.spec import DataSpec
 from imgen.errors import ConfigError
-from imgen.models.cnn import CLASSIFIERS
-from imgen.steps import AXIS
-from imgen.steps import Network
-from imgen.steps import State
-from imgen.steps import compute_dtype
-from imgen.steps import init_network
+from imgen.families.base import Evaluates
+from imgen.families.base import Family
+from imgen.models import compute_dtype
+from imgen.models.classifiers import CLASSIFIERS
+from imgen.optim import make_optimizer
+from imgen.train_state import SingleNetworkState
+from imgen.train_state import TrainState
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -39,53 +40,55 @@ def confusion_image(confusion: np.ndarray, cell: int = 16) -> np.ndarray:
   return image * 2.0 - 1.0
 
 
-class CNNFamily:
+class CNNFamily(Family, Evaluates):
   """Builds the classifier's state, train/eval steps and feature functions."""
 
-  def __init__(self, config: ml_collections.ConfigDict, spec: ImageSpec):
+  def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
     m = config.model
     if m.name not in CLASSIFIERS:
       raise ConfigError(f"model.name {m.name!r} is unknown; known: {sorted(CLASSIFIERS)}.")
-    make = CLASSIFIERS[m.name]
-    self.model = make(
+    if "label" not in spec.fields:
+      raise ConfigError(
+        f"The cnn family needs a 'label' field; the data has {sorted(spec.fields)}."
+      )
+    if spec.num_classes and spec.num_classes != m.num_classes:
+      raise ConfigError(
+        f"model.num_classes={m.num_classes}, but the labels have {spec.num_classes} classes; "
+        f"set --config.model.num_classes={spec.num_classes}."
+      )
+    self.model = CLASSIFIERS[m.name](
       num_classes=m.num_classes,
       width=m.width,
       dropout=m.dropout,
-      axis_name=AXIS,
+      axis_name=parallel.AXIS,
       dtype=compute_dtype(m.dtype),
     )
     self.num_classes = m.num_classes
-    self.spec = spec
-    learning_rate = config.optim.learning_rate
-    if config.optim.cosine_decay:
-      learning_rate = optax.cosine_decay_schedule(learning_rate, config.train.num_steps)
-    self.tx = optax.chain(
-      optax.add_decayed_weights(config.optim.weight_decay),
-      optax.adam(learning_rate, b1=config.optim.b1, b2=config.optim.b2),
-    )
+    self.image = spec.image
+    self.optimizer = make_optimizer(config.optim, config.train.num_steps, "optim")
     model = self.model
     self._logits = jax.jit(lambda s, x: model.apply(s.net.variables(), x, train=False))
     self._features = jax.jit(
       lambda s, x: model.apply(s.net.variables(), x, train=False, features=True)[0]
     )
 
-  def init_state(self, key: jax.Array) -> State:
-    x = jnp.zeros((1, *self.spec.shape))
-    return State(jnp.zeros((), jnp.int32), init_network(self.model, key, x, self.tx))
+  def init_state(self, key: jax.Array) -> SingleNetworkState:
+    x = jnp.zeros((1, *self.image.shape))
+    return SingleNetworkState.create(TrainState.create(self.model, key, x, self.optimizer))
 
-  def logits(self, state: State, images: jax.Array) -> jax.Array:
+  def logits(self, state: SingleNetworkState, images: jax.Array) -> jax.Array:
     """Class logits of [-1, 1] images, BatchNorm on running averages, no dropout."""
     return self._logits(state, images)
 
-  def features(self, state: State, images: jax.Array) -> jax.Array:
+  def features(self, state: SingleNetworkState, images: jax.Array) -> jax.Array:
     """Penultimate-layer features of [-1, 1] images."""
     return self._features(state, images)
 
-  def make_train_step(self) -> Callable:
-    model, tx = self.model, self.tx
+  def make_train_step(self):
+    model = self.model
 
-    def train_step(state: State, batch: dict, key: jax.Array):
-      key = jax.random.fold_in(jax.random.fold_in(key, state.step), lax.axis_index(AXIS))
+    def train_step(state: SingleNetworkState, batch: dict, key: jax.Array):
+      key = jax.random.fold_in(key, state.step)  # Dropout masks are drawn for the global batch.
       labels = batch["label"]
 
       def loss_fn(params):
@@ -98,44 +101,35 @@ class CNNFamily:
         )
         return jnp.mean(cross_entropy(logits, labels)), (logits, updates["batch_stats"])
 
-      (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.net.params
-      )
-      grads = lax.pmean(grads, AXIS)
-      updates, opt_state = tx.update(grads, state.net.opt_state, state.net.params)
-      params = optax.apply_updates(state.net.params, updates)
+      (loss, (logits, batch_stats)), grads = parallel.value_and_mean_grad(loss_fn)(state.net.params)
       accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
-      metrics = lax.pmean({"loss": loss, "accuracy": accuracy}, AXIS)
-      metrics["grad_norm"] = optax.tree.norm(grads)
-      return State(state.step + 1, Network(params, batch_stats, opt_state)), metrics
+      metrics = lax.pmean({"loss": loss, "accuracy": accuracy}, parallel.AXIS)
+      metrics.update(state.net.update_metrics(grads))
+      net = state.net.apply_gradients(grads=grads, batch_stats=batch_stats)
+      return state.replace(step=state.step + 1, net=net), metrics
 
     return train_step
 
-  def make_eval_step(self) -> Callable:
+  def make_eval_step(self):
     model, k = self.model, self.num_classes
 
-    def eval_step(state: State, batch: dict, key: jax.Array):
+    def eval_step(state: SingleNetworkState, batch: dict, key: jax.Array):
       del key
-      mask, labels = batch["mask"], batch["label"]
+      valid, labels = batch[VALID], batch["label"]
       logits = model.apply(state.net.variables(), batch["image"], train=False)
       predicted = jnp.argmax(logits, -1)
       confusion = jnp.einsum(
-        "n,ni,nj->ij", mask, jax.nn.one_hot(labels, k), jax.nn.one_hot(predicted, k)
+        "n,ni,nj->ij", valid, jax.nn.one_hot(labels, k), jax.nn.one_hot(predicted, k)
       )
       sums = {
-        "loss": jnp.sum(cross_entropy(logits, labels) * mask),
-        "correct": jnp.sum((predicted == labels) * mask),
-        "count": jnp.sum(mask),
+        "loss": jnp.sum(cross_entropy(logits, labels) * valid),
+        "correct": jnp.sum((predicted == labels) * valid),
+        "count": jnp.sum(valid),
         "confusion": confusion,
       }
-      return lax.psum(sums, AXIS)
+      return lax.psum(sums, parallel.AXIS)
 
     return eval_step
-
-  @staticmethod
-  def make_generate() -> None:
-    """A classifier makes no images."""
-    return None
 
   def summarize_eval(self, sums: dict) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     count = float(sums["count"])
@@ -150,7 +144,7 @@ class CNNFamily:
   def headline(metrics: dict[str, float]) -> dict[str, float]:
     return {k: metrics[k] for k in ("loss", "accuracy")}
 
-  def sample_images(self, state, key, num, held_out) -> dict[str, np.ndarray]:
+  def show(self, state, key, batch) -> dict[str, np.ndarray]:
     """Held-out inputs, for a look at what the classifier sees."""
     del state, key
-    return {"inputs": held_out[:num]}
+    return {"inputs": batch["image"]}

@@ -1,9 +1,12 @@
-"""GAN losses against a hand computation of the binary cross-entropies."""
+"""GAN losses against a hand computation of the binary cross-entropies, and
+what a GAN run reports."""
+
+import os
 
 import jax.numpy as jnp
 import numpy as np
 
-from imgen import gan
+from imgen.families import gan
 
 
 def _sigmoid(x):
@@ -33,3 +36,10 @@ def test_losses_stay_finite_for_confident_logits():
   big = jnp.array([200.0, -200.0])
   assert np.isfinite(gan.discriminator_loss(big, big))
   np.testing.assert_allclose(gan.generator_loss(jnp.array([-200.0])), 200.0, rtol=1e-6)
+
+
+def test_a_run_reports_both_networks_and_draws_samples(smoke_run):
+  _, workdir, metrics = smoke_run("gan")
+  expected = {"d_loss", "g_loss", "d_real", "d_fake", "g_grad_norm", "d_grad_norm"}
+  assert expected | {"g_learning_rate", "d_learning_rate"} <= set(metrics), sorted(metrics)
+  assert os.path.exists(os.path.join(workdir, "samples", "samples_0000006.png"))

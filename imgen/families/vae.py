@@ -12,9 +12,11 @@ Likelihoods (`model.likelihood`):
   which is not a normalised likelihood; nats are then not comparable).
 - `gaussian`: discretised Gaussian over the 256 pixel levels, per-channel
   learned scale, so nats are a true log-likelihood of 8-bit images.
+
+With `optim.ema_decay` the held-out metrics, samples and grids use the EMA
+of the weights.
 """
 
-from collections.abc import Callable
 import math
 
 import jax
@@ -23,19 +25,21 @@ import jax.numpy as jnp
 import jax.scipy.stats as jstats
 import ml_collections
 import numpy as np
-import optax
 
-from imgen.data import ImageSpec
+from imgen import parallel
+from imgen.data import VALID
+from imgen.data.spec import DataSpec
 from imgen.errors import ConfigError
-from imgen.models.vae import VAE
-from imgen.steps import AXIS
-from imgen.steps import Network
-from imgen.steps import State
-from imgen.steps import adam
-from imgen.steps import compute_dtype
-from imgen.steps import global_draw
-from imgen.steps import global_normal
-from imgen.steps import init_network
+from imgen.families.base import Evaluates
+from imgen.families.base import Family
+from imgen.families.base import Generates
+from imgen.families.base import reject_condition
+from imgen.models import compute_dtype
+from imgen.models.conv_vae import VAE
+from imgen.models.dcgan import geometry
+from imgen.optim import make_optimizer
+from imgen.train_state import SingleNetworkState
+from imgen.train_state import TrainState
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 BINARIZATIONS = ("dynamic", "fixed", "none")
@@ -74,31 +78,38 @@ def normal_log_prob(z: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Ar
   )
 
 
-class VAEFamily:
+class VAEFamily(Family, Evaluates, Generates):
   """Builds the VAE's state, train/eval steps and images from a config."""
 
-  def __init__(self, config: ml_collections.ConfigDict, spec: ImageSpec):
+  def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
     m = config.model
     if m.likelihood not in LIKELIHOODS:
       raise ConfigError(f"model.likelihood {m.likelihood!r}; use one of {LIKELIHOODS}.")
     if config.data.binarize not in BINARIZATIONS:
       raise ConfigError(f"data.binarize {config.data.binarize!r}; use one of {BINARIZATIONS}.")
-    dtype = compute_dtype(m.dtype)
-    self.model = VAE(spec.size, spec.channels, m.latent_dim, m.width, m.upsample, dtype)
-    self.spec = spec
+    geometry(spec.size, "the conv VAE")
+    self.image = spec.image
+    self.model = VAE(
+      self.image.size,
+      self.image.channels,
+      m.latent_dim,
+      m.width,
+      m.upsample,
+      compute_dtype(m.dtype),
+    )
     self.likelihood = m.likelihood
     self.binarize = config.data.binarize
     self.beta = m.beta
     self.kl_warmup_steps = m.kl_warmup_steps
     self.iwae_samples = config.eval.iwae_samples
-    self.tx = adam(config.optim)
+    self.optimizer = make_optimizer(config.optim, config.train.num_steps, "optim")
     model = self.model
     self._decode_mean = jax.jit(lambda p, z: self._display(model.apply(p, z, method=VAE.decode)))
     self._encode = jax.jit(lambda p, x: model.apply(p, x, method=VAE.encode)[0])
 
-  def init_state(self, key: jax.Array) -> State:
-    x = jnp.zeros((1, *self.spec.shape))
-    return State(jnp.zeros((), jnp.int32), init_network(self.model, key, x, self.tx))
+  def init_state(self, key: jax.Array) -> SingleNetworkState:
+    x = jnp.zeros((1, *self.image.shape))
+    return SingleNetworkState.create(TrainState.create(self.model, key, x, self.optimizer))
 
   # --- pieces shared by the train and eval steps -------------------------------------------
 
@@ -110,7 +121,7 @@ class VAEFamily:
     if self.binarize == "fixed":
       return (x > 0.5).astype(jnp.float32)
     if self.binarize == "dynamic":
-      u = global_draw(jax.random.uniform, key, x.shape[0], x.shape[1:])
+      u = parallel.global_draw(jax.random.uniform, key, x.shape[0], x.shape[1:])
       return (u < x).astype(jnp.float32)
     return x
 
@@ -139,42 +150,39 @@ class VAEFamily:
 
   # --- steps ---------------------------------------------------------------------------------
 
-  def make_train_step(self) -> Callable:
-    tx, latent = self.tx, self.model.latent_dim
-    warmup, beta, dims = self.kl_warmup_steps, self.beta, math.prod(self.spec.shape)
+  def make_train_step(self):
+    latent = self.model.latent_dim
+    warmup, beta, dims = self.kl_warmup_steps, self.beta, math.prod(self.image.shape)
 
-    def train_step(state: State, batch: dict, key: jax.Array):
+    def train_step(state: SingleNetworkState, batch: dict, key: jax.Array):
       key = jax.random.fold_in(key, state.step)
       target = self._target(batch["image"], jax.random.fold_in(key, 0))
-      eps = global_normal(jax.random.fold_in(key, 1), target.shape[0], (latent,))
+      eps = parallel.global_normal(jax.random.fold_in(key, 1), target.shape[0], (latent,))
       weight = beta * (jnp.minimum(1.0, (state.step + 1) / warmup) if warmup else 1.0)
 
       def loss_fn(params):
         ll, kl = self._elbo_terms(params, target, eps)
         return jnp.mean(weight * kl - ll), (ll, kl)
 
-      (loss, (ll, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.net.params)
-      grads = lax.pmean(grads, AXIS)
-      updates, opt_state = tx.update(grads, state.net.opt_state, state.net.params)
-      params = optax.apply_updates(state.net.params, updates)
+      (loss, (ll, kl)), grads = parallel.value_and_mean_grad(loss_fn)(state.net.params)
       elbo = jnp.mean(ll - kl)
       metrics = lax.pmean(
-        {"loss": loss, "elbo": elbo, "recon_nll": -jnp.mean(ll), "kl": jnp.mean(kl)}, AXIS
+        {"loss": loss, "elbo": elbo, "recon_nll": -jnp.mean(ll), "kl": jnp.mean(kl)},
+        parallel.AXIS,
       )
       metrics["bits_per_dim"] = -metrics["elbo"] / (dims * math.log(2))
       metrics["kl_weight"] = weight
-      metrics["grad_norm"] = optax.tree.norm(grads)
-      new = State(state.step + 1, Network(params, state.net.batch_stats, opt_state))
-      return new, metrics
+      metrics.update(state.net.update_metrics(grads))
+      return state.replace(step=state.step + 1, net=state.net.apply_gradients(grads=grads)), metrics
 
     return train_step
 
-  def make_eval_step(self) -> Callable:
+  def make_eval_step(self):
     """Per-replica sums over the held-out batch: ELBO terms and the IWAE bound."""
     latent, k_samples = self.model.latent_dim, self.iwae_samples
 
-    def eval_step(state: State, batch: dict, key: jax.Array):
-      params, mask = state.net.params, batch["mask"]
+    def eval_step(state: SingleNetworkState, batch: dict, key: jax.Array):
+      params, valid = state.net.eval_params, batch[VALID]
       target = self._target(batch["image"], jax.random.fold_in(key, 0))
       n = target.shape[0]
       v = {"params": params}
@@ -183,7 +191,7 @@ class VAEFamily:
       kl = gaussian_kl(mean, log_var)
 
       def log_weight(k):
-        eps = global_normal(jax.random.fold_in(key, 1 + k), n, (latent,))
+        eps = parallel.global_normal(jax.random.fold_in(key, 1 + k), n, (latent,))
         z = mean + std * eps
         ll = self._log_likelihood(params, self.model.apply(v, z, method=VAE.decode), target)
         zeros = jnp.zeros_like(z)
@@ -199,24 +207,14 @@ class VAEFamily:
         "iwae": iwae,
         "count": jnp.ones_like(iwae),
       }
-      return lax.psum(jax.tree.map(lambda x: jnp.sum(x * mask), sums), AXIS)
+      return lax.psum(jax.tree.map(lambda x: jnp.sum(x * valid), sums), parallel.AXIS)
 
     return eval_step
-
-  def make_generate(self) -> Callable[[State, jax.Array, int], jax.Array]:
-    """Per-replica `generate(state, key, local_batch)`: decoder means of prior draws."""
-    model = self.model
-
-    def generate(state: State, key: jax.Array, local_batch: int) -> jax.Array:
-      z = global_normal(key, local_batch, (model.latent_dim,))
-      return self._display(model.apply({"params": state.net.params}, z, method=VAE.decode))
-
-    return generate
 
   def summarize_eval(self, sums: dict) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     count = float(sums["count"])
     per_image = {k: float(v) / count for k, v in sums.items() if k != "count"}
-    dims = math.prod(self.spec.shape)
+    dims = math.prod(self.image.shape)
     scalars = {
       "elbo": per_image["elbo"],
       "recon_nll": per_image["recon_nll"],
@@ -234,14 +232,19 @@ class VAEFamily:
 
   # --- images --------------------------------------------------------------------------------
 
-  def sample_images(
-    self, state: State, key: jax.Array, num: int, held_out: np.ndarray
-  ) -> dict[str, np.ndarray]:
-    """Prior samples; held-out inputs (odd rows) over their reconstructions; and
-    rows of latent interpolations between pairs of held-out images."""
-    v = {"params": state.net.params}
-    cols = 8
-    prior = self._decode_mean(v, jax.random.normal(key, (num, self.model.latent_dim)))
+  def generate(self, state: SingleNetworkState, key: jax.Array, n: int, condition=None):
+    """Decoder means of this replica's rows of a global batch of prior draws."""
+    reject_condition("vae", condition)
+    z = parallel.global_normal(key, n, (self.model.latent_dim,))
+    return self._display(self.model.apply({"params": state.net.eval_params}, z, method=VAE.decode))
+
+  def show(self, state: SingleNetworkState, key, batch) -> dict[str, np.ndarray]:
+    """Held-out inputs (odd rows) over their reconstructions, and rows of latent
+    interpolations between pairs of held-out images."""
+    del key
+    v = {"params": state.net.eval_params}
+    held_out, cols = batch["image"], 8
+    num = len(held_out)
     inputs = held_out[: (num // (2 * cols)) * cols]
     recon = np.asarray(self._decode_mean(v, self._encode(v, inputs)))
     rows = [
@@ -253,7 +256,6 @@ class VAEFamily:
     t = jnp.linspace(0.0, 1.0, cols)[None, :, None]
     path = (a[:, None] * (1 - t) + b[:, None] * t).reshape(pairs * cols, -1)
     return {
-      "prior_samples": np.asarray(prior),
       "reconstructions": np.concatenate(rows) if rows else inputs,
       "interpolations": np.asarray(self._decode_mean(v, path)),
     }

@@ -1,0 +1,35 @@
+"""Model families: `config.family` -> the class that builds its state, steps and images.
+
+`FAMILIES` is the one list of families: `main.py`, the modes, the tests and the
+benchmarks all read it, and each family's default config is
+`configs/<name>.py`. A new family is its module here (a class on the contract
+of `imgen.families.base`), its networks in `imgen/models/`, its config, its
+tests, and its line below.
+"""
+
+import ml_collections
+
+from imgen.data.spec import DataSpec
+from imgen.errors import ConfigError
+from imgen.families.base import Evaluates
+from imgen.families.base import Family
+from imgen.families.base import Generates
+from imgen.families.cnn import CNNFamily
+from imgen.families.gan import GANFamily
+from imgen.families.vae import VAEFamily
+
+FAMILIES: dict[str, type[Family]] = {
+  "gan": GANFamily,
+  "vae": VAEFamily,
+  "cnn": CNNFamily,
+}
+
+__all__ = ["FAMILIES", "Evaluates", "Family", "Generates", "create"]
+
+
+def create(config: ml_collections.ConfigDict, spec: DataSpec) -> Family:
+  """The family `config.family`, built (and its config checked) for data of `spec`."""
+  name = config.get("family")
+  if name not in FAMILIES:
+    raise ConfigError(f"family {name!r} is unknown; known: {sorted(FAMILIES)}.")
+  return FAMILIES[name](config, spec)

@@ -1,0 +1,107 @@
+"""The family contract: what a model family gives the trainer and the modes.
+
+A family is a class built from `(config, spec)` (the config and the
+dataset's `DataSpec`) that derives from `Family` and from each capability it
+has; a missing method is an error when the class is instantiated, and the
+trainer and the modes ask `isinstance(family, Evaluates)` (or `Generates`)
+instead of looking for `None`.
+
+- `Family` (all): `init_state(key)`, a per-replica `make_train_step()`,
+  `headline(metrics)` for the progress line, and `show(state, key, batch)`,
+  the images it draws for a held-out batch (every field of the batch).
+- `Evaluates`: a per-replica `make_eval_step()` whose sums over the held-out
+  split `summarize_eval(sums)` turns into scalars and images.
+- `Generates`: per-replica `generate(state, key, n, condition=None)`, the
+  samples that the grids and the sample-quality metrics (FID, KID, IS, PR)
+  are made of.
+
+Per-replica functions run under `jax.pmap` with axis `parallel.AXIS`: they
+average (`lax.pmean`) or sum (`lax.psum`) over it themselves, and draw their
+randomness with `parallel.global_draw` so that any number of devices computes
+the same thing. The state is a pytree (a `flax.struct.dataclass`) with a
+scalar `step`, saved whole in each checkpoint.
+"""
+
+import abc
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from imgen.data.spec import DataSpec
+from imgen.errors import ConfigError
+
+State = Any  # A pytree with an integer `step`.
+Batch = dict[str, jax.Array]  # Field name -> (rows on this replica, ...).
+Metrics = dict[str, jax.Array]
+TrainStep = Callable[[State, Batch, jax.Array], tuple[State, Metrics]]
+EvalStep = Callable[[State, Batch, jax.Array], Metrics]
+
+
+class Family(abc.ABC):
+  """Builds a model's state, train step and images from a config."""
+
+  @abc.abstractmethod
+  def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
+    """Checks the config (a `ConfigError` for a bad value) before anything compiles."""
+
+  @abc.abstractmethod
+  def init_state(self, key: jax.Array) -> State:
+    """The state at step 0, initialised from `key`."""
+
+  @abc.abstractmethod
+  def make_train_step(self) -> TrainStep:
+    """Per-replica `train_step(state, batch, key) -> (state, metrics)`.
+
+    `key` is the run's fixed step key: fold in `state.step` for this step's
+    randomness. Metrics are scalars that are the same on every replica (the
+    trainer reads replica 0's and checks them for NaN and infinities).
+    """
+
+  @abc.abstractmethod
+  def headline(self, metrics: dict[str, float]) -> dict[str, float]:
+    """The few train metrics worth a place on the progress line, by label."""
+
+  @abc.abstractmethod
+  def show(
+    self, state: State, key: jax.Array, batch: dict[str, np.ndarray]
+  ) -> dict[str, np.ndarray]:
+    """Named batches of [-1, 1] images (N, H, W, C) for TensorBoard and PNG
+    grids, made from an unreplicated `state` and a held-out host `batch` of
+    every field; families that generate get their samples drawn for them."""
+
+
+class Evaluates(abc.ABC):
+  """A family with a held-out evaluation (likelihood, accuracy, ...)."""
+
+  @abc.abstractmethod
+  def make_eval_step(self) -> EvalStep:
+    """Per-replica `eval_step(state, batch, key) -> sums`: sums over the rows
+    whose `batch[data.VALID]` is 1, already summed over the devices (`psum`)."""
+
+  @abc.abstractmethod
+  def summarize_eval(
+    self, sums: dict[str, np.ndarray]
+  ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The held-out split's totals -> (scalars, images) to log."""
+
+
+class Generates(abc.ABC):
+  """A family that makes images (samples for grids and sample-quality metrics)."""
+
+  @abc.abstractmethod
+  def generate(
+    self, state: State, key: jax.Array, n: int, condition: jax.Array | None = None
+  ) -> jax.Array:
+    """Per replica: this replica's `n` rows of one global batch of samples in
+    [-1, 1] drawn from `key` (the same samples on any number of devices).
+    `condition` holds this replica's `n` conditioning rows (class labels) for
+    conditional families; unconditional ones reject it."""
+
+
+def reject_condition(family: str, condition: jax.Array | None) -> None:
+  """For unconditional families: conditioning is a mistake, not something to ignore."""
+  if condition is not None:
+    raise ConfigError(f"The {family} family is unconditional: it cannot draw given labels.")

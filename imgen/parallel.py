@@ -1,0 +1,83 @@
+"""The device axis: pmap, replication, and random draws that do not depend on
+the number of devices.
+
+Every per-replica function in imgen (train, eval and sampling steps) runs under
+`jax.pmap` with the axis name `AXIS`; gradients, metrics and BatchNorm
+statistics are averaged over it.
+"""
+
+from collections.abc import Callable, Sequence
+
+import jax
+from jax import lax
+import numpy as np
+
+AXIS = "batch"  # The pmap axis name over devices; BatchNorm syncs over it.
+
+
+def pmap_step(step: Callable, *, donate: bool) -> Callable:
+  """`step(state, batch, key)` pmapped over the local devices: state and batch
+  split on their leading axis, the key shared; `donate` reuses the state's buffers."""
+  return jax.pmap(step, axis_name=AXIS, in_axes=(0, 0, None), donate_argnums=(0,) if donate else ())
+
+
+def value_and_mean_grad(loss_fn: Callable) -> Callable:
+  """`jax.value_and_grad(loss_fn, has_aux=True)` whose gradients are averaged
+  over the devices: each replica gets the gradient of the global batch."""
+  value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def wrapped(params):
+    value, grads = value_and_grad(params)
+    return value, lax.pmean(grads, AXIS)
+
+  return wrapped
+
+
+def global_draw(
+  sample: Callable[[jax.Array, tuple], jax.Array],
+  key: jax.Array,
+  local_batch: int,
+  shape: Sequence[int],
+  axis_name: str = AXIS,
+) -> jax.Array:
+  """This replica's rows of one draw `sample(key, shape)` for the whole global batch.
+
+  Every replica draws the global batch from the same key and keeps its own
+  slice, so a step's randomness depends on (key, step) alone and a run on N
+  devices computes what a run on one device computes with the same global
+  batch. The draws are tiny next to the step.
+  """
+  replicas = lax.psum(1, axis_name)
+  noise = sample(key, (replicas * local_batch, *shape))
+  return lax.dynamic_slice_in_dim(noise, lax.axis_index(axis_name) * local_batch, local_batch)
+
+
+def global_normal(key: jax.Array, local_batch: int, shape: Sequence[int]) -> jax.Array:
+  """`global_draw` of N(0, 1) noise."""
+  return global_draw(jax.random.normal, key, local_batch, shape)
+
+
+def device_sharding() -> jax.sharding.NamedSharding:
+  """Leading axis split over the local devices, as pmap lays out its outputs.
+
+  Inputs laid out the same way as the step's outputs keep pmap from compiling
+  the step a second time on its second call.
+  """
+  mesh = jax.sharding.Mesh(np.array(jax.local_devices()), (AXIS,))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
+
+
+def replicate(tree):
+  """One copy of every leaf per local device, stacked on a leading axis."""
+  n, sharding = jax.local_device_count(), device_sharding()
+  return jax.tree.map(lambda x: jax.device_put(np.stack([np.asarray(x)] * n), sharding), tree)
+
+
+def unreplicate(tree):
+  """Replica 0 of every leaf."""
+  return jax.tree.map(lambda x: x[0], tree)
+
+
+def shard_rows(x: np.ndarray) -> np.ndarray:
+  """(n, ...) rows of this process -> (local devices, n / devices, ...)."""
+  return x.reshape((jax.local_device_count(), -1) + x.shape[1:])
