@@ -107,16 +107,14 @@ def host_samples(batches: Iterator[jax.Array], num: int) -> np.ndarray:
 class SampleQuality:
   """FID/KID/IS/precision/recall of a family's samples against a real split."""
 
-  def __init__(self, experiment: Experiment, network: FeatureNetwork):
+  def __init__(self, experiment: Experiment, network: FeatureNetwork, sampler: Callable):
     self.experiment = experiment
     self.config = experiment.config.eval
     self.names = metric_names(self.config.metrics)
     self.network = network
     self._apply = jax.pmap(network.apply, axis_name=parallel.AXIS)
     self._variables = parallel.replicate(network.variables)
-    self._sample_batches = make_sampler(
-      experiment.family, experiment.config.family, experiment.config.eval.batch_size
-    )
+    self._sample_batches = sampler
 
   def _features(self, images: jax.Array) -> tuple[np.ndarray, np.ndarray]:
     features, logits = jax.device_get(self._apply(self._variables, images))
@@ -191,7 +189,9 @@ class SampleQuality:
     return out
 
 
-def sample_quality(experiment: Experiment, required: bool) -> SampleQuality | None:
+def sample_quality(
+  experiment: Experiment, sampler: Callable | None, required: bool
+) -> SampleQuality | None:
   """The metrics' evaluator; None if no metrics are asked for or the family makes no images.
 
   With `required=False` (training) a feature network that cannot be loaded is
@@ -200,7 +200,7 @@ def sample_quality(experiment: Experiment, required: bool) -> SampleQuality | No
   """
   config = experiment.config
   names = metric_names(config.eval.metrics)
-  if not names or not isinstance(experiment.family, Generates):
+  if not names or sampler is None:
     return None
   try:
     network = features.create(config.eval)
@@ -210,7 +210,7 @@ def sample_quality(experiment: Experiment, required: bool) -> SampleQuality | No
     logging.warning("Sample-quality metrics (%s) are off for this run: %s", ",".join(names), e)
     return None
   logging.info("Sample-quality metrics %s with %s", ",".join(names), network.description)
-  return SampleQuality(experiment, network)
+  return SampleQuality(experiment, network, sampler)
 
 
 class Evaluator:
@@ -219,15 +219,19 @@ class Evaluator:
 
   With `required=False` (training) a feature network that cannot be loaded
   turns the sample-quality metrics off with a warning instead of an error.
+  `sampler` (families that generate) is the one the metrics draw from.
   """
 
   def __init__(self, experiment: Experiment, *, required: bool):
     self.experiment = experiment
-    family = experiment.family
+    family, c = experiment.family, experiment.config
     self._eval_step = None
     if isinstance(family, Evaluates):
       self._eval_step = parallel.pmap_step(family.make_eval_step(), donate=False)
-    self.quality = sample_quality(experiment, required=required)
+    self.sampler = None
+    if isinstance(family, Generates):
+      self.sampler = make_sampler(family, c.family, c.eval.batch_size)
+    self.quality = sample_quality(experiment, self.sampler, required=required)
     self.reference = self.quality and self.quality.real(experiment.reference_split)
 
   @property

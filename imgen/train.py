@@ -22,9 +22,7 @@ from imgen import parallel
 from imgen import writers
 from imgen.evaluate import Evaluator
 from imgen.evaluate import host_samples
-from imgen.evaluate import make_sampler
 from imgen.experiment import Experiment
-from imgen.families import Generates
 
 
 def _mean_metrics(host: list[dict]) -> dict[str, float]:
@@ -113,9 +111,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   evaluator = Evaluator(experiment, required=False)
   held_out = experiment.held_out(config.eval.grid_samples)
-  sampler = None
-  if isinstance(family, Generates):
-    sampler = make_sampler(family, config.family, config.eval.batch_size)
   every = (
     config.train.log_every,
     config.train.checkpoint_every,
@@ -141,9 +136,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   def write_images(step: int) -> None:
     images = {}
-    if sampler is not None:
+    if evaluator.sampler is not None:
       num = config.eval.grid_samples
-      images["samples"] = host_samples(sampler(replicated, keys.sample, num), num)
+      images["samples"] = host_samples(evaluator.sampler(replicated, keys.sample, num), num)
     images.update(family.show(host_state(), keys.sample, held_out))
     paths = writer.images(step, images)
     if paths:
