@@ -47,7 +47,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     rest = FLAGS(argv)
   except flags.Error as e:
-    _fail(f"{e}\nPass --helpfull to see the flags.")
+    message = str(e)
+    if "Traceback" in message:  # A config file that raised: keep what it said, not where.
+      lines = [line for line in message.splitlines() if line.strip()]
+      message = f"{lines[0].strip()} {lines[-1].strip()}"
+    _fail(f"{message}\nPass --helpfull to see the flags.")
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     while e.args and isinstance(e.args[0], Exception):  # ml_collections wraps its KeyError.
       e = e.args[0]

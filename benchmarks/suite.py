@@ -61,7 +61,7 @@ def _feature_rate(samples: list[jax.Array], spec) -> float:
   """images/s of the in-domain CNN's features (default width, fresh weights: the
   rate does not depend on them) on device batches of samples, pmap'd."""
   network = classifiers.SimpleCNN()
-  variables = jax.jit(network.init)(jax.random.key(0), jnp.zeros((1, *spec.shape)))
+  variables = jax.jit(network.init)(jax.random.key(0), jnp.zeros((1, *spec.image.shape)))
   extract = jax.pmap(lambda v, x: network.apply(v, x, features=True)[0], in_axes=(None, 0))
   jax.block_until_ready(extract(variables, samples[0]))
   t = time.perf_counter()

@@ -142,7 +142,7 @@ class SampleQuality:
         logging.warning("Recomputing the unreadable feature cache %s (%s)", path, e)
     parts = []
     for batch in self.experiment.eval_batches(split):
-      features, logits = self._features(batch[self.experiment.spec.image_key])
+      features, logits = self._features(batch["image"])
       parts.append((features, logits, batch[VALID].reshape(-1)))
     # Every process has as many (padded) rows: gather them, then drop the padding.
     features, logits, mask = (_gather(np.concatenate(p)) for p in zip(*parts, strict=True))

@@ -153,6 +153,6 @@ class Experiment:
       parts.append(
         {k: v.reshape((-1,) + v.shape[2:])[rows] for k, v in batch.items() if k != VALID}
       )
-      if sum(len(p[self.spec.image_key]) for p in parts) >= num:
+      if sum(len(p["image"]) for p in parts) >= num:
         break
     return {k: np.concatenate([p[k] for p in parts])[:num] for k in parts[0]}

@@ -144,6 +144,7 @@ class _Fields(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   float tensor, and a string (which no batch carries)."""
 
   VERSION = tfds.core.Version("1.0.0")
+  IMAGE = "image"  # The main image's feature name.
 
   def __init__(self, **kwargs):
     super().__init__(file_format="array_record", **kwargs)
@@ -154,7 +155,7 @@ class _Fields(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       builder=self,
       features=f.FeaturesDict(
         {
-          "image": f.Tensor(shape=(12, 16, 3), dtype=np.uint8),
+          self.IMAGE: f.Tensor(shape=(12, 16, 3), dtype=np.uint8),
           "target": f.Tensor(shape=(12, 16, 1), dtype=np.uint8),
           "segmentation": f.Tensor(shape=(12, 16), dtype=np.int32),
           "label": f.ClassLabel(num_classes=5),
@@ -174,7 +175,7 @@ class _Fields(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       yield (
         i,
         {
-          "image": rng.integers(0, 256, (12, 16, 3), dtype=np.uint8),
+          self.IMAGE: rng.integers(0, 256, (12, 16, 3), dtype=np.uint8),
           "target": rng.integers(0, 256, (12, 16, 1), dtype=np.uint8),
           "segmentation": rng.integers(0, 11, (12, 16), dtype=np.int32),
           "label": int((i + offset) % 5),
@@ -205,6 +206,21 @@ def test_the_spec_names_every_field_by_kind(fields_builder):
   assert spec.model_shape("target") == (8, 8, 1) and spec.model_shape("segmentation") == (8, 8)
   with pytest.raises(DataError, match="has no feature 'picture'.*Set config.data.image_key"):
     data.DataSpec.from_builder(fields_builder, "picture", 8)
+  with pytest.raises(DataError, match="has a feature 'image' besides data.image_key='target'"):
+    data.DataSpec.from_builder(fields_builder, "target", 8)
+
+
+class _Photos(_Fields, skip_registration=True):
+  IMAGE = "photo"
+
+
+def test_the_main_image_is_image_in_a_batch_whatever_its_feature_is_called(tmp_path):
+  builder = _Photos(data_dir=str(tmp_path))
+  builder.download_and_prepare()
+  spec = data.DataSpec.from_builder(builder, "photo", 8)
+  assert spec.fields["image"].source == "photo" and "photo" not in spec.fields
+  batch = next(_iterator(builder, spec=spec, resize="resize"))
+  assert batch["image"].shape[-3:] == (8, 8, 3) and "photo" not in batch
 
 
 @pytest.mark.parametrize("resize", ["resize", "pad"])

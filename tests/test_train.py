@@ -144,17 +144,21 @@ def test_bad_configs_fail_with_a_clear_message(data_dir, tmp_path, override, mes
 
 
 def test_bad_files_fail_with_a_clear_message(data_dir, tmp_path):
-  """A missing config file, and a workdir that cannot be created or written."""
-  missing = subprocess.run(
-    [sys.executable, "main.py", "--config=configs/no_such.py"],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
-  assert missing.returncode == 2
-  assert "cannot load --config=configs/no_such.py: [Errno 2] No such file" in missing.stderr
-  assert "Traceback" not in missing.stderr
+  """A config file that is missing or raises, and a workdir that cannot be created or written."""
+  for config, message in [
+    ("configs/no_such.py", "cannot load --config=configs/no_such.py: [Errno 2] No such file"),
+    ("configs/gan.py:nope", "ValueError: Unknown variant 'nope' of configs/gan.py"),
+  ]:
+    result = subprocess.run(
+      [sys.executable, "main.py", f"--config={config}"],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=120,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
   a_file = tmp_path / "a_file"
   a_file.write_text("")
   for workdir, reason in [(a_file / "run", "Not a directory"), (a_file, "File exists")]:

@@ -126,7 +126,7 @@ class _PrepareBatch(grain.transforms.Map):
   def map(self, batch):
     out = {}
     for name, field in self.spec.fields.items():
-      x = np.asarray(batch[name])
+      x = np.asarray(batch[field.source])
       if field.kind == IMAGE:
         x = resize_images(x.astype(np.float32), self.spec.size, self.resize)
         x = x * np.float32(2.0 / 255.0) - np.float32(1.0)
@@ -171,7 +171,7 @@ def data_source(builder: tfds.core.DatasetBuilder, split: str, spec: DataSpec):
   source = builder.as_data_source(split=split)
   if len(source) * sum(f.stored_bytes for f in spec.fields.values()) > IN_MEMORY_BYTES:
     return source
-  return _InMemorySource(source, list(spec.fields))
+  return _InMemorySource(source, [f.source for f in spec.fields.values()])
 
 
 def per_process_batch_size(global_batch_size: int, name: str = "train.batch_size") -> int:
@@ -241,7 +241,7 @@ def make_eval_iterator(
 
   def load(i: int) -> dict:
     example = source[i if i < n else 0]
-    return {**{k: example[k] for k in spec.fields}, VALID: np.float32(i < n)}
+    return {**{f.source: example[f.source] for f in spec.fields.values()}, VALID: np.float32(i < n)}
 
   ds = grain.MapDataset.range(total)[jax.process_index() :: jax.process_count()]
   ds = ds.map(load).batch(batch, drop_remainder=True)

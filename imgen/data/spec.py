@@ -1,8 +1,9 @@
 """What a batch holds: the named fields of a dataset, read from its TFDS features.
 
 Each feature becomes a field of one kind, which decides how the pipeline turns
-it into model input:
-- `image`: `data.image_key`, and any other uint8 (height, width, channels)
+it into model input. Fields keep their feature names, but for the main image
+(the feature `data.image_key`), which is always `image` in a batch.
+- `image`: the main image, and any other uint8 (height, width, channels)
   tensor of the same height and width: float32 in [-1, 1] at the model size
   (antialiased resize or padding, `data.resize`);
 - `label`: a `ClassLabel` or an integer scalar: int32;
@@ -37,9 +38,13 @@ class ImageSpec:
     return (self.size, self.size, self.channels)
 
 
+IMAGE_FIELD = "image"  # The batch name of the main image, whatever its feature is called.
+
+
 @dataclasses.dataclass(frozen=True)
 class Field:
   kind: str
+  source: str  # The TFDS feature it is read from.
   stored_shape: tuple[int, ...]
   dtype: str  # As stored.
   num_classes: int | None = None  # Labels from a ClassLabel feature.
@@ -51,16 +56,15 @@ class Field:
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
-  """The fields of a dataset and the square size its images and masks take."""
+  """The fields of a dataset, by batch name, and the square size its images and masks take."""
 
-  image_key: str
   size: int
   fields: dict[str, Field]
 
   @property
   def image(self) -> ImageSpec:
-    """The main image (`data.image_key`) as the model sees it."""
-    return ImageSpec(self.size, self.fields[self.image_key].stored_shape[-1])
+    """The main image (`batch["image"]`) as the model sees it."""
+    return ImageSpec(self.size, self.fields[IMAGE_FIELD].stored_shape[-1])
 
   @property
   def num_classes(self) -> int | None:
@@ -83,10 +87,10 @@ class DataSpec:
   @classmethod
   def of_images(cls, size: int, channels: int, num_classes: int | None = None) -> "DataSpec":
     """Images (and, with `num_classes`, labels) without a dataset: for benchmarks and tests."""
-    fields = {"image": Field(IMAGE, (size, size, channels), "uint8")}
+    fields = {IMAGE_FIELD: Field(IMAGE, "image", (size, size, channels), "uint8")}
     if num_classes:
-      fields["label"] = Field(LABEL, (), "int64", num_classes)
-    return cls("image", size, fields)
+      fields["label"] = Field(LABEL, "label", (), "int64", num_classes)
+    return cls(size, fields)
 
   @classmethod
   def from_builder(cls, builder: tfds.core.DatasetBuilder, image_key: str, size: int) -> "DataSpec":
@@ -98,6 +102,12 @@ class DataSpec:
       )
     if VALID in features:
       raise DataError(f"Dataset {builder.name!r} has a feature named {VALID!r}, which imgen uses.")
+    if image_key != IMAGE_FIELD and IMAGE_FIELD in features:
+      raise DataError(
+        f"Dataset {builder.name!r} has a feature {IMAGE_FIELD!r} besides data.image_key="
+        f"{image_key!r}; imgen calls the main image {IMAGE_FIELD!r} in a batch. Set "
+        f"--config.data.image_key={IMAGE_FIELD}, or rename the feature."
+      )
     image_shape = _fixed_shape(features[image_key])
     if image_shape is None or len(image_shape) != 3:
       raise DataError(
@@ -110,8 +120,9 @@ class DataSpec:
       if kind is not None:
         classes = feature.num_classes if isinstance(feature, tfds.features.ClassLabel) else None
         dtype = np.dtype(feature.np_dtype).name
-        fields[name] = Field(kind, _fixed_shape(feature), dtype, classes)
-    return cls(image_key, size, fields)
+        batch_name = IMAGE_FIELD if name == image_key else name
+        fields[batch_name] = Field(kind, name, _fixed_shape(feature), dtype, classes)
+    return cls(size, fields)
 
 
 def _fixed_shape(feature) -> tuple[int, ...] | None:

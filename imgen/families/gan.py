@@ -7,7 +7,8 @@ through D on its own so BatchNorm sees them apart; then the generator takes a
 step on the non-saturating loss -log D(G(z)) through the updated D, reusing
 the same fake batch (`jax.vjp` keeps G's forward pass, so G runs forward once
 per step, as in PyTorch). G and D have their own optimizers (`optim.g`,
-`optim.d`); with `optim.g.ema_decay` the samples come from G's EMA weights.
+`optim.d`); with `optim.g.ema_decay` the samples come from G's EMA weights
+(with the BatchNorm running statistics of the trained G).
 """
 
 import flax

@@ -1,0 +1,30 @@
+"""The benchmark scripts still run, at tiny settings: a change to imgen must not
+break them unnoticed. Their numbers are for BENCHMARKS.md, not checked here."""
+
+import os
+import subprocess
+import sys
+
+from helpers import FAMILIES
+from helpers import ROOT
+
+
+def _run(data_dir, *args):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "TFDS_DATA_DIR": data_dir}
+  return subprocess.run(
+    [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+  )
+
+
+def test_the_suite_measures_every_family(data_dir):
+  result = _run(data_dir, "benchmarks/suite.py", "--sizes=28", "--steps=1", "--pipeline_batches=2")
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "28x28" in line]
+  assert sorted({row.split("|")[1].strip() for row in rows}) == FAMILIES, result.stderr[-3000:]
+
+
+def test_the_train_step_benchmark_runs(data_dir):
+  args = ["--image_size=16", "--channels=1", "--width=8", "--latent_dim=8", "--steps=1"]
+  result = _run(data_dir, "benchmarks/train_step.py", *args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "| DCGAN 16x16x1 w8 |" in result.stdout
