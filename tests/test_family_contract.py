@@ -23,7 +23,9 @@ from imgen import families
 from imgen import modes
 from imgen import parallel
 from imgen.data import VALID
+from imgen.data import DataSpec
 from imgen.errors import ConfigError
+from imgen.evaluate import host_samples
 from imgen.evaluate import make_sampler
 from imgen.experiment import Experiment
 from imgen.families import Evaluates
@@ -206,44 +208,31 @@ def test_unknown_families_and_modes_list_the_known_ones(data_dir, tmp_path):
     modes.run("inpaint", config, str(tmp_path))
 
 
-_CONDITIONED_SAMPLES = """
-import jax, numpy as np
-from test_family_contract import AutoencoderFamily
-from imgen import parallel
-from imgen.data import DataSpec
-from imgen.evaluate import host_samples, make_sampler
-import ml_collections
-from configs import common
-config = ml_collections.ConfigDict(dict(model=dict(latent_dim=4), optim=common.optimizer(1e-3),
-                                        train=dict(num_steps=1)))
-family = AutoencoderFamily(config, DataSpec.of_images(8, 1))
-state = parallel.replicate(family.init_state(jax.random.key(0)))
-labels = np.arange(10) * 100.0
-samples = make_sampler(family, "autoencoder", 8)
-plain = host_samples(samples(state, jax.random.key(1), 10), 10)
-shifted = host_samples(samples(state, jax.random.key(1), 10, labels), 10)
-np.save("{out}", np.stack([plain, shifted]))
-"""
+def conditioned_samples() -> np.ndarray:
+  """Ten samples of a fresh autoencoder, drawn without and with labels 0, 100, ..., 900."""
+  config = ml_collections.ConfigDict(
+    dict(model=dict(latent_dim=4), optim=common.optimizer(1e-3), train=dict(num_steps=1))
+  )
+  family = AutoencoderFamily(config, DataSpec.of_images(8, 1))
+  state = parallel.replicate(family.init_state(jax.random.key(0)))
+  samples = make_sampler(family, "autoencoder", 8)  # Batches of 8: the labels wrap.
+  plain = host_samples(samples(state, jax.random.key(1), 10), 10)
+  shifted = host_samples(samples(state, jax.random.key(1), 10, np.arange(10) * 100.0), 10)
+  return np.stack([plain, shifted])
 
 
 def test_conditioned_samples_get_their_rows_on_one_and_four_devices(tmp_path):
   """Row j of the samples is drawn given condition[j], on any number of devices."""
-  results = []
-  for devices in (1, 4):
-    out = str(tmp_path / f"{devices}.npy")
-    env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(devices), "JAX_PLATFORMS": "cpu"}
-    env["PYTHONPATH"] = os.pathsep.join([ROOT, os.path.join(ROOT, "tests")])
-    code = _CONDITIONED_SAMPLES.replace("{out}", out)
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    results.append(np.load(out))
-  for plain, shifted in results:
-    np.testing.assert_allclose(
-      shifted - plain,
-      np.broadcast_to((np.arange(10) * 100.0)[:, None, None, None], plain.shape),
-      atol=1e-4,
-    )
-  np.testing.assert_allclose(results[0], results[1], atol=1e-6)
+  out = str(tmp_path / "four.npy")
+  env = {**os.environ, "JAX_NUM_CPU_DEVICES": "4", "JAX_PLATFORMS": "cpu"}
+  env["PYTHONPATH"] = os.pathsep.join([ROOT, os.path.join(ROOT, "tests")])
+  code = f"import numpy, test_family_contract as t; numpy.save({out!r}, t.conditioned_samples())"
+  done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr[-2000:]
+  plain, shifted = conditioned_samples()  # This process: one device.
+  labels = (np.arange(10) * 100.0)[:, None, None, None]
+  np.testing.assert_allclose(shifted - plain, np.broadcast_to(labels, plain.shape), atol=1e-4)
+  np.testing.assert_allclose(np.load(out), np.stack([plain, shifted]), atol=1e-6)
 
 
 def test_the_sampler_refuses_families_that_make_no_images():
