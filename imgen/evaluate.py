@@ -159,16 +159,14 @@ class SampleQuality:
   def _what(self, split: str) -> tuple[str, str, str]:
     return self.network.name, self.experiment.builder.name, split
 
-  def samples(self, replicated_state, key: jax.Array, num: int) -> tuple[Features, np.ndarray]:
-    """Features of `num` samples and the samples themselves ([-1, 1], host)."""
-    features, logits, images = [], [], []
+  def sample_features(self, replicated_state, key: jax.Array, num: int) -> Features:
+    """Features of `num` samples drawn from `key`, gathered from every process."""
+    features, logits = [], []
     for batch in self._sample_batches(replicated_state, key, num):
       f, lg = self._features(batch)
       features.append(f)
       logits.append(lg)
-      images.append(np.asarray(jax.device_get(batch)).reshape(-1, *batch.shape[2:]))
-    gathered = [_gather(np.concatenate(x))[:num] for x in (features, logits, images)]
-    return Features(gathered[0], gathered[1]), gathered[2]
+    return Features(*(_gather(np.concatenate(x))[:num] for x in (features, logits)))
 
   def scores(self, candidate: Features, reference: Features, key: jax.Array) -> dict[str, float]:
     """The chosen metrics of `candidate` against `reference`."""
@@ -248,7 +246,7 @@ class Evaluator:
       scalars, images = e.family.summarize_eval(sums)
       results.update({f"{e.config.data.eval_split}/{k}": v for k, v in scalars.items()})
     if self.quality is not None:
-      samples, _ = self.quality.samples(
+      samples = self.quality.sample_features(
         replicated_state, e.keys.quality_samples, e.config.eval.num_samples
       )
       results.update(self.scores(samples))
