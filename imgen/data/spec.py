@@ -72,9 +72,6 @@ class DataSpec:
     label = self.fields.get("label")
     return label.num_classes if label is not None and label.kind == LABEL else None
 
-  def names(self, kind: str) -> list[str]:
-    return [name for name, f in self.fields.items() if f.kind == kind]
-
   def model_shape(self, name: str) -> tuple[int, ...]:
     """The shape of one example's field in a batch."""
     field = self.fields[name]
