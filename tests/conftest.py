@@ -4,7 +4,6 @@ a smoke-sized classifier that serves as the feature network of the metrics."""
 from helpers import smoke_config
 import pytest
 
-from configs import cnn as cnn_config
 from imgen import data
 from imgen import runtime
 from imgen import train
@@ -20,13 +19,10 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def cnn_workdir(data_dir, tmp_path_factory):
-  """A smoke-sized classifier: the feature network of the sample-quality tests."""
-  config = cnn_config.get_config("smoke")
-  config.data.data_dir = data_dir
-  workdir = str(tmp_path_factory.mktemp("cnn"))
-  train.train_and_evaluate(config, workdir)
-  return workdir
+def cnn_workdir(smoke_run):
+  """A smoke-sized classifier, the feature network of the sample-quality tests:
+  the CNN's smoke run (reading it as a feature network writes nothing to it)."""
+  return smoke_run("cnn")[1]
 
 
 @pytest.fixture(scope="session")
