@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from helpers import ROOT
+from helpers import main_command
 from helpers import smoke_config
 import numpy as np
 import pytest
@@ -117,14 +118,7 @@ def test_samples_do_not_depend_on_the_device_count(gan_run, data_dir):
   four = os.path.join(workdir, "four")
   os.makedirs(four)
   os.symlink(os.path.join(workdir, "checkpoints"), os.path.join(four, "checkpoints"))
-  cmd = [
-    sys.executable,
-    "main.py",
-    "--config=configs/gan.py:smoke",
-    f"--workdir={four}",
-    f"--config.data.data_dir={data_dir}",
-    "--mode=sample",
-  ]
+  cmd = main_command("gan", four, data_dir, "--mode=sample")
   result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "CpuDevice(id=3)" in result.stderr
