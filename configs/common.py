@@ -83,7 +83,8 @@ def evaluation(
       every_steps=every_steps,
       batch_size=batch_size,
       sample_every=sample_every,
-      grid_samples=64,  # Images per sample grid.
+      grid_samples=64,  # Images per sample grid (conditional models: 8 per class).
+      classes="",  # Conditional models: the classes to draw, e.g. '3,5'; '' = all.
       metrics=metrics,
       num_samples=1000,
       feature_network="cnn",

@@ -18,6 +18,9 @@ classifier is trained in runs/cnn (python main.py --config=configs/cnn.py
 Evaluate or sample any checkpoint afterwards with --mode=eval / --mode=sample.
 Other data: --config.data.name=mnist (a TFDS catalog set prepared in
 --config.data.data_dir), --config.model.image_size=32 with data.resize=pad.
+
+Every GAN config (configs/gan_*.py, the paper configs) starts from this one;
+the fields are in `get_config` below and `imgen/families/gan.py`.
 """
 
 import ml_collections
@@ -32,13 +35,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data = common.data()
 
   config.model = ml_collections.ConfigDict()
-  config.model.name = "dcgan"
+  config.model.name = "dcgan"  # Or 'resnet' (SNGAN / WGAN-GP).
   config.model.image_size = 28
   config.model.latent_dim = 100
+  config.model.conditional = False  # Conditional BatchNorm in G, projection D (needs labels).
+  config.model.spectral_norm = False  # Spectral normalisation of D's layers.
+  # dcgan:
   config.model.g_width = 128
   config.model.d_width = 64
+  config.model.d_norm = "batch"  # 'batch', 'layer' or 'none' (gradient penalties: not 'batch').
   config.model.upsample = "subpixel"  # or 'transpose': same math, slow on CPU.
+  # resnet: G's dense width then one up block per entry; D's blocks, which downsample.
+  config.model.g_channels = (256, 256, 256, 256)
+  config.model.d_channels = (128, 128, 128, 128)
+  config.model.d_downsample = (True, True, False, False)
+  config.model.d_pool = "sum"  # 'sum' (SNGAN) or 'mean' (WGAN-GP).
   config.model.dtype = "float32"  # Or bfloat16 (accelerators): activations; params stay f32.
+
+  config.objective = ml_collections.ConfigDict()
+  config.objective.loss = "non_saturating"  # Or 'hinge', 'wgan_gp'.
+  config.objective.gp_weight = 10.0  # wgan_gp's lambda.
+  config.objective.r1_gamma = 0.0  # R1 penalty on real images (any loss); 0 = off.
+  config.objective.n_dis = 1  # D updates (each on its own real batch) per G update.
+  config.objective.diffaugment = ""  # DiffAugment policies: 'color,translation,cutout'.
 
   config.optim = ml_collections.ConfigDict()
   config.optim.g = common.optimizer(2e-4, b1=0.5)  # ema_decay > 0: samples from G's EMA.
@@ -50,12 +69,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
 
   if arg == "smoke":
-    common.shrink_for_smoke(config)
-    config.model.g_width = 8
-    config.model.d_width = 8
-    config.model.latent_dim = 16
-    config.eval.batch_size = 8
-    config.eval.metrics = ""  # Tests choose their feature network.
+    shrink_for_smoke(config)
   elif arg:
     raise common.unknown_variant(arg, "configs/gan.py")
   return config
+
+
+def shrink_for_smoke(config: ml_collections.ConfigDict) -> None:
+  """Tiny networks and a run of seconds, for tests."""
+  common.shrink_for_smoke(config)
+  config.model.g_width = 8
+  config.model.d_width = 8
+  config.model.latent_dim = 16
+  config.model.g_channels = (16, 16, 16)
+  config.model.d_channels = (16, 16, 16)
+  config.model.d_downsample = (True, True, False)
+  config.eval.batch_size = 8
+  config.eval.metrics = ""  # Tests choose their feature network.

@@ -44,6 +44,7 @@ from imgen.features import FeatureNetwork
 class Features:
   features: np.ndarray  # (n, d)
   logits: np.ndarray  # (n, classes)
+  classes: np.ndarray | None = None  # (n,): the class each sample was drawn for.
 
   def __len__(self) -> int:
     return len(self.features)
@@ -66,7 +67,10 @@ def _gather(x: np.ndarray) -> np.ndarray:
 
 
 def make_sampler(
-  family: Family, name: str, global_batch: int
+  family: Family,
+  name: str,
+  global_batch: int,
+  class_rows: Callable[[int], np.ndarray | None] = lambda num: None,
 ) -> Callable[..., Iterator[jax.Array]]:
   """`sample_batches(replicated_state, key, num, condition=None)`: device
   batches of the family's samples.
@@ -75,7 +79,8 @@ def make_sampler(
   the devices (devices, global_batch / devices, H, W, C), so the samples do
   not depend on the device count; the last batch may overshoot `num`. A
   `condition` of `num` rows (class labels) gives row j of the samples
-  condition[j].
+  condition[j]; without one, conditional families draw `class_rows(num)`
+  (`Experiment.class_rows`).
   """
   if not isinstance(family, Generates):
     raise ConfigError(f"The {name} family makes no images.")
@@ -88,6 +93,8 @@ def make_sampler(
   )
 
   def sample_batches(replicated_state, key: jax.Array, num: int, condition=None):
+    if condition is None:
+      condition = class_rows(num)
     for i in range(-(-num // global_batch)):
       rows = None
       if condition is not None:  # This process's rows of batch i, wrapping past `num`.
@@ -159,14 +166,17 @@ class SampleQuality:
   def _what(self, split: str) -> tuple[str, str, str]:
     return self.network.name, self.experiment.builder.name, split
 
-  def sample_features(self, replicated_state, key: jax.Array, num: int) -> Features:
-    """Features of `num` samples drawn from `key`, gathered from every process."""
+  def sample_features(
+    self, replicated_state, key: jax.Array, num: int, classes: np.ndarray | None = None
+  ) -> Features:
+    """Features of `num` samples drawn from `key` (for `classes`, when the
+    family is conditional), gathered from every process."""
     features, logits = [], []
-    for batch in self._sample_batches(replicated_state, key, num):
+    for batch in self._sample_batches(replicated_state, key, num, classes):
       f, lg = self._features(batch)
       features.append(f)
       logits.append(lg)
-    return Features(*(_gather(np.concatenate(x))[:num] for x in (features, logits)))
+    return Features(*(_gather(np.concatenate(x))[:num] for x in (features, logits)), classes)
 
   def scores(self, candidate: Features, reference: Features, key: jax.Array) -> dict[str, float]:
     """The chosen metrics of `candidate` against `reference`."""
@@ -183,6 +193,10 @@ class SampleQuality:
       out["precision"], out["recall"] = metrics.precision_recall(
         reference.features, candidate.features, c.pr_k
       )
+    if candidate.classes is not None and self.network.classifies == self.experiment.config.data.name:
+      # Controllability: how often the in-domain classifier sees the class asked for.
+      predicted = np.argmax(candidate.logits, axis=1)
+      out["cond_accuracy"] = float(np.mean(predicted == candidate.classes[: len(predicted)]))
     out["num_samples"] = float(len(candidate))
     return out
 
@@ -228,7 +242,7 @@ class Evaluator:
       self._eval_step = parallel.pmap_step(family.make_eval_step(), donate=False)
     self.sampler = None
     if isinstance(family, Generates):
-      self.sampler = make_sampler(family, c.family, c.eval.batch_size)
+      self.sampler = make_sampler(family, c.family, c.eval.batch_size, experiment.class_rows)
     self.quality = sample_quality(experiment, self.sampler, required=required)
     self.reference = self.quality and self.quality.real(experiment.reference_split)
 
@@ -246,8 +260,9 @@ class Evaluator:
       scalars, images = e.family.summarize_eval(sums)
       results.update({f"{e.config.data.eval_split}/{k}": v for k, v in scalars.items()})
     if self.quality is not None:
+      num = e.config.eval.num_samples
       samples = self.quality.sample_features(
-        replicated_state, e.keys.quality_samples, e.config.eval.num_samples
+        replicated_state, e.keys.quality_samples, num, e.class_rows(num)
       )
       results.update(self.scores(samples))
     return results, images

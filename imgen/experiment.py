@@ -72,6 +72,29 @@ def _validate(config: ml_collections.ConfigDict, builder) -> None:
     raise ConfigError(f"eval.best_mode={config.eval.best_mode!r}; use 'min' or 'max'.")
 
 
+GRID_COLUMNS = 8  # Samples per row of a grid.
+
+
+def _sample_classes(spec: str, family: Family) -> tuple[int, ...] | None:
+  """`eval.classes` ('3,5' or '' for all) checked against the family's classes."""
+  num_classes = getattr(family, "num_classes", None)
+  if num_classes is None:
+    if spec.strip():
+      raise ConfigError(
+        f"eval.classes={spec!r}: this model is unconditional, it cannot draw given classes. "
+        "Train a conditional model (e.g. --config.model.conditional=true), or leave eval.classes empty."
+      )
+    return None
+  try:
+    classes = tuple(int(c) for c in spec.split(",") if c.strip())
+  except ValueError:
+    raise ConfigError(f"eval.classes={spec!r}; use comma-separated class numbers, e.g. '3,5'.") from None
+  bad = [c for c in classes if not 0 <= c < num_classes]
+  if bad:
+    raise ConfigError(f"eval.classes={spec!r} names {bad}; the classes are 0..{num_classes - 1}.")
+  return classes or tuple(range(num_classes))
+
+
 def metric_names(spec: str) -> tuple[str, ...]:
   """'fid,kid' -> ('fid', 'kid'); '' -> (); unknown names are a ConfigError."""
   names = tuple(n.strip() for n in spec.split(",") if n.strip())
@@ -118,7 +141,26 @@ class Experiment:
     for name in ("train.batch_size", "eval.batch_size"):  # Fail before compiling.
       data.pipeline.per_process_batch_size(config[name.split(".")[0]].batch_size, name)
     family = families.create(config, spec)
+    _sample_classes(config.eval.classes, family)  # Fail before compiling.
     return cls(config, builder, spec, family, Keys.from_seed(config.seed))
+
+  @property
+  def sample_classes(self) -> tuple[int, ...] | None:
+    """The classes a conditional family draws (`eval.classes`, default all); None if unconditional."""
+    return _sample_classes(self.config.eval.classes, self.family)
+
+  def class_rows(self, num: int) -> np.ndarray | None:
+    """The class of each of `num` samples: `sample_classes` in turn, each for a
+    row of `GRID_COLUMNS` samples; None for unconditional families."""
+    classes = self.sample_classes
+    if classes is None:
+      return None
+    return np.asarray(classes, np.int32)[(np.arange(num) // GRID_COLUMNS) % len(classes)]
+
+  def grid_size(self) -> int:
+    """Samples per grid: `eval.grid_samples`, or one row per class when conditional."""
+    classes = self.sample_classes
+    return self.config.eval.grid_samples if classes is None else GRID_COLUMNS * len(classes)
 
   @property
   def reference_split(self) -> str:
@@ -135,14 +177,23 @@ class Experiment:
     )
 
   def train_batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
-    return data.make_train_iterator(
+    """The batches of train steps `start_step`, ...: data batches k*s ... k*s + k - 1
+    stacked on axis 1 for families that take k = `batches_per_step` per step."""
+    k = self.family.batches_per_step
+    batches = data.make_train_iterator(
       self.builder,
       split=self.config.data.train_split,
       spec=self.spec,
       resize=self.config.data.resize,
       global_batch_size=self.config.train.batch_size,
       seed=self.config.seed,
-      start_step=start_step,
+      start_step=start_step * k,
+    )
+    if k == 1:
+      return batches
+    return (
+      jax.tree.map(lambda *xs: np.stack(xs, axis=1), *group)
+      for group in iter(lambda: [next(batches) for _ in range(k)], None)
     )
 
   def held_out(self, num: int) -> dict[str, np.ndarray]:

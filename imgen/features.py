@@ -41,6 +41,7 @@ class FeatureNetwork:
   variables: Any
   apply: Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]
   description: str
+  classifies: str | None = None  # The dataset whose classes the logits are (cnn), if any.
 
 
 def fingerprint(variables: Any) -> str:
@@ -109,7 +110,7 @@ def cnn_network(workdir: str) -> FeatureNetwork:
 
   variables = jax.device_get(state.net.variables())
   return FeatureNetwork(
-    "cnn", fingerprint(variables), variables, apply, f"cnn ({workdir}, step {step})"
+    "cnn", fingerprint(variables), variables, apply, f"cnn ({workdir}, step {step})", config.data.name
   )
 
 

@@ -3,7 +3,9 @@
 - `train`: train (or resume) in the workdir (`imgen.train`).
 - `eval`: held-out and sample-quality metrics of a saved checkpoint, as JSON.
 - `sample`: `eval.num_samples` samples of a checkpoint as PNG grids and .npz,
-  and the family's other images.
+  and the family's other images. Conditional families draw the classes of
+  `eval.classes` (default all), one class per grid row; the .npz holds their
+  `labels`.
 
 The checkpoint is the newest in `workdir/checkpoints`, or the one of
 `eval.checkpoint_step`, or with `eval.best` the one in `workdir/best`;
@@ -36,6 +38,7 @@ from imgen.errors import ConfigError
 from imgen.evaluate import Evaluator
 from imgen.evaluate import host_samples
 from imgen.evaluate import make_sampler
+from imgen.experiment import GRID_COLUMNS
 from imgen.experiment import Experiment
 
 
@@ -125,17 +128,21 @@ def sample_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
   """`eval.num_samples` samples as PNG grids and one .npz, plus the family's
   other images (VAE reconstructions and interpolations); returns their folder."""
   experiment = Experiment.create(config)
-  sample_batches = make_sampler(experiment.family, config.family, config.eval.batch_size)
+  sample_batches = make_sampler(
+    experiment.family, config.family, config.eval.batch_size, experiment.class_rows
+  )
   state, step, folder = load_state(experiment, workdir)
-  num, per_grid = config.eval.num_samples, config.eval.grid_samples
+  num, per_grid = config.eval.num_samples, experiment.grid_size()
   batches = sample_batches(parallel.replicate(state), experiment.keys.quality_samples, num)
   samples = image_lib.to_uint8(host_samples(batches, num))
   out = os.path.join(workdir, "samples", f"step{step:07d}" + ("-best" if folder == "best" else ""))
   if jax.process_index() == 0:
     os.makedirs(out, exist_ok=True)
-    np.savez_compressed(os.path.join(out, "samples.npz"), images=samples, step=step)
+    labels = experiment.class_rows(num)
+    extra = {} if labels is None else {"labels": labels}
+    np.savez_compressed(os.path.join(out, "samples.npz"), images=samples, step=step, **extra)
     for i in range(0, num, per_grid):
-      grid = image_lib.make_grid(samples[i : i + per_grid], 8)
+      grid = image_lib.make_grid(samples[i : i + per_grid], GRID_COLUMNS)
       image_lib.save_png(os.path.join(out, f"samples_{i // per_grid:03d}.png"), grid)
     shown = experiment.family.show(state, experiment.keys.sample, experiment.held_out(per_grid))
     for name, batch in shown.items():

@@ -137,7 +137,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   def write_images(step: int) -> None:
     images = {}
     if evaluator.sampler is not None:
-      num = config.eval.grid_samples
+      num = experiment.grid_size()  # One row per class for conditional families.
       images["samples"] = host_samples(evaluator.sampler(replicated, keys.sample, num), num)
     images.update(family.show(host_state(), keys.sample, held_out))
     paths = writer.images(step, images)

@@ -33,10 +33,12 @@ class TrainState:
 
   @classmethod
   def create(
-    cls, module: nn.Module, key: jax.Array, example: jax.Array, optimizer: Optimizer
+    cls, module: nn.Module, key: jax.Array, example: jax.Array | tuple, optimizer: Optimizer
   ) -> "TrainState":
-    """Initialises `module` (called as `module(x, train=False)`) on `example`, jitted."""
-    variables = jax.jit(lambda k, x: module.init(k, x, train=False))(key, example)
+    """Initialises `module` (called as `module(*inputs, train=False)`) on
+    `example` (an input, or a tuple of inputs), jitted."""
+    inputs = example if isinstance(example, tuple) else (example,)
+    variables = jax.jit(lambda k, xs: module.init(k, *xs, train=False))(key, inputs)
     params = variables["params"]
     return cls(
       step=jnp.zeros((), jnp.int32),

@@ -9,11 +9,16 @@ instead of looking for `None`.
 - `Family` (all): `init_state(key)`, a per-replica `make_train_step()`,
   `headline(metrics)` for the progress line, and `show(state, key, batch)`,
   the images it draws for a held-out batch (every field of the batch).
+  `batches_per_step` (default 1): data batches one train step consumes (a
+  GAN's critic steps); with k > 1 each field of the step's batch has a
+  leading axis of k consecutive batches.
 - `Evaluates`: a per-replica `make_eval_step()` whose sums over the held-out
   split `summarize_eval(sums)` turns into scalars and images.
 - `Generates`: per-replica `generate(state, key, n, condition=None)`, the
   samples that the grids and the sample-quality metrics (FID, KID, IS, PR)
-  are made of.
+  are made of. Class-conditional families set `num_classes`: they are given
+  the class of every sample (`eval.classes`, one class per grid row) and are
+  scored for conditional accuracy too.
 
 Per-replica functions run under `jax.pmap` with axis `parallel.AXIS`: they
 average (`lax.pmean`) or sum (`lax.psum`) over it themselves, and draw their
@@ -42,6 +47,8 @@ EvalStep = Callable[[State, Batch, jax.Array], Metrics]
 
 class Family(abc.ABC):
   """Builds a model's state, train step and images from a config."""
+
+  batches_per_step: int = 1
 
   @abc.abstractmethod
   def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
@@ -90,6 +97,8 @@ class Evaluates(abc.ABC):
 
 class Generates(abc.ABC):
   """A family that makes images (samples for grids and sample-quality metrics)."""
+
+  num_classes: int | None = None  # Set by class-conditional families.
 
   @abc.abstractmethod
   def generate(

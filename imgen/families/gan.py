@@ -1,14 +1,30 @@
-"""The GAN family: non-saturating losses, the pure train step, samples.
+"""The GAN family: losses, critic steps, conditioning, augmentation, samples.
 
-One train step is the DCGAN paper's alternating update (as in the PyTorch
-DCGAN tutorial): the generator makes one fake batch; the discriminator takes
-a step on real (label 1) and detached fake (label 0) images, each batch
-through D on its own so BatchNorm sees them apart; then the generator takes a
-step on the non-saturating loss -log D(G(z)) through the updated D, reusing
-the same fake batch (`jax.vjp` keeps G's forward pass, so G runs forward once
-per step, as in PyTorch). G and D have their own optimizers (`optim.g`,
-`optim.d`); with `optim.g.ema_decay` the samples come from G's EMA weights
-(with the BatchNorm running statistics of the trained G).
+One train step is one generator update after `objective.n_dis` discriminator
+updates, each on its own real batch (the trainer hands the step `n_dis`
+batches, so data batch `s` stays a function of (seed, s) and resume is exact)
+and its own noise. The generator's update reuses the fake batch of the last
+discriminator update (`jax.vjp` keeps G's forward pass) through the updated D.
+With `n_dis=1` and the non-saturating loss this is the DCGAN paper's
+alternating update, as in the PyTorch DCGAN tutorial; real and fake images go
+through D separately, so BatchNorm sees them apart.
+
+- Losses (`objective.loss`): `non_saturating` (Goodfellow et al. 2014),
+  `hinge` (Lim & Ye 2017; SNGAN's Eqs. 16-17), `wgan_gp` (Gulrajani et al.
+  2017: the Wasserstein critic with `gp_weight` times (||grad D(x^)|| - 1)^2
+  on random interpolates x^ of real and fake images); any of them with an R1
+  penalty (Mescheder et al. 2018) of `r1_gamma / 2 * ||grad D(x)||^2` on real
+  images. Gradient penalties need each image's logit to depend on that image
+  alone: no BatchNorm in D.
+- Networks (`model.name`): `dcgan` (`imgen.models.dcgan`) and `resnet`, the
+  ResNet of SNGAN and WGAN-GP (`imgen.models.resnet_gan`); `model.spectral_norm`
+  normalises D's layers.
+- `model.conditional`: G with conditional BatchNorm and a projection D, on the
+  dataset's `label`; fakes are drawn for uniformly random classes.
+- `objective.diffaugment`: DiffAugment (`imgen.augment`) on every image D sees.
+- G and D have their own optimizers (`optim.g`, `optim.d`); with
+  `optim.g.ema_decay` samples and metrics come from G's EMA weights (with the
+  BatchNorm running statistics of the trained G).
 """
 
 import flax
@@ -20,6 +36,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from imgen import augment
 from imgen import parallel
 from imgen.data.spec import DataSpec
 from imgen.errors import ConfigError
@@ -28,11 +45,56 @@ from imgen.families.base import Generates
 from imgen.families.base import reject_condition
 from imgen.models import compute_dtype
 from imgen.models import dcgan
+from imgen.models import resnet_gan
 from imgen.models.layers import IMPLEMENTATIONS as UPSAMPLE_IMPLEMENTATIONS
 from imgen.optim import make_optimizer
 from imgen.train_state import TrainState
 
-NETWORKS = {"dcgan": (dcgan.Generator, dcgan.Discriminator)}  # model.name -> (G, D)
+
+def _dcgan(config: ml_collections.ConfigDict, image, num_classes, dtype):
+  m = config.model
+  if m.upsample not in UPSAMPLE_IMPLEMENTATIONS:
+    raise ConfigError(
+      f"model.upsample {m.upsample!r} is unknown; known: {sorted(UPSAMPLE_IMPLEMENTATIONS)}."
+    )
+  if m.d_norm not in dcgan.D_NORMS:
+    raise ConfigError(f"model.d_norm {m.d_norm!r}; use one of {dcgan.D_NORMS}.")
+  dcgan.geometry(image.size)
+  common = dict(image_size=image.size, axis_name=parallel.AXIS, dtype=dtype, num_classes=num_classes)
+  g = dcgan.Generator(**common, width=m.g_width, channels=image.channels, upsample=m.upsample)
+  d = dcgan.Discriminator(
+    **common, width=m.d_width, downsample=m.upsample, norm=m.d_norm, spectral_norm=m.spectral_norm
+  )
+  return g, d, m.d_norm == "batch"
+
+
+def _resnet(config: ml_collections.ConfigDict, image, num_classes, dtype):
+  m = config.model
+  g_channels, d_channels = tuple(m.g_channels), tuple(m.d_channels)
+  resnet_gan.base_size(image.size, len(g_channels) - 1)
+  if len(m.d_downsample) != len(d_channels) or image.size % 2 ** sum(m.d_downsample):
+    raise ConfigError(
+      f"model.d_downsample {tuple(m.d_downsample)} must have one entry per block of "
+      f"model.d_channels {d_channels}, and halve model.image_size {image.size} evenly."
+    )
+  if m.d_pool not in ("sum", "mean"):
+    raise ConfigError(f"model.d_pool {m.d_pool!r}; use 'sum' or 'mean'.")
+  g = resnet_gan.Generator(
+    image.size, image.channels, g_channels, num_classes, parallel.AXIS, dtype=dtype
+  )
+  d = resnet_gan.Discriminator(
+    image.size,
+    d_channels,
+    tuple(bool(x) for x in m.d_downsample),
+    num_classes,
+    m.spectral_norm,
+    m.d_pool,
+    dtype=dtype,
+  )
+  return g, d, False
+
+
+NETWORKS = {"dcgan": _dcgan, "resnet": _resnet}  # model.name -> (G, D, D has BatchNorm).
 
 
 @flax.struct.dataclass
@@ -42,7 +104,7 @@ class GANState:
   d: TrainState
 
 
-def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+def non_saturating_d(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
   """BCE of D with real -> 1 and fake -> 0: -log D(x) - log(1 - D(G(z))).
 
   softplus(-l) = -log(sigmoid(l)) and softplus(l) = -log(1 - sigmoid(l)),
@@ -51,91 +113,193 @@ def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Ar
   return jnp.mean(jax.nn.softplus(-real_logits)) + jnp.mean(jax.nn.softplus(fake_logits))
 
 
-def generator_loss(fake_logits: jax.Array) -> jax.Array:
+def non_saturating_g(fake_logits: jax.Array) -> jax.Array:
   """Non-saturating generator loss: -log D(G(z))."""
   return jnp.mean(jax.nn.softplus(-fake_logits))
+
+
+def hinge_d(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+  """E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))]."""
+  return jnp.mean(jax.nn.relu(1.0 - real_logits)) + jnp.mean(jax.nn.relu(1.0 + fake_logits))
+
+
+def wasserstein_d(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+  """The critic's loss E[D(G(z))] - E[D(x)] (the gradient penalty is added apart)."""
+  return jnp.mean(fake_logits) - jnp.mean(real_logits)
+
+
+def critic_g(fake_logits: jax.Array) -> jax.Array:
+  """-E[D(G(z))]: the generator loss of the hinge and Wasserstein GANs."""
+  return -jnp.mean(fake_logits)
+
+
+LOSSES = {  # objective.loss -> (D's loss, G's loss)
+  "non_saturating": (non_saturating_d, non_saturating_g),
+  "hinge": (hinge_d, critic_g),
+  "wgan_gp": (wasserstein_d, critic_g),
+}
+
+
+def input_gradients(logits_fn, x: jax.Array) -> jax.Array:
+  """d logit_i / d x_i for each row i (rows independent: no BatchNorm)."""
+  return jax.grad(lambda x: jnp.sum(logits_fn(x)))(x)
+
+
+def gradient_penalty(logits_fn, x: jax.Array) -> jax.Array:
+  """WGAN-GP's mean of (||d logit_i / d x_i||_2 - 1)^2 over the rows of `x`."""
+  grads = input_gradients(logits_fn, x)
+  norms = optax.safe_norm(grads.reshape(grads.shape[0], -1), 0.0, axis=1)
+  return jnp.mean((norms - 1.0) ** 2)
+
+
+def r1_penalty(logits_fn, x: jax.Array) -> jax.Array:
+  """R1's mean of ||d logit_i / d x_i||_2^2 over the (real) rows of `x`."""
+  grads = input_gradients(logits_fn, x)
+  return jnp.mean(jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=1))
+
+
+_AUX = 1 << 20  # fold_in(step key, _AUX): the stream of every draw but the first noise batch.
 
 
 class GANFamily(Family, Generates):
   """Builds the GAN's state, train step and samples from a config."""
 
   def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
-    m = config.model
+    m, o = config.model, config.objective
     if m.name not in NETWORKS:
       raise ConfigError(f"model.name {m.name!r} is not a GAN; known: {sorted(NETWORKS)}.")
-    if m.upsample not in UPSAMPLE_IMPLEMENTATIONS:
+    if o.loss not in LOSSES:
+      raise ConfigError(f"objective.loss {o.loss!r} is unknown; known: {sorted(LOSSES)}.")
+    if o.n_dis < 1:
+      raise ConfigError(f"objective.n_dis={o.n_dis}; it must be a positive integer.")
+    if o.gp_weight < 0 or o.r1_gamma < 0:
+      raise ConfigError("objective.gp_weight and objective.r1_gamma cannot be negative.")
+    self.num_classes = None
+    if m.conditional:
+      self.num_classes = spec.num_classes
+      if self.num_classes is None:
+        raise ConfigError(
+          f"model.conditional=True needs class labels, and {config.data.name} has no "
+          "ClassLabel feature 'label'."
+        )
+    g, d, d_batch_norm = NETWORKS[m.name](config, spec.image, self.num_classes, compute_dtype(m.dtype))
+    penalties = [n for n, on in (("wgan_gp", o.loss == "wgan_gp"), ("R1", o.r1_gamma > 0)) if on]
+    if penalties and d_batch_norm:
       raise ConfigError(
-        f"model.upsample {m.upsample!r} is unknown; known: {sorted(UPSAMPLE_IMPLEMENTATIONS)}."
+        f"The {' and '.join(penalties)} gradient penalty needs each image's logit to depend on "
+        "that image alone, and BatchNorm in D mixes the batch: set --config.model.d_norm=layer "
+        "(or none)."
       )
-    dcgan.geometry(spec.size)
-    make_g, make_d = NETWORKS[m.name]
-    image = spec.image
-    common = dict(image_size=image.size, axis_name=parallel.AXIS, dtype=compute_dtype(m.dtype))
-    self.generator = make_g(**common, width=m.g_width, channels=image.channels, upsample=m.upsample)
-    self.discriminator = make_d(**common, width=m.d_width, downsample=m.upsample)
+    self.generator, self.discriminator = g, d
     self.latent_dim = m.latent_dim
-    self.image = image
+    self.image = spec.image
+    self.objective = o
+    self.policies = augment.parse(o.diffaugment)
+    self.batches_per_step = o.n_dis
     steps = config.train.num_steps
     self.g_optimizer = make_optimizer(config.optim.g, steps, "optim.g")
     self.d_optimizer = make_optimizer(config.optim.d, steps, "optim.d")
 
   def init_state(self, key: jax.Array) -> GANState:
     g_key, d_key = jax.random.split(key)
+    labels = () if self.num_classes is None else (jnp.zeros((1,), jnp.int32),)
     z = jnp.zeros((1, self.latent_dim))
     x = jnp.zeros((1, *self.image.shape))
     return GANState(
       step=jnp.zeros((), jnp.int32),
-      g=TrainState.create(self.generator, g_key, z, self.g_optimizer),
-      d=TrainState.create(self.discriminator, d_key, x, self.d_optimizer),
+      g=TrainState.create(self.generator, g_key, (z, *labels), self.g_optimizer),
+      d=TrainState.create(self.discriminator, d_key, (x, *labels), self.d_optimizer),
     )
 
   def make_train_step(self):
     generator, discriminator, latent_dim = self.generator, self.discriminator, self.latent_dim
+    o, num_classes, policies = self.objective, self.num_classes, self.policies
+    d_loss_of, g_loss_of = LOSSES[o.loss]
+    n_dis = o.n_dis
+
+    def generate(g_params, g_stats, z, labels):
+      fake, updates = generator.apply(
+        {"params": g_params, "batch_stats": g_stats}, z, labels, train=True, mutable=["batch_stats"]
+      )
+      return fake, updates["batch_stats"]
+
+    def discriminate(d_params, d_stats, x, labels):
+      logits, updates = discriminator.apply(
+        {"params": d_params, "batch_stats": d_stats}, x, labels, train=True, mutable=["batch_stats"]
+      )
+      return logits, updates.get("batch_stats", {})
 
     def train_step(state: GANState, batch: dict, key: jax.Array):
-      real = batch["image"]
-      z = parallel.global_normal(jax.random.fold_in(key, state.step), real.shape[0], (latent_dim,))
+      step_key = jax.random.fold_in(key, state.step)
+      aux = jax.random.fold_in(step_key, _AUX)
+      reals = batch["image"] if n_dis > 1 else batch["image"][None]
+      real_labels = [None] * n_dis
+      if num_classes is not None:
+        real_labels = batch["label"] if n_dis > 1 else batch["label"][None]
+      b = reals.shape[1]
+      g_stats, d, totals = state.g.batch_stats, state.d, {}
 
-      def generate(g_params):
-        fake, updates = generator.apply(
-          state.g.variables(g_params), z, train=True, mutable=["batch_stats"]
+      for j in range(n_dis):
+        keys = jax.random.fold_in(aux, j)
+        z = parallel.global_normal(step_key if j == 0 else jax.random.fold_in(step_key, j), b, (latent_dim,))
+        fake_labels = None
+        if num_classes is not None:
+          draw = lambda k, shape: jax.random.randint(k, shape, 0, num_classes)
+          fake_labels = parallel.global_draw(draw, jax.random.fold_in(keys, 0), b, ())
+        forward = lambda p, z=z, y=fake_labels, s=g_stats: generate(p, s, z, y)
+        if j == n_dis - 1:  # The generator's update reuses this fake batch.
+          fake, g_vjp, g_stats = jax.vjp(forward, state.g.params, has_aux=True)
+        else:
+          fake, g_stats = forward(state.g.params)
+        real, y_real = reals[j], real_labels[j]
+
+        def d_loss_fn(d_params, d=d, real=real, y_real=y_real, fake=fake, y_fake=fake_labels, keys=keys):
+          real_in = augment.diff_augment(real, jax.random.fold_in(keys, 1), policies)
+          fake_in = augment.diff_augment(lax.stop_gradient(fake), jax.random.fold_in(keys, 2), policies)
+          real_logits, stats = discriminate(d_params, d.batch_stats, real_in, y_real)
+          fake_logits, stats = discriminate(d_params, stats, fake_in, y_fake)
+          loss = d_loss_of(real_logits, fake_logits)
+          logits_of = lambda x: discriminate(d_params, stats, x, y_real)[0]
+          extras = {}
+          if o.loss == "wgan_gp":
+            uniform = lambda k, shape: jax.random.uniform(k, shape)
+            eps = parallel.global_draw(uniform, jax.random.fold_in(keys, 3), b, (1, 1, 1))
+            extras["gp"] = gradient_penalty(logits_of, eps * real_in + (1.0 - eps) * fake_in)
+            loss = loss + o.gp_weight * extras["gp"]
+          if o.r1_gamma > 0:
+            extras["r1"] = r1_penalty(logits_of, real_in)
+            loss = loss + 0.5 * o.r1_gamma * extras["r1"]
+          return loss, (stats, real_logits, fake_logits, extras)
+
+        (d_loss, (d_stats, real_logits, fake_logits, extras)), d_grads = (
+          parallel.value_and_mean_grad(d_loss_fn)(d.params)
         )
-        return fake, updates["batch_stats"]
+        d = d.apply_gradients(grads=d_grads, batch_stats=d_stats)
+        step_metrics = {"d_loss": d_loss, "real_logit": jnp.mean(real_logits), **extras}
+        step_metrics["fake_logit"] = jnp.mean(fake_logits)
+        if o.loss == "non_saturating":
+          step_metrics["d_real"] = jnp.mean(nn.sigmoid(real_logits))
+          step_metrics["d_fake"] = jnp.mean(nn.sigmoid(fake_logits))
+        for k, v in step_metrics.items():
+          totals[k] = totals.get(k, 0.0) + v / n_dis
 
-      fake, g_vjp, g_batch_stats = jax.vjp(generate, state.g.params, has_aux=True)
-
-      def d_loss_fn(d_params):
-        run = lambda stats, x: discriminator.apply(
-          {"params": d_params, "batch_stats": stats}, x, train=True, mutable=["batch_stats"]
-        )
-        real_logits, upd = run(state.d.batch_stats, real)
-        fake_logits, upd = run(upd["batch_stats"], lax.stop_gradient(fake))
-        loss = discriminator_loss(real_logits, fake_logits)
-        return loss, (upd["batch_stats"], real_logits, fake_logits)
-
-      (d_loss, (d_stats, real_logits, fake_logits)), d_grads = parallel.value_and_mean_grad(
-        d_loss_fn
-      )(state.d.params)
-      d = state.d.apply_gradients(grads=d_grads)
+      g_key = jax.random.fold_in(jax.random.fold_in(aux, n_dis), 2)
 
       def g_loss_fn(fake):
-        logits, upd = discriminator.apply(
-          {"params": d.params, "batch_stats": d_stats}, fake, train=True, mutable=["batch_stats"]
-        )
-        return generator_loss(logits), (upd["batch_stats"], logits)
+        fake_in = augment.diff_augment(fake, g_key, policies)
+        logits, stats = discriminate(d.params, d.batch_stats, fake_in, fake_labels)
+        return g_loss_of(logits), (stats, logits)
 
       (g_loss, (d_stats, gen_logits)), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
       (g_grads,) = g_vjp(fake_grad)
       g_grads = lax.pmean(g_grads, parallel.AXIS)  # G's gradients come through the vjp.
-      g = state.g.apply_gradients(grads=g_grads, batch_stats=g_batch_stats)
+      g = state.g.apply_gradients(grads=g_grads, batch_stats=g_stats)
 
-      metrics = {
-        "d_loss": d_loss,
-        "g_loss": g_loss,
-        "d_real": jnp.mean(nn.sigmoid(real_logits)),
-        "d_fake": jnp.mean(nn.sigmoid(fake_logits)),
-        "d_fake_after": jnp.mean(nn.sigmoid(gen_logits)),
-      }
+      metrics = {**totals, "g_loss": g_loss}
+      if o.loss == "non_saturating":
+        metrics["d_fake_after"] = jnp.mean(nn.sigmoid(gen_logits))
+      elif o.loss == "wgan_gp":  # The critic's estimate of the Wasserstein-1 distance.
+        metrics["wasserstein"] = totals["real_logit"] - totals["fake_logit"]
       metrics = lax.pmean(metrics, parallel.AXIS)
       metrics.update(state.d.update_metrics(d_grads, "d_"))
       metrics.update(state.g.update_metrics(g_grads, "g_"))
@@ -145,17 +309,25 @@ class GANFamily(Family, Generates):
 
     return train_step
 
-  @staticmethod
-  def headline(metrics: dict[str, float]) -> dict[str, float]:
-    names = {"d_loss": "d_loss", "g_loss": "g_loss", "d_real": "D(x)", "d_fake": "D(G(z))"}
-    return {label: metrics[k] for k, label in names.items()}
+  def headline(self, metrics: dict[str, float]) -> dict[str, float]:
+    names = {"d_loss": "d_loss", "g_loss": "g_loss"}
+    if self.objective.loss == "non_saturating":
+      names.update(d_real="D(x)", d_fake="D(G(z))")
+    else:
+      names.update(real_logit="D(x)", fake_logit="D(G(z))")
+    names.update(gp="gp", r1="r1")
+    return {label: metrics[k] for k, label in names.items() if k in metrics}
 
   def generate(self, state: GANState, key: jax.Array, n: int, condition=None) -> jax.Array:
     """G's images (EMA weights when on) of this replica's rows of a global noise
-    batch, BatchNorm on its running averages."""
-    reject_condition("gan", condition)
+    batch, BatchNorm on its running averages; `condition`: their classes."""
+    if self.num_classes is None:
+      reject_condition("gan", condition)
+    elif condition is None:
+      raise ConfigError("This GAN is class-conditional: it draws images of given classes.")
     z = parallel.global_normal(key, n, (self.latent_dim,))
-    return self.generator.apply(state.g.variables(), z, train=False)
+    labels = None if condition is None else condition.astype(jnp.int32)
+    return self.generator.apply(state.g.variables(), z, labels, train=False)
 
   def show(self, state, key, batch) -> dict[str, np.ndarray]:
     """Nothing beyond the samples, which the trainer draws."""

@@ -17,8 +17,13 @@ import jax
 import jax.numpy as jnp
 
 from imgen.errors import ConfigError
+from imgen.models.gan_layers import Norm
+from imgen.models.gan_layers import Projection
+from imgen.models.gan_layers import spectral
 from imgen.models.layers import Conv4x4S2
 from imgen.models.layers import ConvTranspose4x4S2
+
+D_NORMS = ("batch", "layer", "none")  # The discriminator's normalisation (model.d_norm).
 
 _init = nn.initializers.normal(0.02)
 
@@ -42,72 +47,76 @@ def geometry(image_size: int, model: str = "DCGAN") -> tuple[int, int]:
   return base, num_up
 
 
-class _Norm(nn.Module):
-  """BatchNorm, synchronised over `axis_name` when training under pmap."""
-
-  axis_name: str | None
-  dtype: jnp.dtype
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    return nn.BatchNorm(
-      use_running_average=not train,
-      momentum=0.9,  # PyTorch's 0.1 in flax's convention.
-      epsilon=1e-5,
-      axis_name=self.axis_name if train else None,
-      scale_init=_bn_scale_init,
-      dtype=self.dtype,
-    )(x)
-
-
 class Generator(nn.Module):
-  """z (N, latent_dim) -> images (N, image_size, image_size, channels) in [-1, 1]."""
+  """z (N, latent_dim) [and labels (N,)] -> images (N, image_size, image_size, channels) in [-1, 1].
+
+  With `num_classes`, its BatchNorms are conditional on the labels."""
 
   image_size: int
   channels: int
   width: int = 64
   upsample: str = "subpixel"
+  num_classes: int | None = None
   axis_name: str | None = None
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
+  def __call__(self, z: jax.Array, labels: jax.Array | None = None, train: bool = True):
     base, num_up = geometry(self.image_size)
-    norm = functools.partial(_Norm, self.axis_name, self.dtype)
+    # Named as before conditional BatchNorm existed, so older checkpoints still load.
+    norms = (f"_Norm_{i}" for i in range(num_up))
+    norm = lambda: Norm(self.num_classes, self.axis_name, self.dtype, _bn_scale_init, name=next(norms))
     features = self.width * 2 ** (num_up - 1)
     # A 1x1 -> base x base transposed convolution is this dense layer.
     x = nn.Dense(base * base * features, use_bias=False, kernel_init=_init, dtype=self.dtype)(z)
     x = x.reshape(-1, base, base, features)
-    x = nn.relu(norm()(x, train))
+    x = nn.relu(norm()(x, labels, train))
     for _ in range(num_up - 1):
       features //= 2
       x = ConvTranspose4x4S2(features, self.upsample, dtype=self.dtype)(x)
-      x = nn.relu(norm()(x, train))
+      x = nn.relu(norm()(x, labels, train))
     x = ConvTranspose4x4S2(self.channels, self.upsample, dtype=self.dtype)(x)
     return jnp.tanh(x.astype(jnp.float32))
 
 
 class Discriminator(nn.Module):
-  """images (N, S, S, C) -> logits (N,) of 'real'."""
+  """images (N, S, S, C) [and labels (N,)] -> logits (N,) of 'real'.
+
+  `norm` after each convolution but the first: the paper's BatchNorm,
+  LayerNorm over each image's features (the critic of WGAN-GP, whose penalty
+  needs every image's logit independent of the others), or none.
+  `spectral_norm` normalises every convolution (Miyato et al. 2018). With
+  `num_classes`, the logit gains the projection term of the labels on the
+  last features, summed over space (Miyato & Koyama 2018).
+  """
 
   image_size: int
   width: int = 64
   downsample: str = "subpixel"
+  norm: str = "batch"
+  spectral_norm: bool = False
+  num_classes: int | None = None
   axis_name: str | None = None
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+  def __call__(self, x: jax.Array, labels: jax.Array | None = None, train: bool = True):
+    if self.norm not in D_NORMS:
+      raise ConfigError(f"model.d_norm {self.norm!r}; use one of {D_NORMS}.")
     base, num_down = geometry(self.image_size)
     # Named as flax names nn.Conv layers, so parameters and their initial values
     # match those of a plain nn.Conv discriminator.
     conv = functools.partial(Conv4x4S2, impl=self.downsample, kernel_init=_init, dtype=self.dtype)
-    x = nn.leaky_relu(conv(self.width, name="Conv_0")(x), 0.2)
+    sn = lambda layer: spectral(layer, self.spectral_norm, train)
+    x = nn.leaky_relu(sn(conv(self.width, name="Conv_0"))(x), 0.2)
     for i in range(1, num_down):
-      x = conv(self.width * 2**i, name=f"Conv_{i}")(x)
-      x = _Norm(self.axis_name, self.dtype)(x, train)
+      x = sn(conv(self.width * 2**i, name=f"Conv_{i}"))(x)
+      if self.norm == "batch":
+        x = Norm(None, self.axis_name, self.dtype, _bn_scale_init, name=f"_Norm_{i - 1}")(x, None, train)
+      elif self.norm == "layer":
+        x = nn.LayerNorm(reduction_axes=(1, 2, 3), dtype=self.dtype)(x)
       x = nn.leaky_relu(x, 0.2)
-    x = nn.Conv(
+    last = nn.Conv(
       1,
       (base, base),
       padding="VALID",
@@ -115,5 +124,9 @@ class Discriminator(nn.Module):
       kernel_init=_init,
       dtype=self.dtype,
       name=f"Conv_{num_down}",
-    )(x)
-    return x.reshape(x.shape[0]).astype(jnp.float32)
+    )
+    logits = sn(last)(x).reshape(x.shape[0]).astype(jnp.float32)
+    if self.num_classes is not None:
+      features = jnp.sum(x.astype(jnp.float32), axis=(1, 2))
+      logits = logits + Projection(self.num_classes, self.spectral_norm)(features, labels, train)
+    return logits

@@ -1,0 +1,355 @@
+"""The GAN zoo: losses, gradient penalties, spectral norm, DiffAugment, the
+projection discriminator, conditional sampling, resume and device equivalence
+of the new objectives, and the paper configs' networks against their tables."""
+
+import os
+import subprocess
+from unittest import mock
+
+from helpers import ROOT
+from helpers import final_state
+from helpers import main_command
+from helpers import smoke_config
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from configs import sngan_cifar10
+from configs import sngan_projection_cifar10
+from configs import sngan_stl10
+from configs import wgan_gp_cifar10
+from imgen import augment
+from imgen import modes
+from imgen import train
+from imgen.data import DataSpec
+from imgen.errors import ConfigError
+from imgen.experiment import Experiment
+from imgen.families import gan
+from imgen.models import dcgan
+from imgen.models.gan_layers import spectral
+
+
+def test_hinge_and_wasserstein_losses_on_known_logits():
+  real, fake = jnp.array([2.0, 0.5, -1.0]), jnp.array([-3.0, 0.0])
+  # max(0, 1 - r): 0, 0.5, 2 -> 2.5/3; max(0, 1 + f): 0, 1 -> 0.5.
+  np.testing.assert_allclose(gan.hinge_d(real, fake), 2.5 / 3 + 0.5, rtol=1e-6)
+  np.testing.assert_allclose(gan.wasserstein_d(real, fake), -1.5 - 0.5, rtol=1e-6)
+  np.testing.assert_allclose(gan.critic_g(fake), 1.5, rtol=1e-6)
+
+
+def _critic_numpy(x, a, w):
+  """D(x) = w . tanh(A x) per row, in float64."""
+  return np.tanh(x.reshape(len(x), -1) @ a.T) @ w
+
+
+def test_gradient_penalties_match_finite_differences():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(4, 3, 3, 2))
+  a, w = rng.normal(size=(5, 18)) * 0.3, rng.normal(size=5)
+  critic = lambda x: jnp.tanh(x.reshape(len(x), -1) @ a.T.astype(np.float32)) @ w.astype(np.float32)
+  grads = np.zeros((4, 18))
+  eps = 1e-6
+  for j in range(18):
+    step = np.zeros(18)
+    step[j] = eps
+    up = _critic_numpy(x + step.reshape(3, 3, 2), a, w)
+    down = _critic_numpy(x - step.reshape(3, 3, 2), a, w)
+    grads[:, j] = (up - down) / (2 * eps)
+  norms = np.linalg.norm(grads, axis=1)
+  x32 = jnp.asarray(x, jnp.float32)
+  np.testing.assert_allclose(gan.gradient_penalty(critic, x32), np.mean((norms - 1) ** 2), rtol=1e-4)
+  np.testing.assert_allclose(gan.r1_penalty(critic, x32), np.mean(norms**2), rtol=1e-4)
+
+
+def test_spectral_norm_estimate_matches_the_largest_singular_value():
+  class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x, train):
+      return spectral(nn.Conv(6, (3, 3)), True, train)(x)
+
+  net, x = Net(), jnp.ones((1, 5, 5, 4))
+  variables = net.init(jax.random.key(0), x, False)
+  kernel = np.asarray(variables["params"]["Conv_0"]["kernel"])
+  for _ in range(100):  # One power iteration per training call.
+    _, updates = net.apply(variables, x, True, mutable=["batch_stats"])
+    variables = {**variables, **updates}
+  stats = variables["batch_stats"]["SpectralNorm_0"]
+  top = np.linalg.svd(kernel.reshape(-1, 6), compute_uv=False)[0]
+  np.testing.assert_allclose(stats["Conv_0/kernel/sigma"], top, rtol=1e-4)
+  # The layer's effective kernel has spectral norm 1: its output is the plain
+  # convolution's divided by sigma.
+  plain = nn.Conv(6, (3, 3)).apply({"params": variables["params"]["Conv_0"]}, x)
+  normalised = net.apply(variables, x, False)
+  np.testing.assert_allclose(normalised, plain / top, rtol=1e-3, atol=1e-5)
+
+
+def test_translation_and_cutout_are_what_they_say():
+  x = jnp.asarray(np.random.default_rng(0).uniform(0.5, 1.0, (6, 16, 16, 1)), jnp.float32)
+  key = jax.random.key(3)
+  moved = jax.pmap(lambda x: augment.translation(x, key), axis_name="batch")(x[None])[0]
+  for image, out in zip(np.asarray(x), np.asarray(moved), strict=True):
+    # Some shift (dy, dx) within 1/8 of the size, zeros filling in, matches.
+    matches = []
+    for dy in range(-2, 3):
+      for dx in range(-2, 3):
+        padded = np.pad(image, ((2, 2), (2, 2), (0, 0)))
+        expected = padded[2 - dy : 18 - dy, 2 - dx : 18 - dx]
+        matches.append(np.array_equal(expected, out))
+    assert sum(matches) == 1
+  cut = jax.pmap(lambda x: augment.cutout(x, key), axis_name="batch")(x[None])[0]
+  zeros = np.sum(np.asarray(cut) == 0, axis=(1, 2, 3))
+  assert np.all(zeros <= 64) and np.all(zeros >= 32), zeros  # An 8x8 square, clipped at most by half.
+  # Differentiable: the gradient passes where the image is kept.
+  grad = jax.grad(lambda x: jnp.sum(augment.color(x, key) ** 2))
+  assert np.all(np.isfinite(jax.pmap(grad, axis_name="batch")(x[None])))
+
+
+def test_projection_discriminator_depends_on_the_label():
+  d = dcgan.Discriminator(16, width=8, norm="none", spectral_norm=True, num_classes=10)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 16, 1)), jnp.float32)
+  variables = d.init(jax.random.key(0), x, jnp.zeros(2, jnp.int32), train=False)
+  logits = [d.apply(variables, x, jnp.full(2, c), train=False) for c in (0, 1)]
+  assert not np.allclose(logits[0], logits[1])
+
+
+# A GAN with every new piece: the ResNet networks, spectral norm, conditioning,
+# hinge loss with R1, two critic steps, DiffAugment and EMA; and WGAN-GP with
+# a LayerNorm DCGAN critic.
+VARIANTS = {
+  "resnet_hinge": [
+    "--config.model.name=resnet",
+    "--config.model.spectral_norm=true",
+    "--config.model.conditional=true",
+    "--config.objective.loss=hinge",
+    "--config.objective.r1_gamma=0.1",
+    "--config.objective.n_dis=2",
+    "--config.objective.diffaugment=color,translation,cutout",
+    "--config.optim.g.ema_decay=0.9",
+  ],
+  "wgan_gp": [
+    "--config.model.d_norm=layer",
+    "--config.objective.loss=wgan_gp",
+    "--config.objective.n_dis=2",
+  ],
+}
+
+
+def _variant_config(name, data_dir, **train_overrides):
+  config = smoke_config("gan", data_dir, **train_overrides)
+  for flag in VARIANTS[name]:
+    key, value = flag.removeprefix("--config.").split("=")
+    group, field = key.rsplit(".", 1)
+    target = config
+    for part in group.split("."):
+      target = target[part]
+    target[field] = _parse(value)
+  return config
+
+
+def _parse(value: str):
+  """A flag's value as absl's config flags read it: a bool, a number or a string."""
+  if value in ("true", "false"):
+    return value == "true"
+  for kind in (int, float):
+    try:
+      return kind(value)
+    except ValueError:
+      pass
+  return value
+
+
+@pytest.fixture(scope="module")
+def variant_runs(data_dir, tmp_path_factory):
+  """One straight 6-step run per variant, on one device."""
+  runs = {}
+  for name in VARIANTS:
+    workdir = str(tmp_path_factory.mktemp(name))
+    train.train_and_evaluate(_variant_config(name, data_dir), workdir)
+    runs[name] = workdir
+  return runs
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_new_objectives_resume_bitwise(variant_runs, data_dir, tmp_path, name):
+  workdir = str(tmp_path / "resumed")
+  train.train_and_evaluate(_variant_config(name, data_dir, num_steps=3), workdir)
+  train.train_and_evaluate(_variant_config(name, data_dir), workdir)  # Resumes at 3.
+  config = _variant_config(name, data_dir)
+  resumed, straight = final_state(config, workdir)[0], final_state(config, variant_runs[name])[0]
+  for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_new_objectives_on_four_devices(variant_runs, data_dir, tmp_path, name):
+  # XLA's CPU collectives give up on a device thread after 40 s; on 2 busy
+  # cores the 4 device threads of this bigger step can be starved that long.
+  slow = "--xla_cpu_collective_call_terminate_timeout_seconds=600"
+  env = {**os.environ, "JAX_NUM_CPU_DEVICES": "4", "JAX_PLATFORMS": "cpu", "XLA_FLAGS": slow}
+  cmd = main_command("gan", str(tmp_path / "four"), data_dir, *VARIANTS[name])
+  result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  config = _variant_config(name, data_dir)
+  four, one = final_state(config, str(tmp_path / "four"))[0], final_state(config, variant_runs[name])[0]
+  for a, b in zip(jax.tree.leaves(four), jax.tree.leaves(one), strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-4)
+
+
+def test_conditional_samples_one_class_per_row(variant_runs, data_dir, cnn_workdir):
+  config = _variant_config("resnet_hinge", data_dir)
+  config.eval.update(classes="3,5", num_samples=32, metrics="fid", cnn_workdir=cnn_workdir)
+  out = modes.sample_checkpoint(config, variant_runs["resnet_hinge"])
+  with np.load(os.path.join(out, "samples.npz")) as f:
+    labels, images = f["labels"], f["images"]
+  assert images.shape == (32, 28, 28, 1)
+  np.testing.assert_array_equal(labels[:16], [3] * 8 + [5] * 8)  # Rows of 8: 3, 5, 3, 5.
+  assert sorted(os.listdir(out))[:2] == ["samples.npz", "samples_000.png"]
+  record = modes.evaluate_checkpoint(config, variant_runs["resnet_hinge"])
+  accuracy = record["results"]["test/cond_accuracy"]
+  assert 0.0 <= accuracy <= 1.0
+
+
+@pytest.mark.parametrize(
+  "overrides,message",
+  [
+    (["--config.objective.loss=wgan_gp"], "BatchNorm in D mixes the batch"),
+    (["--config.objective.r1_gamma=1"], "The R1 gradient penalty needs"),
+    (["--config.objective.loss=lsgan"], "objective.loss 'lsgan' is unknown"),
+    (["--config.eval.classes=3", "--mode=sample"], "this model is unconditional"),
+    (["--config.model.conditional=true", "--config.eval.classes=12"], "the classes are 0..9"),
+    (["--config.objective.diffaugment=flip"], "objective.diffaugment='flip' names ['flip']"),
+    (["--config.model.name=resnet", "--config.model.image_size=20"], "not a multiple of 2**2"),
+  ],
+)
+def test_bad_gan_configs_fail_before_compiling(data_dir, tmp_path, overrides, message):
+  workdir = str(tmp_path / "bad")
+  if "--mode=sample" in overrides:
+    train.train_and_evaluate(smoke_config("gan", data_dir, num_steps=3), workdir)
+  cmd = main_command("gan", workdir, data_dir, *overrides)
+  result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0
+  assert message in result.stderr, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr and "First call" not in result.stderr
+
+
+def _count(shapes):
+  return int(sum(np.prod(s) for s in shapes))
+
+
+def _resnet_counts(z, base, g, d, down, classes=None, d_bias=False):
+  """Parameters of the SNGAN ResNet counted from its table: G's dense layer,
+  up blocks (two BN, two 3x3 convs, a 1x1 shortcut), BN and output conv; D's
+  blocks (the first optimised) with a 1x1 shortcut where the width or size
+  changes, and the dense layer (and the class embedding)."""
+  bn = lambda c: 2 * c * (classes or 1)
+  conv = lambda k, cin, cout: k * k * cin * cout + cout
+  g_total = z * base * base * g[0] + base * base * g[0]
+  for cin, cout in zip(g[:-1], g[1:], strict=True):
+    g_total += bn(cin) + conv(3, cin, cout) + bn(cout) + conv(3, cout, cout) + conv(1, cin, cout)
+  g_total += 2 * g[-1] + conv(3, g[-1], 3)
+  d_total, cin = 0, 3
+  for i, (cout, pooled) in enumerate(zip(d, down, strict=True)):
+    hidden = cout if i == 0 else cin
+    d_total += conv(3, cin, hidden) + conv(3, hidden, cout)
+    if i == 0 or pooled or cin != cout:
+      d_total += conv(1, cin, cout)
+    cin = cout
+  d_total += d[-1] + int(d_bias) + (classes or 0) * d[-1]
+  return g_total, d_total
+
+
+PAPER_CONFIGS = {
+  # Table 4 (CIFAR-10) and Table 5 (STL-10) of the SNGAN paper.
+  "sngan_cifar10": (sngan_cifar10, 32, _resnet_counts(128, 4, [256] * 4, [128] * 4, [1, 1, 0, 0])),
+  "sngan_stl10": (
+    sngan_stl10,
+    48,
+    _resnet_counts(128, 6, [512, 256, 128, 64], [64, 128, 256, 512, 1024], [1, 1, 1, 1, 0]),
+  ),
+  "sngan_projection_cifar10": (
+    sngan_projection_cifar10,
+    32,
+    _resnet_counts(128, 4, [256] * 4, [128] * 4, [1, 1, 0, 0], classes=10),
+  ),
+  "wgan_gp_cifar10": (
+    wgan_gp_cifar10,
+    32,
+    _resnet_counts(128, 4, [128] * 4, [128] * 4, [1, 1, 0, 0], d_bias=True),
+  ),
+}
+
+
+def test_sngan_tables_count_what_the_papers_networks_have():
+  # Independent of the formula: SNGAN's CIFAR-10 G and D as often quoted (4.3M, 1.05M).
+  assert PAPER_CONFIGS["sngan_cifar10"][2] == (4_276_739, 1_053_824)
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_CONFIGS))
+def test_paper_networks_match_their_tables(name):
+  module, size, (g_expected, d_expected) = PAPER_CONFIGS[name]
+  config = module.get_config()
+  spec = DataSpec.of_images(size, 3, num_classes=10)
+  family = gan.GANFamily(config, spec)
+  state = jax.eval_shape(family.init_state, jax.random.key(0))
+  count = lambda tree: _count(x.shape for x in jax.tree.leaves(tree))
+  assert (count(state.g.params), count(state.d.params)) == (g_expected, d_expected)
+  z = jnp.zeros((2, config.model.latent_dim))
+  labels = (jnp.zeros(2, jnp.int32),) if config.model.conditional else ()
+  images = jax.eval_shape(
+    lambda s: family.generator.apply(s.g.variables(), z, *labels, train=False), state
+  )
+  assert images.shape == (2, size, size, 3)
+  if config.model.spectral_norm:  # Every D layer carries its power-iteration vector.
+    vectors = [k for k in jax.tree_util.tree_leaves_with_path(state.d.batch_stats) if "/u" in str(k[0])]
+    kernels = [k for k in jax.tree_util.tree_leaves_with_path(state.d.params) if "kernel" in str(k[0]) or "embedding" in str(k[0])]
+    assert len(vectors) == len(kernels) > 0
+
+
+@pytest.mark.parametrize("name", ["sngan_cifar10", "wgan_gp_cifar10"])
+def test_paper_configs_train_on_a_cifar_shaped_mock(tmp_path, name):
+  """A few steps of the paper config (networks shrunk) through the trainer, on
+  tfds.testing's mock CIFAR-10 (CIFAR-10 cannot be downloaded here)."""
+  config = PAPER_CONFIGS[name][0].get_config("smoke")
+  assert config.data.name == "cifar10" and config.model.image_size == 32
+  splits = mock.patch.object(
+    tfds.core.DatasetInfo, "splits", new_callable=mock.PropertyMock, return_value={"train": 0, "test": 0}
+  )
+  prepared = mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
+  array_record = mock.patch.object(
+    tfds.core.DatasetInfo,
+    "file_format",
+    new_callable=mock.PropertyMock,
+    return_value=tfds.core.FileFormat.ARRAY_RECORD,
+  )
+  with splits, prepared, array_record, tfds.testing.mock_data(num_examples=64):
+    metrics = train.train_and_evaluate(config, str(tmp_path))
+  assert np.isfinite(metrics["d_loss"]) and np.isfinite(metrics["g_loss"])
+  assert os.path.exists(os.path.join(str(tmp_path), "samples", "samples_0000006.png"))
+
+
+def test_the_paper_optimizer_and_schedule(data_dir):
+  config = sngan_cifar10.get_config()
+  assert config.objective.n_dis == 5 and config.objective.loss == "hinge"
+  assert (config.optim.g.b1, config.optim.g.b2, config.optim.d.learning_rate) == (0.0, 0.9, 2e-4)
+  family = gan.GANFamily(config, DataSpec.of_images(32, 3))
+  assert family.batches_per_step == 5
+  rate = family.d_optimizer.learning_rate
+  np.testing.assert_allclose([rate(0), rate(50_000), rate(100_000)], [2e-4, 1e-4, 0.0], atol=1e-12)
+  with pytest.raises(ConfigError, match="conditional=True needs class labels"):
+    gan.GANFamily(sngan_projection_cifar10.get_config(), DataSpec.of_images(32, 3))
+
+
+def test_critic_steps_take_their_own_batches(data_dir):
+  """With n_dis=k, train step s gets data batches k*s .. k*s + k - 1."""
+  config = _variant_config("wgan_gp", data_dir)
+  experiment = Experiment.create(config)
+  grouped = next(experiment.train_batches(start_step=2))["image"]
+  config.objective.n_dis = 1
+  plain = Experiment.create(config).train_batches(start_step=4)
+  expected = [next(plain)["image"] for _ in range(2)]
+  assert grouped.shape[1] == 2
+  np.testing.assert_array_equal(grouped[:, 0], expected[0])
+  np.testing.assert_array_equal(grouped[:, 1], expected[1])
