@@ -74,8 +74,20 @@ def replicate(tree):
 
 
 def unreplicate(tree):
-  """Replica 0 of every leaf."""
-  return jax.tree.map(lambda x: x[0], tree)
+  """Replica 0 of every leaf: device 0's shard, read without a computation.
+
+  `x[0]` of an array sharded over several devices would run a small program on
+  all of them for each leaf, and XLA's CPU backend can interleave such
+  programs differently on different devices, so their collectives deadlock
+  (seen with 4 CPU devices and a state of many leaves).
+  """
+
+  def first(x):
+    if isinstance(x, jax.Array) and len(x.sharding.device_set) > 1:
+      return x.addressable_data(0).reshape(x.shape[1:])
+    return x[0]
+
+  return jax.tree.map(first, tree)
 
 
 def shard_rows(x: np.ndarray) -> np.ndarray:
