@@ -30,3 +30,10 @@ def test_the_train_step_benchmark_runs(data_dir):
   result = _run(data_dir, "benchmarks/train_step.py", *args)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "| DCGAN 16x16x1 w8 |" in result.stdout
+
+
+def test_the_sngan_step_benchmark_runs(data_dir):
+  args = ["--notorch", "--variants=wgan_gp", "--g_width=8", "--d_width=8", "--batch_size=4"]
+  result = _run(data_dir, "benchmarks/sngan_step.py", *args, "--n_dis=2", "--steps=1", "--rounds=1")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "| wgan_gp | 8/8 | 4 | 2 |" in result.stdout
