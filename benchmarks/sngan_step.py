@@ -16,7 +16,6 @@ is printed as a markdown row for BENCHMARKS.md.
 import os
 import statistics
 import sys
-import time
 
 from absl import app
 from absl import flags
@@ -24,8 +23,8 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import timing  # noqa: E402
 from configs import sngan_cifar10  # noqa: E402
-from imgen import parallel  # noqa: E402
 from imgen import runtime  # noqa: E402
 from imgen.data import DataSpec  # noqa: E402
 from imgen.families.gan import GANFamily  # noqa: E402
@@ -57,29 +56,10 @@ def jax_config(variant: str):
 
 def make_jax_runner(variant: str):
   family = GANFamily(jax_config(variant), DataSpec.of_images(32, 3))
-  train_step = parallel.pmap_step(family.make_train_step(), donate=True)
-  state = parallel.replicate(family.init_state(jax.random.key(0)))
   n, k = jax.local_device_count(), FLAGS.n_dis
   shape = (n, k, FLAGS.batch_size // n, 32, 32, 3)
   images = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
-  batch = jax.device_put({"image": images if k > 1 else images[:, 0]}, parallel.device_sharding())
-  key = jax.random.key(1)
-  t = time.perf_counter()
-  state, metrics = train_step(state, batch, key)
-  jax.block_until_ready(metrics)
-  compile_s = time.perf_counter() - t
-
-  def run(num_steps: int) -> float:
-    nonlocal state
-    state, metrics = train_step(state, batch, key)  # Warm-up, untimed.
-    jax.block_until_ready(metrics)
-    t = time.perf_counter()
-    for _ in range(num_steps):
-      state, metrics = train_step(state, batch, key)
-    jax.block_until_ready(metrics)
-    return num_steps / (time.perf_counter() - t)
-
-  return run, compile_s
+  return timing.step_runner(family, images if k > 1 else images[:, 0])
 
 
 def main(argv):
@@ -114,7 +94,8 @@ def main(argv):
       row += f" {torch_rate:.4f} | {jax_rate / torch_rate:.2f} |"
     rows.append(row)
   print(f"JAX {jax.__version__}, {jax.devices()}")
-  print("| variant | G/D width | batch | n_dis | JAX steps/s | compile s | PyTorch steps/s | JAX/PyTorch |")
+  columns = "variant | G/D width | batch | n_dis | JAX steps/s | compile s | PyTorch steps/s"
+  print(f"| {columns} | JAX/PyTorch |")
   print("|---|---|---|---|---|---|---|---|")
   print("\n".join(rows))
 

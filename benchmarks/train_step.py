@@ -13,7 +13,6 @@ comparable on a shared, noisy machine. Prints a markdown row for BENCHMARKS.md.
 import os
 import statistics
 import sys
-import time
 
 from absl import app
 from absl import flags
@@ -21,9 +20,9 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import timing  # noqa: E402
 from benchmarks import torch_dcgan  # noqa: E402
 from configs import gan as gan_config  # noqa: E402
-from imgen import parallel  # noqa: E402
 from imgen import runtime  # noqa: E402
 from imgen.data import DataSpec  # noqa: E402
 from imgen.families.gan import GANFamily  # noqa: E402
@@ -47,30 +46,11 @@ def make_jax_runner():
   config.model.latent_dim = FLAGS.latent_dim
   config.model.upsample = FLAGS.upsample
   family = GANFamily(config, DataSpec.of_images(FLAGS.image_size, FLAGS.channels))
-  train_step = parallel.pmap_step(family.make_train_step(), donate=True)
-  state = parallel.replicate(family.init_state(jax.random.key(0)))
   n = jax.local_device_count()
   shape = (n, FLAGS.batch_size // n, FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
-  images = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
-  batch = jax.device_put({"image": images}, parallel.device_sharding())
-  key = jax.random.key(1)
-
-  t = time.perf_counter()
-  state, metrics = train_step(state, batch, key)
-  jax.block_until_ready(metrics)
-  compile_s = time.perf_counter() - t
-
-  def run(num_steps: int) -> float:
-    nonlocal state
-    state, metrics = train_step(state, batch, key)  # Warm-up, untimed.
-    jax.block_until_ready(metrics)
-    t = time.perf_counter()
-    for _ in range(num_steps):
-      state, metrics = train_step(state, batch, key)
-    jax.block_until_ready(metrics)
-    return num_steps / (time.perf_counter() - t)
-
-  return run, compile_s
+  return timing.step_runner(
+    family, np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+  )
 
 
 def main(argv):
