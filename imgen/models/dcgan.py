@@ -65,7 +65,9 @@ class Generator(nn.Module):
     base, num_up = geometry(self.image_size)
     # Named as before conditional BatchNorm existed, so older checkpoints still load.
     norms = (f"_Norm_{i}" for i in range(num_up))
-    norm = lambda: Norm(self.num_classes, self.axis_name, self.dtype, _bn_scale_init, name=next(norms))
+    norm = lambda: Norm(
+      self.num_classes, self.axis_name, self.dtype, _bn_scale_init, name=next(norms)
+    )
     features = self.width * 2 ** (num_up - 1)
     # A 1x1 -> base x base transposed convolution is this dense layer.
     x = nn.Dense(base * base * features, use_bias=False, kernel_init=_init, dtype=self.dtype)(z)
@@ -99,10 +101,14 @@ class Discriminator(nn.Module):
   axis_name: str | None = None
   dtype: jnp.dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x: jax.Array, labels: jax.Array | None = None, train: bool = True):
+  def __post_init__(self):
+    """Checks the normalisation when built, before anything compiles."""
+    super().__post_init__()
     if self.norm not in D_NORMS:
       raise ConfigError(f"model.d_norm {self.norm!r}; use one of {D_NORMS}.")
+
+  @nn.compact
+  def __call__(self, x: jax.Array, labels: jax.Array | None = None, train: bool = True):
     base, num_down = geometry(self.image_size)
     # Named as flax names nn.Conv layers, so parameters and their initial values
     # match those of a plain nn.Conv discriminator.
@@ -112,7 +118,9 @@ class Discriminator(nn.Module):
     for i in range(1, num_down):
       x = sn(conv(self.width * 2**i, name=f"Conv_{i}"))(x)
       if self.norm == "batch":
-        x = Norm(None, self.axis_name, self.dtype, _bn_scale_init, name=f"_Norm_{i - 1}")(x, None, train)
+        x = Norm(None, self.axis_name, self.dtype, _bn_scale_init, name=f"_Norm_{i - 1}")(
+          x, None, train
+        )
       elif self.norm == "layer":
         x = nn.LayerNorm(reduction_axes=(1, 2, 3), dtype=self.dtype)(x)
       x = nn.leaky_relu(x, 0.2)

@@ -75,7 +75,9 @@ class GeneratorBlock(nn.Module):
   @nn.compact
   def __call__(self, x, labels, train: bool):
     norm = functools.partial(Norm, self.num_classes, self.axis_name, self.dtype)
-    conv = functools.partial(nn.Conv, self.features, (3, 3), kernel_init=_glorot_relu, dtype=self.dtype)
+    conv = functools.partial(
+      nn.Conv, self.features, (3, 3), kernel_init=_glorot_relu, dtype=self.dtype
+    )
     h = nn.relu(norm()(x, labels, train))
     h = conv()(_upsample(h))
     h = nn.relu(norm()(h, labels, train))
@@ -123,6 +125,11 @@ class Generator(nn.Module):
   axis_name: str | None = None
   dtype: jnp.dtype = jnp.float32
 
+  def __post_init__(self):
+    """Checks that the up blocks make the image size when built, before anything compiles."""
+    super().__post_init__()
+    base_size(self.image_size, len(self.widths) - 1)
+
   @nn.compact
   def __call__(self, z: jax.Array, labels: jax.Array | None = None, train: bool = True):
     base = base_size(self.image_size, len(self.widths) - 1)
@@ -146,8 +153,9 @@ class Discriminator(nn.Module):
   pool: str = "sum"  # SNGAN sums the last features over space; WGAN-GP's critic averages.
   dtype: jnp.dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x: jax.Array, labels: jax.Array | None = None, train: bool = True):
+  def __post_init__(self):
+    """Checks the blocks against the image size when built, before anything compiles."""
+    super().__post_init__()
     if self.pool not in ("sum", "mean"):
       raise ConfigError(f"model.d_pool {self.pool!r}; use 'sum' or 'mean'.")
     if len(self.downsample) != len(self.widths):
@@ -160,6 +168,9 @@ class Discriminator(nn.Module):
         f"model.image_size {self.image_size} cannot be halved {sum(self.downsample)} times "
         "(model.d_downsample)."
       )
+
+  @nn.compact
+  def __call__(self, x: jax.Array, labels: jax.Array | None = None, train: bool = True):
     for i, (width, down) in enumerate(zip(self.widths, self.downsample, strict=True)):
       x = DiscriminatorBlock(width, bool(down), i == 0, self.spectral_norm, self.dtype)(x, train)
     pool = jnp.sum if self.pool == "sum" else jnp.mean
