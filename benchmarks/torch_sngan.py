@@ -64,7 +64,9 @@ class Generator(nn.Module):
     super().__init__()
     self.base, self.w0 = base, widths[0]
     self.l1 = nn.Linear(z, base * base * widths[0])
-    self.blocks = nn.Sequential(*[GBlock(a, b) for a, b in zip(widths[:-1], widths[1:])])
+    self.blocks = nn.Sequential(
+      *[GBlock(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+    )
     self.bn, self.out = nn.BatchNorm2d(widths[-1]), nn.Conv2d(widths[-1], channels, 3, 1, 1)
 
   def forward(self, z):
@@ -76,7 +78,7 @@ class Discriminator(nn.Module):
   def __init__(self, widths=(128, 128, 128, 128), down=(1, 1, 0, 0), sn=True, pool="sum"):
     super().__init__()
     blocks, cin = [], 3
-    for i, (w, d) in enumerate(zip(widths, down)):
+    for i, (w, d) in enumerate(zip(widths, down, strict=True)):
       blocks.append(DBlock(cin, w, bool(d), i == 0, sn))
       cin = w
     self.blocks, self.pool = nn.Sequential(*blocks), pool
@@ -103,7 +105,9 @@ def diff_augment(x: torch.Tensor) -> torch.Tensor:
   cols = (torch.arange(w)[None, :] - dx[:, None]).clamp(-1, w)
   padded = F.pad(x, (1, 1, 1, 1))
   index = torch.arange(n)[:, None, None]
-  x = padded.permute(0, 2, 3, 1)[index, rows[:, :, None] + 1, cols[:, None, :] + 1].permute(0, 3, 1, 2)
+  x = padded.permute(0, 2, 3, 1)[index, rows[:, :, None] + 1, cols[:, None, :] + 1].permute(
+    0, 3, 1, 2
+  )
   c = int(h * 0.5 + 0.5)
   cy, cx = torch.randint(0, h + (1 - c % 2), (n,)), torch.randint(0, w + (1 - c % 2), (n,))
   r = torch.arange(h)[None, :] - (cy[:, None] - c // 2)

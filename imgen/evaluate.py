@@ -193,7 +193,9 @@ class SampleQuality:
       out["precision"], out["recall"] = metrics.precision_recall(
         reference.features, candidate.features, c.pr_k
       )
-    if candidate.classes is not None and self.network.classifies == self.experiment.config.data.name:
+    if (
+      candidate.classes is not None and self.network.classifies == self.experiment.config.data.name
+    ):
       # Controllability: how often the in-domain classifier sees the class asked for.
       predicted = np.argmax(candidate.logits, axis=1)
       out["cond_accuracy"] = float(np.mean(predicted == candidate.classes[: len(predicted)]))

@@ -82,13 +82,16 @@ def _sample_classes(spec: str, family: Family) -> tuple[int, ...] | None:
     if spec.strip():
       raise ConfigError(
         f"eval.classes={spec!r}: this model is unconditional, it cannot draw given classes. "
-        "Train a conditional model (e.g. --config.model.conditional=true), or leave eval.classes empty."
+        "Train a conditional model (e.g. --config.model.conditional=true), or leave "
+        "eval.classes empty."
       )
     return None
   try:
     classes = tuple(int(c) for c in spec.split(",") if c.strip())
   except ValueError:
-    raise ConfigError(f"eval.classes={spec!r}; use comma-separated class numbers, e.g. '3,5'.") from None
+    raise ConfigError(
+      f"eval.classes={spec!r}; use comma-separated class numbers, e.g. '3,5'."
+    ) from None
   bad = [c for c in classes if not 0 <= c < num_classes]
   if bad:
     raise ConfigError(f"eval.classes={spec!r} names {bad}; the classes are 0..{num_classes - 1}.")
@@ -146,7 +149,8 @@ class Experiment:
 
   @property
   def sample_classes(self) -> tuple[int, ...] | None:
-    """The classes a conditional family draws (`eval.classes`, default all); None if unconditional."""
+    """The classes a conditional family draws (`eval.classes`, default all);
+    None for unconditional families."""
     return _sample_classes(self.config.eval.classes, self.family)
 
   def class_rows(self, num: int) -> np.ndarray | None:

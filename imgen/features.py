@@ -110,7 +110,12 @@ def cnn_network(workdir: str) -> FeatureNetwork:
 
   variables = jax.device_get(state.net.variables())
   return FeatureNetwork(
-    "cnn", fingerprint(variables), variables, apply, f"cnn ({workdir}, step {step})", config.data.name
+    "cnn",
+    fingerprint(variables),
+    variables,
+    apply,
+    f"cnn ({workdir}, step {step})",
+    config.data.name,
   )
 
 

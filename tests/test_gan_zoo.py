@@ -6,11 +6,11 @@ import os
 import subprocess
 from unittest import mock
 
+import flax.linen as nn
 from helpers import ROOT
 from helpers import final_state
 from helpers import main_command
 from helpers import smoke_config
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,7 +60,9 @@ def test_gradient_penalties_match_finite_differences():
     grads[:, j] = (up - down) / (2 * eps)
   norms = np.linalg.norm(grads, axis=1)
   x32 = jnp.asarray(x, jnp.float32)
-  np.testing.assert_allclose(gan.gradient_penalty(critic, x32), np.mean((norms - 1) ** 2), rtol=1e-4)
+  np.testing.assert_allclose(
+    gan.gradient_penalty(critic, x32), np.mean((norms - 1) ** 2), rtol=1e-4
+  )
   np.testing.assert_allclose(gan.r1_penalty(critic, x32), np.mean(norms**2), rtol=1e-4)
 
 
@@ -101,7 +103,9 @@ def test_translation_and_cutout_are_what_they_say():
     assert sum(matches) == 1
   cut = jax.pmap(lambda x: augment.cutout(x, key), axis_name="batch")(x[None])[0]
   zeros = np.sum(np.asarray(cut) == 0, axis=(1, 2, 3))
-  assert np.all(zeros <= 64) and np.all(zeros >= 32), zeros  # An 8x8 square, clipped at most by half.
+  assert np.all(zeros <= 64) and np.all(zeros >= 32), (
+    zeros
+  )  # An 8x8 square, clipped at most by half.
   # Differentiable: the gradient passes where the image is kept.
   grad = jax.grad(lambda x: jnp.sum(augment.color(x, key) ** 2))
   assert np.all(np.isfinite(jax.pmap(grad, axis_name="batch")(x[None])))
@@ -196,7 +200,10 @@ def test_new_objectives_on_four_devices(variant_runs, data_dir, tmp_path, name):
   result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   config = _variant_config(name, data_dir)
-  four, one = final_state(config, str(tmp_path / "four"))[0], final_state(config, variant_runs[name])[0]
+  four, one = (
+    final_state(config, str(tmp_path / "four"))[0],
+    final_state(config, variant_runs[name])[0],
+  )
   paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(one)]
   for path, a, b in zip(paths, jax.tree.leaves(four), jax.tree.leaves(one), strict=True):
     # Parameters, EMA, BatchNorm statistics and power-iteration vectors. Adam's
@@ -311,8 +318,14 @@ def test_paper_networks_match_their_tables(name):
   )
   assert images.shape == (2, size, size, 3)
   if config.model.spectral_norm:  # Every D layer carries its power-iteration vector.
-    vectors = [k for k in jax.tree_util.tree_leaves_with_path(state.d.batch_stats) if "/u" in str(k[0])]
-    kernels = [k for k in jax.tree_util.tree_leaves_with_path(state.d.params) if "kernel" in str(k[0]) or "embedding" in str(k[0])]
+    vectors = [
+      k for k in jax.tree_util.tree_leaves_with_path(state.d.batch_stats) if "/u" in str(k[0])
+    ]
+    kernels = [
+      k
+      for k in jax.tree_util.tree_leaves_with_path(state.d.params)
+      if "kernel" in str(k[0]) or "embedding" in str(k[0])
+    ]
     assert len(vectors) == len(kernels) > 0
 
 
@@ -323,7 +336,10 @@ def test_paper_configs_train_on_a_cifar_shaped_mock(tmp_path, name):
   config = PAPER_CONFIGS[name][0].get_config("smoke")
   assert config.data.name == "cifar10" and config.model.image_size == 32
   splits = mock.patch.object(
-    tfds.core.DatasetInfo, "splits", new_callable=mock.PropertyMock, return_value={"train": 0, "test": 0}
+    tfds.core.DatasetInfo,
+    "splits",
+    new_callable=mock.PropertyMock,
+    return_value={"train": 0, "test": 0},
   )
   prepared = mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
   array_record = mock.patch.object(
