@@ -30,10 +30,14 @@ def _config(family, data_dir, cnn_workdir, tmp_path, **eval_overrides):
   return config
 
 
+EMA = "--config.optim.g.ema_decay=0.5"  # The GAN samples from EMA weights, standing statistics.
+
+
 @pytest.fixture(scope="module")
 def gan_run(data_dir, cnn_workdir, tmp_path_factory):
   tmp = tmp_path_factory.mktemp("gan")
   config = _config("gan", data_dir, cnn_workdir, tmp)
+  config.optim.g.ema_decay = 0.5
   workdir = str(tmp / "run")
   return config, workdir, train.train_and_evaluate(config, workdir)
 
@@ -118,7 +122,7 @@ def test_samples_do_not_depend_on_the_device_count(gan_run, data_dir):
   four = os.path.join(workdir, "four")
   os.makedirs(four)
   os.symlink(os.path.join(workdir, "checkpoints"), os.path.join(four, "checkpoints"))
-  cmd = main_command("gan", four, data_dir, "--mode=sample")
+  cmd = main_command("gan", four, data_dir, "--mode=sample", EMA)
   result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "CpuDevice(id=3)" in result.stderr

@@ -23,6 +23,7 @@ from configs import sngan_stl10
 from configs import wgan_gp_cifar10
 from imgen import augment
 from imgen import modes
+from imgen import parallel
 from imgen import train
 from imgen.data import DataSpec
 from imgen.errors import ConfigError
@@ -38,6 +39,21 @@ def test_hinge_and_wasserstein_losses_on_known_logits():
   np.testing.assert_allclose(gan.hinge_d(real, fake), 2.5 / 3 + 0.5, rtol=1e-6)
   np.testing.assert_allclose(gan.wasserstein_d(real, fake), -1.5 - 0.5, rtol=1e-6)
   np.testing.assert_allclose(gan.critic_g(fake), 1.5, rtol=1e-6)
+
+
+def test_top_k_keeps_the_fakes_d_finds_most_real_in_the_global_batch():
+  # Four replicas of three fakes: the global batch's top 5 are 9, 8, 7, 6, 5.
+  logits = jnp.array([[9.0, 0.0, 1.0], [8.0, 2.0, 7.0], [3.0, 6.0, 4.0], [5.0, -1.0, -2.0]])
+  weights = jax.vmap(lambda x: gan.top_k_weights(x, jnp.int32(5)), axis_name=parallel.AXIS)(logits)
+  # G's gradients are averaged over the 4 replicas: each kept fake weighs 4/5 here, 1/5 overall.
+  expected = np.where(np.asarray(logits) >= 5.0, 4 / 5, 0.0)
+  np.testing.assert_allclose(weights, expected, rtol=1e-6)
+  per_replica = jax.vmap(lambda x, w: gan.critic_g(x, w), axis_name=parallel.AXIS)(logits, weights)
+  np.testing.assert_allclose(np.mean(per_replica), -(9 + 8 + 7 + 6 + 5) / 5, rtol=1e-6)
+  o = smoke_config("gan", None).objective
+  o.update(topk_min=0.5, topk_decay=0.9, topk_every=10)
+  counts = [int(gan.top_k_count(jnp.int32(s), 64, o)) for s in (0, 9, 10, 25, 1000)]
+  assert counts == [64, 64, 57, 51, 32]  # floor(64 * 0.9**(s // 10)), at least 32.
 
 
 def _critic_numpy(x, a, w):
@@ -119,9 +135,42 @@ def test_projection_discriminator_depends_on_the_label():
   assert not np.allclose(logits[0], logits[1])
 
 
+def test_ema_samples_use_standing_statistics_of_the_ema_weights(data_dir):
+  config = smoke_config("gan", data_dir)
+  config.optim.g.ema_decay = 0.9
+  family = gan.GANFamily(config, DataSpec.of_images(28, 1))
+  state = family.init_state(jax.random.key(0))
+  ema = jax.tree.map(lambda p: 3.0 * p, state.g.params)  # Weights unlike the trained ones.
+  state = state.replace(g=state.g.replace(ema_params=ema))
+  pmapped = lambda f: jax.pmap(f, axis_name=parallel.AXIS)
+  n = 8
+  stats = pmapped(lambda s: family.standing_statistics(s.g.ema_params, s.g.batch_stats, n))(
+    parallel.replicate(state)
+  )
+  z = np.asarray(pmapped(lambda _: family.standing_batch(n)[0])(jnp.zeros(1)))[0]
+  assert z.shape == (gan.STANDING_SAMPLES, config.model.latent_dim)
+  # G's first BatchNorm normalises its dense layer's output, z @ W: its
+  # statistics, computed by hand over the standing batch.
+  kernel = np.asarray(ema["Dense_0"]["kernel"], np.float64)
+  first = (z.astype(np.float64) @ kernel).reshape(len(z), -1, kernel.shape[1] // 49)
+  first = first.reshape(-1, first.shape[-1])
+  norm = jax.tree.map(lambda x: np.asarray(x)[0], stats)["_Norm_0"]["BatchNorm_0"]
+  np.testing.assert_allclose(norm["mean"], first.mean(0), rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(norm["var"], first.var(0), rtol=1e-4)
+  # The samples use them: what G gives with those statistics, not the running ones.
+  key = jax.random.key(1)
+  samples = pmapped(lambda s: family.generate(s, key, n))(parallel.replicate(state))[0]
+  variables = {"params": ema, "batch_stats": jax.tree.map(lambda x: x[0], stats)}
+  z_key = np.asarray(pmapped(lambda _: parallel.global_normal(key, n, (16,)))(jnp.zeros(1)))[0]
+  expected = family.generator.apply(variables, z_key, None, train=False)
+  np.testing.assert_allclose(samples, expected, atol=1e-6)
+  running = family.generator.apply(state.g.variables(), z_key, None, train=False)
+  assert np.abs(np.asarray(running) - np.asarray(samples)).max() > 0.1
+
+
 # A GAN with every new piece: the ResNet networks, spectral norm, conditioning,
-# hinge loss with R1, two critic steps, DiffAugment and EMA; and WGAN-GP with
-# a LayerNorm DCGAN critic.
+# hinge loss with R1 on every other image, two critic steps, DiffAugment, top-k
+# and EMA; and WGAN-GP with a LayerNorm DCGAN critic.
 VARIANTS = {
   "resnet_hinge": [
     "--config.model.name=resnet",
@@ -129,8 +178,11 @@ VARIANTS = {
     "--config.model.conditional=true",
     "--config.objective.loss=hinge",
     "--config.objective.r1_gamma=0.1",
+    "--config.objective.r1_subsample=2",
     "--config.objective.n_dis=2",
     "--config.objective.diffaugment=color,translation,cutout",
+    "--config.objective.topk_min=0.5",
+    "--config.objective.topk_every=2",
     "--config.optim.g.ema_decay=0.9",
     # The biases of G's block convolutions feed BatchNorm, which removes them:
     # their exact gradient is 0, and with Adam's eps of 1e-8 the rounding
@@ -236,6 +288,15 @@ def test_conditional_samples_one_class_per_row(variant_runs, data_dir, cnn_workd
     (["--config.eval.classes=3", "--mode=sample"], "this model is unconditional"),
     (["--config.model.conditional=true", "--config.eval.classes=12"], "the classes are 0..9"),
     (["--config.objective.diffaugment=flip"], "objective.diffaugment='flip' names ['flip']"),
+    (["--config.objective.topk_min=0.0"], "objective.topk_min=0.0, topk_decay=0.99"),
+    (
+      [
+        "--config.model.d_norm=none",
+        "--config.objective.r1_gamma=1",
+        "--config.objective.r1_subsample=3",
+      ],
+      "objective.r1_subsample=3 must divide the batch of each device (8)",
+    ),
     (["--config.model.name=resnet", "--config.model.image_size=30"], "not a multiple of 2**2"),
   ],
 )

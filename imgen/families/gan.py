@@ -14,8 +14,9 @@ through D separately, so BatchNorm sees them apart.
   2017: the Wasserstein critic with `gp_weight` times (||grad D(x^)|| - 1)^2
   on random interpolates x^ of real and fake images); any of them with an R1
   penalty (Mescheder et al. 2018) of `r1_gamma / 2 * ||grad D(x)||^2` on real
-  images. Gradient penalties need each image's logit to depend on that image
-  alone: no BatchNorm in D.
+  images, estimated on every `r1_subsample`-th real image of the batch (the
+  same expectation at a fraction of the cost). Gradient penalties need each
+  image's logit to depend on that image alone: no BatchNorm in D.
 - Networks (`model.name`): `dcgan` (`imgen.models.dcgan`) and `resnet`, the
   ResNet of SNGAN and WGAN-GP (`imgen.models.resnet_gan`); `model.spectral_norm`
   normalises D's layers.
@@ -23,8 +24,11 @@ through D separately, so BatchNorm sees them apart.
   dataset's `label`; fakes are drawn for uniformly random classes.
 - `objective.diffaugment`: DiffAugment (`imgen.augment`) on every image D sees.
 - G and D have their own optimizers (`optim.g`, `optim.d`); with
-  `optim.g.ema_decay` samples and metrics come from G's EMA weights (with the
-  BatchNorm running statistics of the trained G).
+  `optim.g.ema_decay` samples and metrics come from G's EMA weights. Those
+  weights never ran in training, so the running BatchNorm statistics of the
+  trained G do not fit them: G's BatchNorms use statistics of the EMA weights
+  on a fixed batch of `STANDING_SAMPLES` noise vectors instead (BigGAN's
+  "standing statistics", Brock et al. 2019, Sec. 3.1 and Appendix C.1).
 """
 
 import flax
@@ -105,9 +109,13 @@ def non_saturating_d(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Arra
   return jnp.mean(jax.nn.softplus(-real_logits)) + jnp.mean(jax.nn.softplus(fake_logits))
 
 
-def non_saturating_g(fake_logits: jax.Array) -> jax.Array:
-  """Non-saturating generator loss: -log D(G(z))."""
-  return jnp.mean(jax.nn.softplus(-fake_logits))
+def _mean(x: jax.Array, weights: jax.Array | None) -> jax.Array:
+  return jnp.mean(x) if weights is None else jnp.sum(weights * x)
+
+
+def non_saturating_g(fake_logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+  """Non-saturating generator loss: -log D(G(z)), averaged (or summed with `weights`)."""
+  return _mean(jax.nn.softplus(-fake_logits), weights)
 
 
 def hinge_d(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
@@ -120,9 +128,9 @@ def wasserstein_d(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
   return jnp.mean(fake_logits) - jnp.mean(real_logits)
 
 
-def critic_g(fake_logits: jax.Array) -> jax.Array:
+def critic_g(fake_logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
   """-E[D(G(z))]: the generator loss of the hinge and Wasserstein GANs."""
-  return -jnp.mean(fake_logits)
+  return -_mean(fake_logits, weights)
 
 
 LOSSES = {  # objective.loss -> (D's loss, G's loss)
@@ -150,7 +158,25 @@ def r1_penalty(logits_fn, x: jax.Array) -> jax.Array:
   return jnp.mean(jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=1))
 
 
+def top_k_count(step: jax.Array, batch: int, o: ml_collections.ConfigDict) -> jax.Array:
+  """k of the top-k generator update at train step `step`: the global `batch`
+  times `topk_decay` once every `topk_every` steps, down to `topk_min` of it."""
+  fraction = jnp.maximum(o.topk_min, o.topk_decay ** (step // o.topk_every).astype(jnp.float32))
+  return jnp.maximum(1, jnp.floor(fraction * batch)).astype(jnp.int32)
+
+
+def top_k_weights(logits: jax.Array, k: jax.Array) -> jax.Array:
+  """Weights of this replica's fakes in G's loss: 1/k for the k fakes of the
+  global batch that D scores as most real, 0 for the rest (Sinha et al. 2020),
+  times the device count, since G's gradients are averaged over the devices."""
+  everything = lax.all_gather(lax.stop_gradient(logits), parallel.AXIS).reshape(-1)
+  threshold = jnp.sort(everything)[everything.size - k]
+  replicas = lax.psum(1, parallel.AXIS)
+  return (lax.stop_gradient(logits) >= threshold).astype(jnp.float32) * (replicas / k)
+
+
 _AUX = 1 << 20  # fold_in(step key, _AUX): the stream of every draw but the first noise batch.
+STANDING_SAMPLES = 1024  # Samples whose BatchNorm statistics the EMA generator uses.
 
 
 class GANFamily(Family, Generates):
@@ -166,6 +192,13 @@ class GANFamily(Family, Generates):
       raise ConfigError(f"objective.n_dis={o.n_dis}; it must be a positive integer.")
     if o.gp_weight < 0 or o.r1_gamma < 0:
       raise ConfigError("objective.gp_weight and objective.r1_gamma cannot be negative.")
+    if o.r1_subsample < 1:
+      raise ConfigError(f"objective.r1_subsample={o.r1_subsample}; it must be a positive integer.")
+    if not (0 < o.topk_min <= 1 and 0 < o.topk_decay <= 1 and o.topk_every >= 1):
+      raise ConfigError(
+        f"objective.topk_min={o.topk_min}, topk_decay={o.topk_decay}, topk_every="
+        f"{o.topk_every}: the fraction and decay must lie in (0, 1], the interval be >= 1 step."
+      )
     self.num_classes = None
     if m.conditional:
       self.num_classes = spec.num_classes
@@ -185,6 +218,8 @@ class GANFamily(Family, Generates):
         "(or none)."
       )
     self.generator, self.discriminator = g, d
+    self._standing_generator = g.clone(norm_momentum=0.0)  # Keeps one batch's statistics.
+    self.seed = config.seed
     self.latent_dim = m.latent_dim
     self.image = spec.image
     self.objective = o
@@ -231,6 +266,10 @@ class GANFamily(Family, Generates):
       if num_classes is not None:
         real_labels = batch["label"] if n_dis > 1 else batch["label"][None]
       b = reals.shape[1]
+      if o.r1_gamma > 0 and b % o.r1_subsample:  # Else the rows would differ with the devices.
+        raise ConfigError(
+          f"objective.r1_subsample={o.r1_subsample} must divide the batch of each device ({b})."
+        )
       g_stats, d, totals = state.g.batch_stats, state.d, {}
 
       for j in range(n_dis):
@@ -267,7 +306,10 @@ class GANFamily(Family, Generates):
             extras["gp"] = gradient_penalty(logits_of, eps * real_in + (1.0 - eps) * fake_in)
             loss = loss + o.gp_weight * extras["gp"]
           if o.r1_gamma > 0:
-            extras["r1"] = r1_penalty(logits_of, real_in)
+            every = slice(None, None, o.r1_subsample)
+            y = None if y_real is None else y_real[every]
+            r1_logits_of = lambda x: discriminate(d_params, stats, x, y)[0]
+            extras["r1"] = r1_penalty(r1_logits_of, real_in[every])
             loss = loss + 0.5 * o.r1_gamma * extras["r1"]
           return loss, (stats, real_logits, fake_logits, extras)
 
@@ -285,10 +327,13 @@ class GANFamily(Family, Generates):
 
       g_key = jax.random.fold_in(jax.random.fold_in(aux, n_dis), 2)
 
+      k = None if o.topk_min == 1 else top_k_count(state.step, b * lax.psum(1, parallel.AXIS), o)
+
       def g_loss_fn(fake):
         fake_in = augment.diff_augment(fake, g_key, policies)
         logits, stats = discriminate(d.params, d.batch_stats, fake_in, fake_labels)
-        return g_loss_of(logits), (stats, logits)
+        weights = None if k is None else top_k_weights(logits, k)
+        return g_loss_of(logits, weights), (stats, logits)
 
       (g_loss, (d_stats, gen_logits)), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
       (g_grads,) = g_vjp(fake_grad)
@@ -296,6 +341,8 @@ class GANFamily(Family, Generates):
       g = state.g.apply_gradients(grads=g_grads, batch_stats=g_stats)
 
       metrics = {**totals, "g_loss": g_loss}
+      if k is not None:
+        metrics["topk"] = k.astype(jnp.float32)
       if o.loss == "non_saturating":
         metrics["d_fake_after"] = jnp.mean(nn.sigmoid(gen_logits))
       elif o.loss == "wgan_gp":  # The critic's estimate of the Wasserstein-1 distance.
@@ -319,15 +366,43 @@ class GANFamily(Family, Generates):
     return {label: metrics[k] for k, label in names.items() if k in metrics}
 
   def generate(self, state: GANState, key: jax.Array, n: int, condition=None) -> jax.Array:
-    """G's images (EMA weights when on) of this replica's rows of a global noise
-    batch, BatchNorm on its running averages; `condition`: their classes."""
+    """G's images of this replica's rows of a global noise batch: the EMA
+    weights with their standing statistics when the EMA is on, else the
+    trained weights with BatchNorm's running averages. `condition`: their
+    classes."""
     if self.num_classes is None:
       reject_condition("gan", condition)
     elif condition is None:
       raise ConfigError("This GAN is class-conditional: it draws images of given classes.")
     z = parallel.global_normal(key, n, (self.latent_dim,))
     labels = None if condition is None else condition.astype(jnp.int32)
-    return self.generator.apply(state.g.variables(), z, labels, train=False)
+    variables = state.g.variables()
+    if state.g.optimizer.uses_ema and variables["batch_stats"]:
+      stats = self.standing_statistics(variables["params"], variables["batch_stats"], n)
+      variables = {**variables, "batch_stats": stats}
+    return self.generator.apply(variables, z, labels, train=False)
+
+  def standing_batch(self, n: int) -> tuple[jax.Array, jax.Array | None]:
+    """This replica's rows of the fixed batch of about `STANDING_SAMPLES`
+    noise vectors (and uniform classes) behind the standing statistics: for a
+    global batch of n rows per replica, the same rows on any number of devices."""
+    rows = n * -(-STANDING_SAMPLES // (n * lax.psum(1, parallel.AXIS)))
+    key = jax.random.fold_in(jax.random.key(self.seed), STANDING_SAMPLES)
+    z = parallel.global_normal(key, rows, (self.latent_dim,))
+    labels = None
+    if self.num_classes is not None:
+      draw = lambda rng, shape: jax.random.randint(rng, shape, 0, self.num_classes)
+      labels = parallel.global_draw(draw, jax.random.fold_in(key, 1), rows, ())
+    return z, labels
+
+  def standing_statistics(self, params, batch_stats, n: int):
+    """G's BatchNorm statistics with `params` over the standing batch."""
+    z, labels = self.standing_batch(n)
+    variables = {"params": params, "batch_stats": batch_stats}
+    _, updates = self._standing_generator.apply(
+      variables, z, labels, train=True, mutable=["batch_stats"]
+    )
+    return updates["batch_stats"]
 
   def show(self, state, key, batch) -> dict[str, np.ndarray]:
     """Nothing beyond the samples, which the trainer draws."""

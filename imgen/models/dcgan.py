@@ -50,7 +50,8 @@ def geometry(image_size: int, model: str = "DCGAN") -> tuple[int, int]:
 class Generator(nn.Module):
   """z (N, latent_dim) [and labels (N,)] -> images (N, image_size, image_size, channels) in [-1, 1].
 
-  With `num_classes`, its BatchNorms are conditional on the labels."""
+  With `num_classes`, its BatchNorms are conditional on the labels;
+  `norm_momentum` is their running averages' momentum."""
 
   image_size: int
   channels: int
@@ -59,6 +60,7 @@ class Generator(nn.Module):
   num_classes: int | None = None
   axis_name: str | None = None
   dtype: jnp.dtype = jnp.float32
+  norm_momentum: float = 0.9
 
   @nn.compact
   def __call__(self, z: jax.Array, labels: jax.Array | None = None, train: bool = True):
@@ -66,7 +68,12 @@ class Generator(nn.Module):
     # Named as before conditional BatchNorm existed, so older checkpoints still load.
     norms = (f"_Norm_{i}" for i in range(num_up))
     norm = lambda: Norm(
-      self.num_classes, self.axis_name, self.dtype, _bn_scale_init, name=next(norms)
+      self.num_classes,
+      self.axis_name,
+      self.dtype,
+      _bn_scale_init,
+      momentum=self.norm_momentum,
+      name=next(norms),
     )
     features = self.width * 2 ** (num_up - 1)
     # A 1x1 -> base x base transposed convolution is this dense layer.
@@ -89,7 +96,8 @@ class Discriminator(nn.Module):
   needs every image's logit independent of the others), or none.
   `spectral_norm` normalises every convolution (Miyato et al. 2018). With
   `num_classes`, the logit gains the projection term of the labels on the
-  last features, summed over space (Miyato & Koyama 2018).
+  last features (Miyato & Koyama 2018): all of the last map, flattened, as the
+  head sees it.
   """
 
   image_size: int
@@ -112,7 +120,13 @@ class Discriminator(nn.Module):
     base, num_down = geometry(self.image_size)
     # Named as flax names nn.Conv layers, so parameters and their initial values
     # match those of a plain nn.Conv discriminator.
-    conv = functools.partial(Conv4x4S2, impl=self.downsample, kernel_init=_init, dtype=self.dtype)
+    # Without BatchNorm to follow them, the layers get biases: a bias-free D of
+    # leaky ReLUs is positively homogeneous, D(a x) = a D(x), so the grey image
+    # x = 0 scores 0 whatever D learns, and a conditional G collapses onto it.
+    bias = self.norm != "batch"
+    conv = functools.partial(
+      Conv4x4S2, impl=self.downsample, kernel_init=_init, use_bias=bias, dtype=self.dtype
+    )
     sn = lambda layer: spectral(layer, self.spectral_norm, train)
     x = nn.leaky_relu(sn(conv(self.width, name="Conv_0"))(x), 0.2)
     for i in range(1, num_down):
@@ -128,13 +142,16 @@ class Discriminator(nn.Module):
       1,
       (base, base),
       padding="VALID",
-      use_bias=False,
+      use_bias=bias,
       kernel_init=_init,
       dtype=self.dtype,
       name=f"Conv_{num_down}",
     )
     logits = sn(last)(x).reshape(x.shape[0]).astype(jnp.float32)
     if self.num_classes is not None:
-      features = jnp.sum(x.astype(jnp.float32), axis=(1, 2))
+      # The head is linear in all of the last map, so the class term projects
+      # all of it too: summed over space instead, it would start ~20x larger
+      # than the head's logit and drown it.
+      features = x.reshape(x.shape[0], -1)
       logits = logits + Projection(self.num_classes, self.spectral_norm)(features, labels, train)
     return logits

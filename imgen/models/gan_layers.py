@@ -1,7 +1,8 @@
 """Pieces the GAN networks share: (conditional) BatchNorm, spectral
 normalisation, and the projection discriminator's class term.
 
-- `Norm`: BatchNorm synchronised over the device axis when training; with
+- `Norm`: BatchNorm synchronised over the device axis when training (its
+  running averages with `momentum`; 0 keeps the last batch's statistics); with
   `num_classes` it is conditional BatchNorm (de Vries et al. 2017, Dumoulin et
   al. 2017), with a gain and a bias per class instead of one per channel, as
   in the class-conditional generators of Miyato & Koyama (2018).
@@ -37,13 +38,14 @@ class Norm(nn.Module):
   dtype: jnp.dtype = jnp.float32
   scale_init: Callable = nn.initializers.ones
   epsilon: float = 1e-5
+  momentum: float = 0.9  # PyTorch's 0.1 in flax's convention.
 
   @nn.compact
   def __call__(self, x: jax.Array, labels: jax.Array | None, train: bool) -> jax.Array:
     conditional = self.num_classes is not None
     x = nn.BatchNorm(
       use_running_average=not train,
-      momentum=0.9,  # PyTorch's 0.1 in flax's convention.
+      momentum=self.momentum,
       epsilon=self.epsilon,
       axis_name=self.axis_name if train else None,
       use_scale=not conditional,

@@ -169,18 +169,24 @@ DOWNSAMPLE_IMPLEMENTATIONS = {
 
 
 class _Kernel4x4(nn.Module):
-  """A (4, 4, in, out) kernel in float32, applied in `dtype` by `implementations[impl]`."""
+  """A (4, 4, in, out) kernel in float32, applied in `dtype` by `implementations[impl]`,
+  then a bias (zeros at first) when `use_bias`."""
 
   features: int
   impl: str = "subpixel"
   kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.02)
+  use_bias: bool = False
   dtype: jnp.dtype = jnp.float32
   implementations: ClassVar[dict] = {}
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features), jnp.float32)
-    return self.implementations[self.impl](x.astype(self.dtype), kernel.astype(self.dtype))
+    y = self.implementations[self.impl](x.astype(self.dtype), kernel.astype(self.dtype))
+    if self.use_bias:
+      bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+      y = y + bias.astype(y.dtype)
+    return y
 
 
 class ConvTranspose4x4S2(_Kernel4x4):
@@ -191,6 +197,6 @@ class ConvTranspose4x4S2(_Kernel4x4):
 
 class Conv4x4S2(_Kernel4x4):
   """Halves the resolution: `nn.Conv(features, (4, 4), (2, 2), ((1, 1), (1, 1)),
-  use_bias=False)`, with the same parameter; `impl` picks the gradient's form."""
+  use_bias=use_bias)`, with the same parameters; `impl` picks the gradient's form."""
 
   implementations: ClassVar[dict] = DOWNSAMPLE_IMPLEMENTATIONS

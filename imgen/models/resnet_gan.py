@@ -71,10 +71,13 @@ class GeneratorBlock(nn.Module):
   num_classes: int | None
   axis_name: str | None
   dtype: jnp.dtype
+  norm_momentum: float = 0.9
 
   @nn.compact
   def __call__(self, x, labels, train: bool):
-    norm = functools.partial(Norm, self.num_classes, self.axis_name, self.dtype)
+    norm = functools.partial(
+      Norm, self.num_classes, self.axis_name, self.dtype, momentum=self.norm_momentum
+    )
     conv = functools.partial(
       nn.Conv, self.features, (3, 3), kernel_init=_glorot_relu, dtype=self.dtype
     )
@@ -116,7 +119,9 @@ class DiscriminatorBlock(nn.Module):
 
 
 class Generator(nn.Module):
-  """z (N, latent_dim) [and labels (N,)] -> images (N, S, S, channels) in [-1, 1]."""
+  """z (N, latent_dim) [and labels (N,)] -> images (N, S, S, channels) in [-1, 1].
+
+  `norm_momentum`: the momentum of its BatchNorms' running averages."""
 
   image_size: int
   channels: int
@@ -124,6 +129,7 @@ class Generator(nn.Module):
   num_classes: int | None = None
   axis_name: str | None = None
   dtype: jnp.dtype = jnp.float32
+  norm_momentum: float = 0.9
 
   def __post_init__(self):
     """Checks that the up blocks make the image size when built, before anything compiles."""
@@ -136,8 +142,11 @@ class Generator(nn.Module):
     x = nn.Dense(base * base * self.widths[0], kernel_init=_glorot, dtype=self.dtype)(z)
     x = x.reshape(-1, base, base, self.widths[0])
     for width in self.widths[1:]:
-      x = GeneratorBlock(width, self.num_classes, self.axis_name, self.dtype)(x, labels, train)
-    x = nn.relu(Norm(None, self.axis_name, self.dtype)(x, None, train))
+      block = GeneratorBlock(
+        width, self.num_classes, self.axis_name, self.dtype, self.norm_momentum
+      )
+      x = block(x, labels, train)
+    x = nn.relu(Norm(None, self.axis_name, self.dtype, momentum=self.norm_momentum)(x, None, train))
     x = nn.Conv(self.channels, (3, 3), kernel_init=_glorot, dtype=self.dtype)(x)
     return jnp.tanh(x.astype(jnp.float32))
 
