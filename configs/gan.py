@@ -56,8 +56,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.objective.loss = "non_saturating"  # Or 'hinge', 'wgan_gp'.
   config.objective.gp_weight = 10.0  # wgan_gp's lambda.
   config.objective.r1_gamma = 0.0  # R1 penalty on real images (any loss); 0 = off.
+  config.objective.r1_subsample = 1  # R1 on every k-th real image only: cheaper, same mean.
   config.objective.n_dis = 1  # D updates (each on its own real batch) per G update.
   config.objective.diffaugment = ""  # DiffAugment policies: 'color,translation,cutout'.
+  # Top-k G updates (Sinha et al. 2020): G learns from the fakes D finds most
+  # real, a fraction of the batch that shrinks by topk_decay every topk_every
+  # steps down to topk_min (1 = off; the paper: 0.99 per epoch down to 0.5).
+  config.objective.topk_min = 1.0
+  config.objective.topk_decay = 0.99
+  config.objective.topk_every = 62  # One epoch of the 4,000 digits at batch 64.
 
   config.optim = ml_collections.ConfigDict()
   config.optim.g = common.optimizer(2e-4, b1=0.5)  # ema_decay > 0: samples from G's EMA.

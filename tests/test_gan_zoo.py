@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from configs import gan_conditional
+from configs import gan_r1
 from configs import sngan_cifar10
 from configs import sngan_projection_cifar10
 from configs import sngan_stl10
@@ -438,3 +440,25 @@ def test_critic_steps_take_their_own_batches(data_dir):
   assert grouped.shape[1] == 2
   np.testing.assert_array_equal(grouped[:, 0], expected[0])
   np.testing.assert_array_equal(grouped[:, 1], expected[1])
+
+
+@pytest.mark.parametrize("module", [gan_r1, gan_conditional], ids=["gan_r1", "gan_conditional"])
+def test_offline_configs_build_on_the_digits(module):
+  """The measured configs as a user runs them: a valid GAN of the embedded
+  digits whose R1 subsample divides the batch on 1, 2 and 4 devices."""
+  config = module.get_config()
+  assert config.data.name == "embedded_mnist" and config.optim.g.ema_decay > 0
+  family = gan.GANFamily(config, DataSpec.of_images(28, 1, num_classes=10))
+  assert (family.num_classes is not None) == config.model.conditional
+  for devices in (1, 2, 4):
+    assert (config.train.batch_size // devices) % config.objective.r1_subsample == 0
+
+
+def test_the_conditional_offline_config_trains_and_samples_by_class(data_dir, tmp_path):
+  config = gan_conditional.get_config("smoke")
+  config.data.data_dir = data_dir
+  assert config.model.conditional and config.objective.r1_gamma > 0
+  metrics = train.train_and_evaluate(config, str(tmp_path))
+  assert np.isfinite(metrics["d_loss"]) and np.isfinite(metrics["r1"])
+  samples = os.listdir(os.path.join(str(tmp_path), "samples"))
+  assert samples and all(name.endswith(".png") for name in samples)
