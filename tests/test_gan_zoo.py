@@ -454,7 +454,7 @@ def test_offline_configs_build_on_the_digits(module):
     assert (config.train.batch_size // devices) % config.objective.r1_subsample == 0
 
 
-def test_the_conditional_offline_config_trains_and_samples_by_class(data_dir, tmp_path):
+def test_the_conditional_offline_config_trains_and_writes_grids(data_dir, tmp_path):
   config = gan_conditional.get_config("smoke")
   config.data.data_dir = data_dir
   assert config.model.conditional and config.objective.r1_gamma > 0

@@ -298,7 +298,7 @@ class GANFamily(Family, Generates):
           real_logits, stats = discriminate(d_params, d.batch_stats, real_in, y_real)
           fake_logits, stats = discriminate(d_params, stats, fake_in, y_fake)
           loss = d_loss_of(real_logits, fake_logits)
-          logits_of = lambda x: discriminate(d_params, stats, x, y_real)[0]
+          logits_of = lambda x, y=y_real: discriminate(d_params, stats, x, y)[0]
           extras = {}
           if o.loss == "wgan_gp":
             uniform = lambda rng, shape: jax.random.uniform(rng, shape)
@@ -308,8 +308,7 @@ class GANFamily(Family, Generates):
           if o.r1_gamma > 0:
             every = slice(None, None, o.r1_subsample)
             y = None if y_real is None else y_real[every]
-            r1_logits_of = lambda x: discriminate(d_params, stats, x, y)[0]
-            extras["r1"] = r1_penalty(r1_logits_of, real_in[every])
+            extras["r1"] = r1_penalty(lambda x: logits_of(x, y), real_in[every])
             loss = loss + 0.5 * o.r1_gamma * extras["r1"]
           return loss, (stats, real_logits, fake_logits, extras)
 
