@@ -59,7 +59,7 @@ def held_out_sums(eval_step: Callable, replicated, batches: Iterator, key: jax.A
   return jax.device_get(parallel.unreplicate(sums))
 
 
-def _gather(x: np.ndarray) -> np.ndarray:
+def gather(x: np.ndarray) -> np.ndarray:
   """Rows of every process, in process order (a no-op on one host)."""
   if jax.process_count() == 1:
     return x
@@ -152,7 +152,7 @@ class SampleQuality:
       features, logits = self._features(batch["image"])
       parts.append((features, logits, batch[VALID].reshape(-1)))
     # Every process has as many (padded) rows: gather them, then drop the padding.
-    features, logits, mask = (_gather(np.concatenate(p)) for p in zip(*parts, strict=True))
+    features, logits, mask = (gather(np.concatenate(p)) for p in zip(*parts, strict=True))
     features, logits = features[mask > 0], logits[mask > 0]
     if jax.process_index() == 0:
       os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -176,7 +176,20 @@ class SampleQuality:
       f, lg = self._features(batch)
       features.append(f)
       logits.append(lg)
-    return Features(*(_gather(np.concatenate(x))[:num] for x in (features, logits)), classes)
+    return Features(*(gather(np.concatenate(x))[:num] for x in (features, logits)), classes)
+
+  def image_features(self, images: np.ndarray, classes: np.ndarray | None = None) -> Features:
+    """Features of host images (N, H, W, C) in [-1, 1], the same on every
+    process; `classes`: the class each should show, for conditional accuracy."""
+    batch = self.experiment.config.eval.batch_size // jax.process_count()
+    features, logits = [], []
+    for i in range(0, len(images), batch):
+      part = images[i : i + batch]
+      padded = np.concatenate([part, np.zeros((batch - len(part), *part.shape[1:]), part.dtype)])
+      f, lg = self._features(parallel.shard_rows(padded))
+      features.append(f[: len(part)])
+      logits.append(lg[: len(part)])
+    return Features(np.concatenate(features), np.concatenate(logits), classes)
 
   def scores(self, candidate: Features, reference: Features, key: jax.Array) -> dict[str, float]:
     """The chosen metrics of `candidate` against `reference`."""

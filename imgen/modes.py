@@ -6,6 +6,8 @@
   and the family's other images. Conditional families draw the classes of
   `eval.classes` (default all), one class per grid row; the .npz holds their
   `labels`.
+- `inpaint`: held-out images completed under masks and scored against the
+  truth beside a classic baseline (`imgen.inpaint`), for families that inpaint.
 
 The checkpoint is the newest in `workdir/checkpoints`, or the one of
 `eval.checkpoint_step`, or with `eval.best` the one in `workdir/best`;
@@ -31,6 +33,7 @@ import numpy as np
 
 from imgen import checkpoints
 from imgen import images as image_lib
+from imgen import inpaint
 from imgen import parallel
 from imgen import train
 from imgen import writers
@@ -40,39 +43,6 @@ from imgen.evaluate import host_samples
 from imgen.evaluate import make_sampler
 from imgen.experiment import GRID_COLUMNS
 from imgen.experiment import Experiment
-
-
-def load_state(experiment: Experiment, workdir: str):
-  """(state, step, folder) of the checkpoint the eval config chooses."""
-  c = experiment.config.eval
-  state = experiment.family.init_state(experiment.keys.init)
-  if c.checkpoint_step == 0:
-    return state, 0, None
-  folder = "best" if c.best else "checkpoints"
-  hint = (
-    f"Train into it first (python main.py --config=... --workdir={workdir}), or pass "
-    "--config.eval.checkpoint_step=0 to use the untrained model."
-  )
-  if not os.path.isdir(os.path.join(workdir, folder)):
-    raise ConfigError(f"{workdir} has no {folder}/ folder of checkpoints. {hint}")
-  manager = checkpoints.make_manager(workdir, keep=1, create=False, folder=folder)
-  try:
-    available = sorted(manager.all_steps())
-    step = available[-1] if c.checkpoint_step is None and available else c.checkpoint_step
-    if step is None or step not in available:
-      raise ConfigError(
-        f"{workdir}/{folder} has no checkpoint of step {step}; it has {available or 'none'}."
-        + ("" if available else f" {hint}")
-      )
-    return checkpoints.restore(manager, state, step), step, folder
-  finally:
-    manager.close()
-
-
-def _describe(step: int, folder: str | None) -> str:
-  if folder is None:
-    return "the untrained model (step 0)"
-  return f"the checkpoint of step {step}" + (" (best/)" if folder == "best" else "")
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -95,9 +65,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     record["candidates"] = f"real images of split {real_split!r}"
     results = evaluator.scores(quality.real(real_split))
   else:
-    state, step, folder = load_state(experiment, workdir)
+    state, step, folder = checkpoints.load_chosen(experiment, workdir)
     name = f"step{step:07d}" + ("-best" if folder == "best" else "")
-    record["candidates"] = _describe(step, folder)
+    record["candidates"] = checkpoints.describe(step, folder)
     results, _ = evaluator(parallel.replicate(state))
   if quality:
     reference_split = experiment.reference_split
@@ -131,7 +101,7 @@ def sample_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
   sample_batches = make_sampler(
     experiment.family, config.family, config.eval.batch_size, experiment.class_rows
   )
-  state, step, folder = load_state(experiment, workdir)
+  state, step, folder = checkpoints.load_chosen(experiment, workdir)
   num, per_grid = config.eval.num_samples, experiment.grid_size()
   batches = sample_batches(parallel.replicate(state), experiment.keys.quality_samples, num)
   samples = image_lib.to_uint8(host_samples(batches, num))
@@ -151,7 +121,7 @@ def sample_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
   logging.info(
     "Wrote %d samples of %s to %s (samples.npz, %d grids)",
     num,
-    _describe(step, folder),
+    checkpoints.describe(step, folder),
     out,
     -(-num // per_grid),
   )
@@ -169,6 +139,11 @@ MODES = {
   "train": Mode(train.train_and_evaluate, "train (or resume) in --workdir", needs_run=False),
   "eval": Mode(evaluate_checkpoint, "metrics of a checkpoint as JSON in workdir/eval", True),
   "sample": Mode(sample_checkpoint, "eval.num_samples samples as PNG grids and .npz", True),
+  "inpaint": Mode(
+    inpaint.inpaint_checkpoint,
+    "complete held-out images under masks, scored, in workdir/inpaint",
+    True,
+  ),
 }
 
 

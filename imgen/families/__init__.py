@@ -14,7 +14,9 @@ from imgen.errors import ConfigError
 from imgen.families.base import Evaluates
 from imgen.families.base import Family
 from imgen.families.base import Generates
+from imgen.families.base import Inpaints
 from imgen.families.cnn import CNNFamily
+from imgen.families.diffusion import DiffusionFamily
 from imgen.families.gan import GANFamily
 from imgen.families.vae import VAEFamily
 
@@ -22,9 +24,10 @@ FAMILIES: dict[str, type[Family]] = {
   "gan": GANFamily,
   "vae": VAEFamily,
   "cnn": CNNFamily,
+  "diffusion": DiffusionFamily,
 }
 
-__all__ = ["FAMILIES", "Evaluates", "Family", "Generates", "create"]
+__all__ = ["FAMILIES", "Evaluates", "Family", "Generates", "Inpaints", "create"]
 
 
 def create(config: ml_collections.ConfigDict, spec: DataSpec) -> Family:

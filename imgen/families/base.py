@@ -19,6 +19,8 @@ instead of looking for `None`.
   are made of. Class-conditional families set `num_classes`: they are given
   the class of every sample (`eval.classes`, one class per grid row) and are
   scored for conditional accuracy too.
+- `Inpaints`: per-replica `inpaint(state, key, images, known, condition,
+  config)`, completions of images where `known` is 0 (`--mode=inpaint`).
 
 Per-replica functions run under `jax.pmap` with axis `parallel.AXIS`: they
 average (`lax.pmean`) or sum (`lax.psum`) over it themselves, and draw their
@@ -108,6 +110,24 @@ class Generates(abc.ABC):
     [-1, 1] drawn from `key` (the same samples on any number of devices).
     `condition` holds this replica's `n` conditioning rows (class labels) for
     conditional families; unconditional ones reject it."""
+
+
+class Inpaints(abc.ABC):
+  """A family that completes images where a mask says pixels are unknown (`--mode=inpaint`)."""
+
+  @abc.abstractmethod
+  def inpaint(
+    self,
+    state: State,
+    key: jax.Array,
+    images: jax.Array,
+    known: jax.Array,
+    condition: jax.Array | None,
+    config: ml_collections.ConfigDict,
+  ) -> jax.Array:
+    """Per replica: completions of this replica's rows of a global batch of
+    `images` (in [-1, 1]) that keep the pixels where `known` (the images'
+    shape, 1 = given) exactly; `config` is the `inpaint` group."""
 
 
 def reject_condition(family: str, condition: jax.Array | None) -> None:

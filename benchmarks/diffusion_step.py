@@ -1,0 +1,132 @@
+"""Throughput of the diffusion U-Net: the train step side by side with its
+PyTorch peer, and sampling images/s by sampler and number of steps.
+
+  python benchmarks/diffusion_step.py --torch --rounds=3      # configs/diffusion.py's U-Net
+  python benchmarks/diffusion_step.py --sampling=10,50,250,ddpm
+  python benchmarks/diffusion_step.py --image_size=32 --channels=3 --width=64
+
+The train steps of imgen and PyTorch alternate `rounds` times in one process
+(same threads, same machine state); the ratio of their medians is printed.
+Sampling is timed on one global batch of `--sample_batch` images per call
+(compile excluded): DDIM with each listed number of steps, and `ddpm` for the
+ancestral sampler over all T = 1000 levels. Prints markdown rows for BENCHMARKS.md.
+"""
+
+import os
+import statistics
+import sys
+import time
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import timing  # noqa: E402
+from benchmarks import torch_unet  # noqa: E402
+from configs import diffusion as diffusion_config  # noqa: E402
+from imgen import parallel  # noqa: E402
+from imgen import runtime  # noqa: E402
+from imgen.data import DataSpec  # noqa: E402
+from imgen.evaluate import make_sampler  # noqa: E402
+from imgen.families.diffusion import DiffusionFamily  # noqa: E402
+
+flags.DEFINE_integer("image_size", 28, "Resolution.")
+flags.DEFINE_integer("channels", 1, "Image channels.")
+flags.DEFINE_integer("batch_size", 64, "Global train batch.")
+flags.DEFINE_integer("width", None, "U-Net channels (default: configs/diffusion.py's).")
+flags.DEFINE_integer("steps", 10, "Timed train steps per round.")
+flags.DEFINE_integer("rounds", 1, "Alternating imgen/PyTorch rounds.")
+flags.DEFINE_bool("torch", False, "Also time the PyTorch peer.")
+flags.DEFINE_list("sampling", [], "DDIM step counts and/or 'ddpm' to time sampling for.")
+flags.DEFINE_integer("sample_batch", 100, "Images per sampling call.")
+FLAGS = flags.FLAGS
+
+
+def _config():
+  config = diffusion_config.get_config()
+  config.model.image_size = FLAGS.image_size
+  if FLAGS.width:
+    config.model.channels = FLAGS.width
+  if FLAGS.image_size % 4:  # Three levels need a multiple of 4.
+    raise ValueError(f"--image_size={FLAGS.image_size}: use a multiple of 4.")
+  attention = FLAGS.image_size // 4
+  config.model.attention_resolutions = (attention,)
+  return config
+
+
+def sampling_rate(config, family, spec: str) -> tuple[float, float]:
+  """(images/s, compile s) of one sampling call of `sample_batch` images."""
+  if spec == "ddpm":
+    config.sample.sampler = "ddpm"
+  else:
+    config.sample.update(sampler="ddim", steps=int(spec))
+  family = DiffusionFamily(config, DataSpec.of_images(FLAGS.image_size, FLAGS.channels))
+  state = parallel.replicate(family.init_state(jax.random.key(0)))
+  sampler = make_sampler(family, "diffusion", FLAGS.sample_batch)
+  t = time.perf_counter()
+  jax.block_until_ready(next(sampler(state, jax.random.key(1), FLAGS.sample_batch)))
+  first = time.perf_counter() - t
+  t = time.perf_counter()
+  jax.block_until_ready(next(sampler(state, jax.random.key(2), FLAGS.sample_batch)))
+  elapsed = time.perf_counter() - t
+  return FLAGS.sample_batch / elapsed, first - elapsed
+
+
+def main(argv):
+  runtime.configure_xla()
+  del argv
+  config = _config()
+  m = config.model
+  family = DiffusionFamily(config, DataSpec.of_images(FLAGS.image_size, FLAGS.channels))
+  n = jax.local_device_count()
+  shape = (n, FLAGS.batch_size // n, FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
+  images = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+  run_jax, compile_s = timing.step_runner(family, images)
+  print(f"JAX {jax.__version__} on {jax.devices()}; first step (compile) {compile_s:.1f}s")
+  name = f"U-Net {FLAGS.image_size}x{FLAGS.image_size}x{FLAGS.channels} ch{m.channels}"
+  if FLAGS.rounds:
+    jax_rates, torch_rates = [], []
+    for r in range(FLAGS.rounds):
+      jax_rates.append(run_jax(FLAGS.steps))
+      print(f"round {r}: imgen {jax_rates[-1]:.3f} steps/s", flush=True)
+      if FLAGS.torch:
+        torch_rates.append(
+          torch_unet.steps_per_second(
+            FLAGS.batch_size,
+            FLAGS.image_size,
+            FLAGS.channels,
+            m.channels,
+            tuple(m.channel_mults),
+            m.num_res_blocks,
+            tuple(m.attention_resolutions),
+            m.norm_groups,
+            steps=FLAGS.steps,
+          )
+        )
+        print(f"round {r}: PyTorch {torch_rates[-1]:.3f} steps/s", flush=True)
+    rate = statistics.median(jax_rates)
+    images_per_s = rate * FLAGS.batch_size
+    row = f"| {name} | {FLAGS.batch_size} | {rate:.3f} | {images_per_s:.1f} | {compile_s:.1f} |"
+    if torch_rates:
+      peer = statistics.median(torch_rates)
+      row += f" {peer:.3f} | {rate / peer:.2f} |"
+    else:
+      row += " - | - |"
+    print("| model | batch | imgen steps/s | imgen images/s | compile s | PyTorch steps/s", end="")
+    print(" | imgen/PyTorch |")
+    print(row)
+  rows = []
+  for spec in FLAGS.sampling:
+    rate, compile_sampler = sampling_rate(config, family, spec)
+    label = "DDPM ancestral, 1000 steps" if spec == "ddpm" else f"DDIM, {spec} steps"
+    rows.append(f"| {name} | {label} | {FLAGS.sample_batch} | {rate:.2f} | {compile_sampler:.1f} |")
+    print(rows[-1], flush=True)
+  if rows:
+    print("| model | sampler | batch | images/s | compile s |")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+  app.run(main)

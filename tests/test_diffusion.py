@@ -1,0 +1,468 @@
+"""The diffusion family: the forward process and its posterior against independent
+computations, the samplers on a Gaussian whose exact noise predictor is known,
+the bound in bits/dim against its analytic value, guidance, inpainting, masks,
+and the paper config."""
+
+import math
+import os
+from unittest import mock
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+import tensorflow_datasets as tfds
+
+from configs import ddpm_cifar10
+from configs import diffusion as diffusion_config
+from configs import diffusion_conditional
+from imgen import diffusion
+from imgen import inpaint
+from imgen import modes
+from imgen import parallel
+from imgen import train
+from imgen.data import VALID
+from imgen.data.spec import DataSpec
+from imgen.errors import ConfigError
+from imgen.families.diffusion import DiffusionFamily
+from imgen.models import unet
+
+LINEAR = diffusion.Schedule.create("linear", 1000)
+
+
+@pytest.mark.parametrize("name", diffusion.SCHEDULES)
+def test_q_sample_is_the_forward_chain_in_closed_form(name):
+  s = diffusion.Schedule.create(name, 1000)
+  # The chain x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) e_t: its mean factor and
+  # variance by recursion, in float64.
+  scale, var = np.ones(()), np.zeros(())
+  scales, variances = [], []
+  for beta in s.betas:
+    scale, var = scale * math.sqrt(1 - beta), (1 - beta) * var + beta
+    scales.append(scale)
+    variances.append(var)
+  x0, noise = jnp.full((1000, 1), 0.7), jnp.ones((1000, 1))
+  closed = np.asarray(diffusion.q_sample(s, x0, jnp.arange(1000), noise))[:, 0]
+  np.testing.assert_allclose(
+    closed, 0.7 * np.array(scales) + np.sqrt(variances), rtol=1e-5, atol=1e-6
+  )
+
+  # And by running the chain itself on 40,000 draws, to level 300 and to the end.
+  rng = np.random.default_rng(0)
+  x = np.full(40_000, 0.7)
+  for t, beta in enumerate(s.betas):
+    x = math.sqrt(1 - beta) * x + math.sqrt(beta) * rng.standard_normal(x.shape)
+    if t in (300, 999):
+      abar = s.alphas_cumprod[t]
+      assert abs(x.mean() - 0.7 * math.sqrt(abar)) < 4 * math.sqrt((1 - abar) / len(x))
+      assert abs(x.std() / math.sqrt(1 - abar) - 1) < 0.02
+
+
+def test_the_schedules_and_the_v_parameterisation():
+  np.testing.assert_allclose(LINEAR.betas[[0, -1]], [1e-4, 0.02])
+  cosine = diffusion.Schedule.create("cosine", 1000)
+  f = lambda t: np.cos((t / 1000 + 0.008) / 1.008 * np.pi / 2) ** 2
+  np.testing.assert_allclose(cosine.alphas_cumprod[:900], f(np.arange(1, 901)) / f(0), rtol=1e-9)
+  assert cosine.betas.max() <= 0.999
+  x0, eps = jnp.array([[0.5], [-0.9], [0.1]]), jnp.array([[1.0], [0.3], [-2.0]])
+  t = jnp.array([0, 400, 999])
+  xt = diffusion.q_sample(LINEAR, x0, t, eps)
+  v = diffusion.v_target(LINEAR, x0, t, eps)
+  np.testing.assert_allclose(diffusion.eps_from_v(LINEAR, xt, t, v), eps, atol=1e-5)
+  np.testing.assert_allclose(diffusion.x0_from_eps(LINEAR, xt, t, eps), x0, atol=1e-4)
+
+
+def test_the_posterior_is_bayes_rule_on_the_two_gaussians():
+  """q(x_{t-1} | x_t, x_0) ∝ q(x_t | x_{t-1}) q(x_{t-1} | x_0), both Gaussian."""
+  s, t = LINEAR, np.array([1, 10, 200, 500, 999])
+  x0, xt = np.array([0.3, -0.8, 0.5, 1.0, -0.1]), np.array([0.1, 0.4, -1.2, 0.6, 2.0])
+  abar_prev, beta = s.alphas_cumprod[t - 1], s.betas[t]
+  precision = 1 / (1 - abar_prev) + (1 - beta) / beta
+  var = 1 / precision
+  mean = var * (np.sqrt(abar_prev) * x0 / (1 - abar_prev) + np.sqrt(1 - beta) * xt / beta)
+  got_mean, got_log_var = diffusion.q_posterior(
+    s, jnp.asarray(x0)[:, None], jnp.asarray(xt)[:, None], jnp.asarray(t)
+  )
+  np.testing.assert_allclose(np.asarray(got_mean)[:, 0], mean, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(np.exp(np.asarray(got_log_var)[:, 0]), var, rtol=1e-4)
+
+
+MEAN, STD = 0.3, 0.2  # The toy data: N(0.3, 0.2^2) in one dimension.
+
+
+def exact_eps(s: diffusion.Schedule, mean=MEAN, std=STD):
+  """E[eps | x_t] for Gaussian data: the exact noise predictor."""
+
+  def predict(x, t):
+    abar = jnp.asarray(s.alphas_cumprod, jnp.float32)[t][:, None]
+    return jnp.sqrt(1 - abar) * (x - jnp.sqrt(abar) * mean) / (abar * std**2 + 1 - abar)
+
+  return predict
+
+
+@pytest.mark.parametrize(
+  "sampler,options",
+  [
+    ("ddpm", {}),
+    ("ddpm", {"variance": "large"}),
+    ("ddim", {"steps": 1000}),
+    ("ddim", {"steps": 1000, "eta": 1.0}),
+  ],
+)
+def test_samplers_with_the_exact_noise_recover_a_gaussian(sampler, options):
+  """Over all levels (deterministic DDIM is a first-order solver: with 50 levels
+  this narrow Gaussian comes out 11% too narrow, with 200 levels 2.5%)."""
+  s, n = LINEAR, 20_000
+  normal = lambda k: jax.random.normal(k, (n, 1))
+  x = normal(jax.random.key(0))
+  run = diffusion.ddpm_sample if sampler == "ddpm" else diffusion.ddim_sample
+  out = np.asarray(
+    jax.jit(lambda x: run(s, exact_eps(s), x, jax.random.key(1), normal, clip=False, **options))(x)
+  )
+  assert abs(out.mean() - MEAN) < 0.01
+  assert abs(out.std() / STD - 1) < 0.04
+
+
+def test_ddim_with_eta_0_is_deterministic_and_eta_1_is_not():
+  s, n = LINEAR, 64
+  normal = lambda k: jax.random.normal(k, (n, 1))
+  x = normal(jax.random.key(0))
+  draw = lambda eta, key: np.asarray(
+    diffusion.ddim_sample(s, exact_eps(s), x, jax.random.key(key), normal, steps=20, eta=eta)
+  )
+  np.testing.assert_array_equal(draw(0.0, 1), draw(0.0, 2))
+  assert np.abs(draw(1.0, 1) - draw(1.0, 2)).max() > 0.01
+
+
+def test_ddim_timesteps_span_the_chain():
+  assert list(diffusion.ddim_timesteps(1000, 5)) == [999, 749, 500, 250, 0]
+  assert list(diffusion.ddim_timesteps(10, 10)) == list(range(9, -1, -1))
+  with pytest.raises(ConfigError, match=r"sample.steps=0; use 1..1000"):
+    diffusion.ddim_timesteps(1000, 0)
+
+
+def _point_image() -> np.ndarray:
+  """One 4x4 grey image on the 256 levels, the end levels included."""
+  levels = np.array([0, 255, 17, 128, 200, 3, 99, 254, 1, 64, 180, 77, 250, 5, 140, 33])
+  return (levels / 127.5 - 1.0).reshape(1, 4, 4, 1).astype(np.float32)
+
+
+def analytic_nats(s: diffusion.Schedule, x0: np.ndarray, variance: str) -> float:
+  """The bound for data that is the single image x0, when the network predicts
+  the exact noise: then p(x_{t-1} | x_t) has the posterior's mean, so L_t is the
+  KL between Gaussians of equal mean (0 for the posterior's own variance);
+  L_0 is the mass of N(x0, sigma_0^2) on x0's bin; L_T is in closed form."""
+  abar, post = s.alphas_cumprod, s.posterior_variance
+  d = x0.size
+  sigma0 = math.sqrt(post[1])
+  half = 1 / 255
+  upper = np.where(x0 > 1 - half, 1.0, scipy.stats.norm.cdf(half / sigma0))
+  lower = np.where(x0 < -1 + half, 0.0, scipy.stats.norm.cdf(-half / sigma0))
+  decoder = -np.sum(np.log(upper - lower))
+  a = abar[-1]
+  prior = np.sum(0.5 * (a * x0**2 + (1 - a) - 1 - np.log(1 - a)))
+  kl = 0.0
+  if variance == "large":
+    ratio = post[1:] / s.betas[1:]  # KL(N(m, post) || N(m, beta)) per dimension.
+    kl = d * np.sum(0.5 * (-np.log(ratio) + ratio - 1))
+  return float(decoder + prior + kl)
+
+
+@pytest.mark.parametrize("variance", diffusion.VARIANCES)
+def test_the_bound_of_the_exact_noise_predictor_is_its_analytic_value(variance):
+  s, x0 = diffusion.Schedule.create("linear", 50), _point_image()
+  exact = lambda x, t: diffusion.eps_from_x0(s, x, t, jnp.asarray(x0))
+  noise = jax.random.normal(jax.random.key(0), (50, *x0.shape[1:]))
+  x0s = jnp.repeat(jnp.asarray(x0), 50, axis=0)
+  terms = diffusion.vb_term(s, exact, x0s, jnp.arange(50), noise, variance, clip=True)
+  total = float(jnp.sum(terms) + diffusion.prior_kl(s, jnp.asarray(x0))[0])
+  np.testing.assert_allclose(total, analytic_nats(s, x0, variance), rtol=1e-4)
+
+
+def _family(config_module=diffusion_config, size=28, **model):
+  config = config_module.get_config("smoke")
+  config.model.update(image_size=size, **model)
+  num_classes = 10 if config.model.conditional else None
+  return config, DiffusionFamily(config, DataSpec.of_images(size, 1, num_classes))
+
+
+@pytest.mark.parametrize("variance", diffusion.VARIANCES)
+def test_the_family_reports_the_analytic_bits_per_dim(monkeypatch, variance):
+  """The eval step and its summary, with the network replaced by the exact noise
+  predictor of single-image data: the bits/dim of the analytic bound."""
+  config = diffusion_config.get_config("smoke")
+  config.model.image_size = 4
+  config.model.channel_mults = (1,)
+  config.diffusion.update(num_steps=20, variance=variance)
+  config.eval.vb_timesteps = 19 if variance == "large" else 3  # 'small': every L_t is 0.
+  family = DiffusionFamily(config, DataSpec.of_images(4, 1))
+  s, x0 = family.schedule, _point_image()
+  exact = lambda params, labels, guidance=1.0: (
+    lambda x, t: diffusion.eps_from_x0(s, x, t, jnp.asarray(x0))
+  )
+  monkeypatch.setattr(family, "predictor", exact)
+  state = parallel.replicate(family.init_state(jax.random.key(0)))
+  batch = {"image": np.repeat(x0, 6, axis=0)[None], VALID: np.ones((1, 6), np.float32)}
+  sums = jax.pmap(family.make_eval_step(), axis_name=parallel.AXIS, in_axes=(0, 0, None))(
+    state, batch, jax.random.key(3)
+  )
+  scalars, _ = family.summarize_eval(jax.device_get(parallel.unreplicate(sums)))
+  want = analytic_nats(s, x0, variance) / (16 * math.log(2))
+  np.testing.assert_allclose(scalars["bits_per_dim"], want, rtol=1e-4)
+  assert scalars["num_images"] == 6
+
+
+def _noisy_params(family, key):
+  """Parameters far from the near-identity initialisation, so every input matters."""
+  params = family.init_state(jax.random.key(0)).net.params
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(key, len(leaves))
+  return jax.tree.unflatten(
+    tree, [0.3 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)]
+  )
+
+
+def test_guidance_scale_0_is_the_unconditional_model_and_1_the_conditional():
+  _, family = _family(diffusion_conditional, size=8, attention_resolutions=(4,))
+  params = _noisy_params(family, jax.random.key(1))
+  x = jax.random.normal(jax.random.key(2), (4, 8, 8, 1))
+  t, labels = jnp.array([3, 7, 12, 19]), jnp.array([0, 3, 5, 9])
+  eps = lambda y, guidance=1.0: np.asarray(
+    jax.jit(lambda p, x, y: family.predictor(p, y, guidance)(x, t))(params, x, y)
+  )
+  null = jnp.full((4,), 10)
+  unconditional, conditional = eps(null), eps(labels)
+  assert np.abs(conditional - unconditional).max() > 1e-3  # The labels matter.
+  np.testing.assert_allclose(eps(labels, 0.0), unconditional, atol=1e-5)
+  np.testing.assert_allclose(eps(labels, 2.0), 2 * conditional - unconditional, atol=1e-4)
+
+
+def test_inpainting_keeps_the_known_pixels_exactly():
+  config, family = _family(diffusion_conditional, size=8, attention_resolutions=(4,))
+  state = family.init_state(jax.random.key(0))
+  state = state.replace(net=state.net.replace(params=_noisy_params(family, jax.random.key(1))))
+  images = np.asarray(jax.random.uniform(jax.random.key(2), (4, 8, 8, 1), minval=-1, maxval=1))
+  known = inpaint.make_masks("boxes", 4, 8, seed=0)[..., None]
+  config.inpaint.resample = 2
+  call = jax.pmap(
+    lambda s, k, x, m, y: family.inpaint(s, k, x, m, y, config.inpaint),
+    axis_name=parallel.AXIS,
+    in_axes=(0, None, 0, 0, 0),
+  )
+  out = np.asarray(
+    call(
+      parallel.replicate(state), jax.random.key(3), images[None], known[None], np.arange(4)[None]
+    )
+  )[0]
+  hole = known[..., 0] < 0.5
+  np.testing.assert_array_equal(out[~hole], images[~hole])
+  assert np.abs(out[hole] - images[hole]).mean() > 0.05  # The holes were filled anew.
+  assert np.abs(out).max() <= 1.0
+
+
+@pytest.mark.parametrize("kind", inpaint.MASKS)
+def test_masks_are_seeded_and_leave_holes_of_the_stated_size(kind):
+  masks = inpaint.make_masks(kind, 50, 28, seed=4)
+  np.testing.assert_array_equal(masks, inpaint.make_masks(kind, 50, 28, seed=4))
+  holes = 1 - masks.mean(axis=(1, 2))
+  assert set(np.unique(masks)) <= {0.0, 1.0} and holes.min() > 0
+  if kind == "centre":
+    np.testing.assert_allclose(holes, 14 * 14 / 28**2)
+  else:
+    assert 0.03 < holes.mean() < 0.5, holes.mean()
+  with pytest.raises(ConfigError, match="inpaint.mask 'ring'; use one of"):
+    inpaint.make_masks("ring", 1, 28, 0)
+
+
+def test_hole_scores_and_the_biharmonic_baseline():
+  truth = np.full((2, 8, 8, 1), -1.0)
+  truth[:, 2:6, 2:6] = 1.0
+  known = np.ones((2, 8, 8))
+  known[:, 3:5, 3:5] = 0.0
+  completed = truth.copy()
+  completed[1, 3:5, 3:5] = 0.0  # [0, 1] error 0.5 on image 1's hole: PSNR 6.02 dB.
+  scores = inpaint.hole_scores(truth, completed, known)
+  np.testing.assert_allclose(scores["hole_psnr"], (100.0 + 10 * math.log10(4)) / 2)
+  filled = inpaint.biharmonic(completed, known)
+  np.testing.assert_array_equal(filled[known > 0.5], completed[known > 0.5])
+  np.testing.assert_allclose(filled[:, 3:5, 3:5], 1.0, atol=0.05)  # Smooth from the bright ring.
+
+
+def test_bad_diffusion_configs_fail_with_a_clear_message():
+  for change, message in [
+    (lambda c: c.diffusion.update(schedule="quadratic"), "diffusion.schedule 'quadratic'"),
+    (lambda c: c.diffusion.update(prediction="x0"), "diffusion.prediction 'x0'"),
+    (lambda c: c.diffusion.update(variance="learned"), "diffusion.variance 'learned'"),
+    (lambda c: c.sample.update(steps=21), r"sample.steps=21; use 1..20"),
+    (lambda c: c.sample.update(sampler="pndm"), "sample.sampler 'pndm'"),
+    (lambda c: c.sample.update(guidance_scale=3.0), "needs a conditional model"),
+    (lambda c: c.inpaint.update(resample=0), "inpaint.resample=0"),
+    (lambda c: c.model.update(norm_groups=3), "model.norm_groups=3 does not divide"),
+    (lambda c: c.model.update(channel_mults=(1, 2, 2, 2)), "cannot be halved 3 times"),
+  ]:
+    config = diffusion_config.get_config("smoke")
+    change(config)
+    with pytest.raises(ConfigError, match=message):
+      DiffusionFamily(config, DataSpec.of_images(28, 1))
+
+
+def _by_hand_unet_count(ch, mults, blocks, attn_levels, image_channels, size) -> int:
+  """Parameters of DDPM's U-Net counted from its layers (Ho et al. Appendix B)."""
+  conv = lambda i, o: 9 * i * o + o
+  dense = lambda i, o: i * o + o
+  norm = lambda c: 2 * c
+  emb = 4 * ch
+
+  def res(i, o):
+    return (
+      norm(i) + conv(i, o) + dense(emb, o) + norm(o) + conv(o, o) + (dense(i, o) if i != o else 0)
+    )
+
+  attn = lambda c: norm(c) + 4 * dense(c, c)
+  total = dense(ch, emb) + dense(emb, emb) + conv(image_channels, ch)
+  widths, c, res_size = [ch], ch, size
+  for level, m in enumerate(mults):
+    for _ in range(blocks):
+      total += res(c, ch * m) + (attn(ch * m) if res_size in attn_levels else 0)
+      c = ch * m
+      widths.append(c)
+    if level != len(mults) - 1:
+      total += conv(c, c)
+      widths.append(c)
+      res_size //= 2
+  total += 2 * res(c, c) + attn(c)
+  for level, m in reversed(list(enumerate(mults))):
+    for _ in range(blocks + 1):
+      total += res(c + widths.pop(), ch * m) + (attn(ch * m) if res_size in attn_levels else 0)
+      c = ch * m
+    if level != 0:
+      total += conv(c, c)
+      res_size *= 2
+  return total + norm(c) + conv(c, image_channels)
+
+
+def test_the_paper_config_has_the_papers_network_and_settings():
+  config = ddpm_cifar10.get_config()
+  m = config.model
+  assert (m.channels, tuple(m.channel_mults), m.num_res_blocks, m.dropout) == (
+    128,
+    (1, 2, 2, 2),
+    2,
+    0.1,
+  )
+  family = DiffusionFamily(config, DataSpec.of_images(32, 3))
+  shapes = jax.eval_shape(family.init_state, jax.random.key(0)).net.params
+  count = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
+  assert count == _by_hand_unet_count(128, (1, 2, 2, 2), 2, (16,), 3, 32) == 35_746_307  # "35.7M"
+  assert _by_hand_unet_count(32, (1, 2, 2), 1, (7,), 1, 28) == sum(
+    math.prod(x.shape)
+    for x in jax.tree.leaves(
+      jax.eval_shape(
+        _family(
+          diffusion_config,
+          channels=32,
+          channel_mults=(1, 2, 2),
+          num_res_blocks=1,
+          attention_resolutions=(7,),
+          norm_groups=8,
+        )[1].init_state,
+        jax.random.key(0),
+      ).net.params
+    )
+  )
+  assert (config.diffusion.schedule, config.diffusion.num_steps, config.diffusion.variance) == (
+    "linear",
+    1000,
+    "large",
+  )
+  o = config.optim
+  assert (o.learning_rate, o.warmup_steps, o.clip_norm, o.ema_decay, config.train.batch_size) == (
+    2e-4,
+    5000,
+    1.0,
+    0.9999,
+    128,
+  )
+  rate = family.optimizer.learning_rate
+  np.testing.assert_allclose(
+    [rate(0), rate(2500), rate(5000), rate(700_000)], [0, 1e-4, 2e-4, 2e-4], atol=1e-12
+  )
+
+
+def test_the_paper_config_trains_on_a_cifar_shaped_mock(tmp_path):
+  """A few steps of the paper config (network shrunk) through the trainer, on
+  tfds.testing's mock CIFAR-10 (CIFAR-10 cannot be downloaded here)."""
+  config = ddpm_cifar10.get_config("smoke")
+  assert config.data.name == "cifar10" and config.model.image_size == 32
+  config.train.update(num_steps=3)  # One save, one evaluation and one grid, at the end.
+  splits = mock.patch.object(
+    tfds.core.DatasetInfo,
+    "splits",
+    new_callable=mock.PropertyMock,
+    return_value={"train": 0, "test": 0},
+  )
+  prepared = mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
+  array_record = mock.patch.object(
+    tfds.core.DatasetInfo,
+    "file_format",
+    new_callable=mock.PropertyMock,
+    return_value=tfds.core.FileFormat.ARRAY_RECORD,
+  )
+  with splits, prepared, array_record, tfds.testing.mock_data(num_examples=64):
+    metrics = train.train_and_evaluate(config, str(tmp_path))
+  assert np.isfinite(metrics["loss"]) and np.isfinite(metrics["test/bits_per_dim"])
+  assert os.path.exists(os.path.join(str(tmp_path), "samples", "samples_0000003.png"))
+
+
+def test_the_conditional_model_trains_samples_given_classes_and_inpaints(data_dir, tmp_path):
+  config = diffusion_conditional.get_config("smoke")
+  config.data.data_dir = data_dir
+  config.train.num_steps = 3  # One save, one evaluation and one grid, at the end.
+  config.eval.update(num_samples=16, batch_size=40)
+  config.inpaint.update(mask="boxes", num_images=16)
+  workdir = str(tmp_path)
+  metrics = modes.run("train", config, workdir)
+  assert np.isfinite(metrics["test/bits_per_dim"]) and metrics["test/bits_per_dim"] > 0
+  config.eval.classes = "3,5"
+  out = modes.run("sample", config, workdir)
+  with np.load(os.path.join(out, "samples.npz")) as f:
+    assert list(f["labels"]) == [3] * 8 + [5] * 8
+  record = modes.run("inpaint", config, workdir)
+  assert set(record["results"]) == {"diffusion", "biharmonic"}
+  assert 0 < record["results"]["diffusion"]["hole_psnr"] < 100
+  with np.load(os.path.join(workdir, "inpaint", "step0000003_boxes.npz")) as f:
+    known = f["known"][..., None] > 0
+    assert f["completed"].shape == (16, 28, 28, 1)
+    np.testing.assert_array_equal(f["completed"][known], f["images"][known])
+  assert os.path.exists(os.path.join(workdir, "inpaint", "step0000003_boxes_000.png"))
+
+
+def test_only_families_that_inpaint_take_the_inpaint_mode(data_dir, tmp_path):
+  from configs import vae
+
+  config = vae.get_config("smoke")
+  config.data.data_dir = data_dir
+  with pytest.raises(ConfigError, match="The vae family cannot inpaint"):
+    modes.run("inpaint", config, str(tmp_path))
+
+
+def test_the_unet_is_the_ddpm_layout():
+  model = unet.UNet(
+    channels=8,
+    channel_mults=(1, 2),
+    num_res_blocks=1,
+    attention_resolutions=(4,),
+    groups=4,
+    axis_name=None,
+  )
+  x, t = jnp.zeros((2, 8, 8, 3)), jnp.array([0, 999])
+  variables = model.init(jax.random.key(0), x, t)
+  out = model.apply(variables, x, t)
+  assert out.shape == x.shape
+  np.testing.assert_allclose(np.asarray(out), 0.0, atol=1e-6)  # The last layer starts at ~0.
+  emb = np.asarray(unet.timestep_embedding(jnp.array([0, 5]), 8))
+  freqs = np.exp(-math.log(10_000) * np.arange(4) / 3)
+  np.testing.assert_allclose(
+    emb[1], np.concatenate([np.sin(5 * freqs), np.cos(5 * freqs)]), rtol=1e-5
+  )
