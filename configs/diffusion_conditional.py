@@ -12,7 +12,8 @@ those of this config): ~19 minutes of training at the ~0.9 steps/s the
 U-Net runs alone (an estimate from the rate), about an hour of wall time
 because the test suite and other runs shared the cores (with an 8-minute
 pause and an exact resume from step 400). 1,000 samples (100 per class;
-DDIM 50 steps, eta 1, guidance 2) against the test split in the in-domain CNN's features (runs/cnn): FID 33.5,
+DDIM 50 steps, eta 1, guidance 2) against the test split in the in-domain
+CNN's features (runs/cnn): FID 33.5,
 KID 33.7 (std 13), IS 8.67, precision 0.759, recall 0.838, conditional
 accuracy 78.7%; test bound 1.94 bits/dim given the true labels. Issue 14's
 target of conditional accuracy >= 98% is NOT met at 1,000 steps. The grid
