@@ -3,6 +3,7 @@
 python main.py --config=configs/gan.py [--workdir=runs/x] [--config.train.num_steps=200]
 python main.py --config=configs/gan.py --workdir=runs/x --mode=eval     # metrics of a checkpoint
 python main.py --config=configs/gan.py --workdir=runs/x --mode=sample   # PNG grids and .npz
+python main.py --config=configs/diffusion.py --workdir=runs/x --mode=inpaint  # scored completions
 """
 
 import datetime
