@@ -63,10 +63,14 @@ def _strokes(rng: np.random.Generator, size: int) -> np.ndarray:
   return hole
 
 
-def make_masks(kind: str, num: int, size: int, seed: int) -> np.ndarray:
-  """(num, size, size) float32 masks, 1 where the pixel is known."""
+def check_mask(kind: str) -> None:
   if kind not in MASKS:
     raise ConfigError(f"inpaint.mask {kind!r}; use one of {MASKS}.")
+
+
+def make_masks(kind: str, num: int, size: int, seed: int) -> np.ndarray:
+  """(num, size, size) float32 masks, 1 where the pixel is known."""
+  check_mask(kind)
   rng = np.random.default_rng(seed)
   holes = np.zeros((num, size, size), bool)
   for i in range(num):
@@ -148,7 +152,7 @@ def inpaint_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
   c = config.inpaint
   if c.num_images < 1:
     raise ConfigError(f"inpaint.num_images={c.num_images}; it must be a positive integer.")
-  masks = make_masks(c.mask, 1, experiment.spec.size, c.mask_seed)  # Checks the kind first.
+  check_mask(c.mask)  # Before the checkpoint is read.
   state, step, folder = checkpoints.load_chosen(experiment, workdir)
   described = checkpoints.describe(step, folder)
   held = experiment.held_out(c.num_images)

@@ -1,10 +1,13 @@
 """What several test files share: every registered family's smoke config, a
 run's final state, and the `main.py` command a user would type."""
 
+import contextlib
 import os
 import sys
+from unittest import mock
 
 import jax
+import tensorflow_datasets as tfds
 
 from configs import common
 from imgen import checkpoints
@@ -44,3 +47,24 @@ def main_command(family, workdir, data_dir, *overrides) -> list[str]:
     f"--config.data.data_dir={data_dir}",
     *overrides,
   ]
+
+
+@contextlib.contextmanager
+def mock_cifar10(num_examples: int = 64):
+  """tfds.testing's mock data under the name cifar10, as if it were prepared
+  (CIFAR-10 cannot be downloaded here): for the paper configs' few steps."""
+  splits = mock.patch.object(
+    tfds.core.DatasetInfo,
+    "splits",
+    new_callable=mock.PropertyMock,
+    return_value={"train": 0, "test": 0},
+  )
+  prepared = mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
+  array_record = mock.patch.object(
+    tfds.core.DatasetInfo,
+    "file_format",
+    new_callable=mock.PropertyMock,
+    return_value=tfds.core.FileFormat.ARRAY_RECORD,
+  )
+  with splits, prepared, array_record, tfds.testing.mock_data(num_examples=num_examples):
+    yield

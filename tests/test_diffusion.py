@@ -5,14 +5,13 @@ and the paper config."""
 
 import math
 import os
-from unittest import mock
 
+from helpers import mock_cifar10
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
-import tensorflow_datasets as tfds
 
 from configs import ddpm_cifar10
 from configs import diffusion as diffusion_config
@@ -396,20 +395,7 @@ def test_the_paper_config_trains_on_a_cifar_shaped_mock(tmp_path):
   config = ddpm_cifar10.get_config("smoke")
   assert config.data.name == "cifar10" and config.model.image_size == 32
   config.train.update(num_steps=3)  # One save, one evaluation and one grid, at the end.
-  splits = mock.patch.object(
-    tfds.core.DatasetInfo,
-    "splits",
-    new_callable=mock.PropertyMock,
-    return_value={"train": 0, "test": 0},
-  )
-  prepared = mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
-  array_record = mock.patch.object(
-    tfds.core.DatasetInfo,
-    "file_format",
-    new_callable=mock.PropertyMock,
-    return_value=tfds.core.FileFormat.ARRAY_RECORD,
-  )
-  with splits, prepared, array_record, tfds.testing.mock_data(num_examples=64):
+  with mock_cifar10():
     metrics = train.train_and_evaluate(config, str(tmp_path))
   assert np.isfinite(metrics["loss"]) and np.isfinite(metrics["test/bits_per_dim"])
   assert os.path.exists(os.path.join(str(tmp_path), "samples", "samples_0000003.png"))

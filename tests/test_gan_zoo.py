@@ -4,18 +4,17 @@ of the new objectives, and the paper configs' networks against their tables."""
 
 import os
 import subprocess
-from unittest import mock
 
 import flax.linen as nn
 from helpers import ROOT
 from helpers import final_state
 from helpers import main_command
+from helpers import mock_cifar10
 from helpers import smoke_config
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from configs import gan_conditional
 from configs import gan_r1
@@ -398,20 +397,7 @@ def test_paper_configs_train_on_a_cifar_shaped_mock(tmp_path, name):
   tfds.testing's mock CIFAR-10 (CIFAR-10 cannot be downloaded here)."""
   config = PAPER_CONFIGS[name][0].get_config("smoke")
   assert config.data.name == "cifar10" and config.model.image_size == 32
-  splits = mock.patch.object(
-    tfds.core.DatasetInfo,
-    "splits",
-    new_callable=mock.PropertyMock,
-    return_value={"train": 0, "test": 0},
-  )
-  prepared = mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
-  array_record = mock.patch.object(
-    tfds.core.DatasetInfo,
-    "file_format",
-    new_callable=mock.PropertyMock,
-    return_value=tfds.core.FileFormat.ARRAY_RECORD,
-  )
-  with splits, prepared, array_record, tfds.testing.mock_data(num_examples=64):
+  with mock_cifar10():
     metrics = train.train_and_evaluate(config, str(tmp_path))
   assert np.isfinite(metrics["d_loss"]) and np.isfinite(metrics["g_loss"])
   assert os.path.exists(os.path.join(str(tmp_path), "samples", "samples_0000006.png"))

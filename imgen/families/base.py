@@ -130,6 +130,19 @@ class Inpaints(abc.ABC):
     shape, 1 = given) exactly; `config` is the `inpaint` group."""
 
 
+def class_count(config: ml_collections.ConfigDict, spec: DataSpec) -> int | None:
+  """The dataset's classes when `model.conditional` is set, else None; a
+  ConfigError when a conditional model is asked of data without labels."""
+  if not config.model.conditional:
+    return None
+  if spec.num_classes is None:
+    raise ConfigError(
+      f"model.conditional=True needs class labels, and {config.data.name} has no "
+      "ClassLabel feature 'label'."
+    )
+  return spec.num_classes
+
+
 def reject_condition(family: str, condition: jax.Array | None) -> None:
   """For unconditional families: conditioning is a mistake, not something to ignore."""
   if condition is not None:

@@ -43,6 +43,7 @@ from imgen.families.base import Evaluates
 from imgen.families.base import Family
 from imgen.families.base import Generates
 from imgen.families.base import Inpaints
+from imgen.families.base import class_count
 from imgen.families.base import reject_condition
 from imgen.models import compute_dtype
 from imgen.models import unet
@@ -85,15 +86,8 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
       check_sampler(config.inpaint, d.num_steps, "inpaint")
       if config.inpaint.resample < 1:
         raise ConfigError(f"inpaint.resample={config.inpaint.resample}; it must be >= 1.")
-    self.num_classes = None
-    if m.conditional:
-      self.num_classes = spec.num_classes
-      if self.num_classes is None:
-        raise ConfigError(
-          f"model.conditional=True needs class labels, and {config.data.name} has no "
-          "ClassLabel feature 'label'."
-        )
-    elif config.sample.guidance_scale != 1.0:
+    self.num_classes = class_count(config, spec)
+    if self.num_classes is None and config.sample.guidance_scale != 1.0:
       raise ConfigError(
         f"sample.guidance_scale={config.sample.guidance_scale} needs a conditional model "
         "(--config.model.conditional=true)."

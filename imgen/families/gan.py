@@ -46,6 +46,7 @@ from imgen.data.spec import DataSpec
 from imgen.errors import ConfigError
 from imgen.families.base import Family
 from imgen.families.base import Generates
+from imgen.families.base import class_count
 from imgen.families.base import reject_condition
 from imgen.models import compute_dtype
 from imgen.models import dcgan
@@ -199,14 +200,7 @@ class GANFamily(Family, Generates):
         f"objective.topk_min={o.topk_min}, topk_decay={o.topk_decay}, topk_every="
         f"{o.topk_every}: the fraction and decay must lie in (0, 1], the interval be >= 1 step."
       )
-    self.num_classes = None
-    if m.conditional:
-      self.num_classes = spec.num_classes
-      if self.num_classes is None:
-        raise ConfigError(
-          f"model.conditional=True needs class labels, and {config.data.name} has no "
-          "ClassLabel feature 'label'."
-        )
+    self.num_classes = class_count(config, spec)
     g, d, d_batch_norm = NETWORKS[m.name](
       config, spec.image, self.num_classes, compute_dtype(m.dtype)
     )
