@@ -119,4 +119,4 @@ def shrink_for_smoke(config: ml_collections.ConfigDict) -> None:
   config.sample.steps = 5
   config.inpaint.update(steps=5, num_images=24, resample=2)
   config.optim.warmup_steps = 2
-  config.eval.update(batch_size=200, metrics="", vb_timesteps=3, best_metric="bits_per_dim")
+  config.eval.update(batch_size=200, metrics="", vb_timesteps=1, best_metric="bits_per_dim")
