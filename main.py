@@ -4,6 +4,7 @@ python main.py --config=configs/gan.py [--workdir=runs/x] [--config.train.num_st
 python main.py --config=configs/gan.py --workdir=runs/x --mode=eval     # metrics of a checkpoint
 python main.py --config=configs/gan.py --workdir=runs/x --mode=sample   # PNG grids and .npz
 python main.py --config=configs/diffusion.py --workdir=runs/x --mode=inpaint  # scored completions
+python main.py --config=configs/segment.py --workdir=runs/x --mode=segment    # masks and overlays
 """
 
 import datetime

@@ -8,12 +8,12 @@ import numpy as np
 from imgen import parallel
 
 
-def step_runner(family, images: np.ndarray):
+def step_runner(family, images: np.ndarray, **fields: np.ndarray):
   """(run(num_steps) -> steps/s, compile seconds) of the family's pmapped train
-  step on one fixed batch of `images` (laid out per device)."""
+  step on one fixed batch of `images` and any other `fields` (laid out per device)."""
   train_step = parallel.pmap_step(family.make_train_step(), donate=True)
   state = parallel.replicate(family.init_state(jax.random.key(0)))
-  batch = jax.device_put({"image": images}, parallel.device_sharding())
+  batch = jax.device_put({"image": images, **fields}, parallel.device_sharding())
   key = jax.random.key(1)
 
   t = time.perf_counter()

@@ -16,6 +16,7 @@ import numpy as np
 from imgen import data
 from imgen import families
 from imgen import guards
+from imgen import masks
 from imgen import metrics
 from imgen.data import VALID
 from imgen.data import DataSpec
@@ -70,6 +71,14 @@ def _validate(config: ml_collections.ConfigDict, builder) -> None:
     )
   if config.eval.best_mode not in ("min", "max"):
     raise ConfigError(f"eval.best_mode={config.eval.best_mode!r}; use 'min' or 'max'.")
+
+
+def _check_masks(config, builder, spec: DataSpec, family) -> None:
+  """Every mask value of the train and eval splits is one of the family's classes."""
+  source = spec.fields[family.mask_field].source
+  for split in {config.data.train_split, config.data.eval_split}:
+    values = data.pipeline.field_values(builder, split, spec, source)
+    masks.check_masks(config.data.name, split, values, family.num_mask_classes)
 
 
 GRID_COLUMNS = 8  # Samples per row of a grid.
@@ -145,6 +154,8 @@ class Experiment:
       data.pipeline.per_process_batch_size(config[name.split(".")[0]].batch_size, name)
     family = families.create(config, spec)
     _sample_classes(config.eval.classes, family)  # Fail before compiling.
+    if isinstance(family, families.Segments):
+      _check_masks(config, builder, spec, family)
     return cls(config, builder, spec, family, Keys.from_seed(config.seed))
 
   @property

@@ -8,6 +8,8 @@
   `labels`.
 - `inpaint`: held-out images completed under masks and scored against the
   truth beside a classic baseline (`imgen.inpaint`), for families that inpaint.
+- `segment`: masks of the held-out split (scored), a folder of images or an
+  .npz (`imgen.segmentation`), for families that segment.
 
 The checkpoint is the newest in `workdir/checkpoints`, or the one of
 `eval.checkpoint_step`, or with `eval.best` the one in `workdir/best`;
@@ -35,6 +37,7 @@ from imgen import checkpoints
 from imgen import images as image_lib
 from imgen import inpaint
 from imgen import parallel
+from imgen import segmentation
 from imgen import train
 from imgen import writers
 from imgen.errors import ConfigError
@@ -142,6 +145,11 @@ MODES = {
   "inpaint": Mode(
     inpaint.inpaint_checkpoint,
     "complete held-out images under masks, scored, in workdir/inpaint",
+    True,
+  ),
+  "segment": Mode(
+    segmentation.segment_checkpoint,
+    "masks of the held-out split, a folder or an .npz, in workdir/segment",
     True,
   ),
 }

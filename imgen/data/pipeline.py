@@ -165,6 +165,9 @@ class _InMemorySource:
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     return {k: v[index] for k, v in self._columns.items()}
 
+  def column(self, key: str) -> np.ndarray:
+    return self._columns[key]
+
 
 def data_source(builder: tfds.core.DatasetBuilder, split: str, spec: DataSpec):
   """The split's random-access source of the spec's fields, held in memory when they are small."""
@@ -172,6 +175,19 @@ def data_source(builder: tfds.core.DatasetBuilder, split: str, spec: DataSpec):
   if len(source) * sum(f.stored_bytes for f in spec.fields.values()) > IN_MEMORY_BYTES:
     return source
   return _InMemorySource(source, [f.source for f in spec.fields.values()])
+
+
+def field_values(builder: tfds.core.DatasetBuilder, split: str, spec: DataSpec, source: str):
+  """The distinct values of one stored feature over a whole split (for checks)."""
+  split_source = data_source(builder, split, spec)
+  if isinstance(split_source, _InMemorySource):
+    return np.unique(split_source.column(source))
+  values = set()
+  for start in range(0, len(split_source), 1000):
+    rows = range(start, min(len(split_source), start + 1000))
+    for example in split_source.__getitems__(list(rows)):
+      values.update(np.unique(example[source]).tolist())
+  return np.array(sorted(values))
 
 
 def per_process_batch_size(global_batch_size: int, name: str = "train.batch_size") -> int:

@@ -15,9 +15,11 @@ from imgen.families.base import Evaluates
 from imgen.families.base import Family
 from imgen.families.base import Generates
 from imgen.families.base import Inpaints
+from imgen.families.base import Segments
 from imgen.families.cnn import CNNFamily
 from imgen.families.diffusion import DiffusionFamily
 from imgen.families.gan import GANFamily
+from imgen.families.segment import SegmentationFamily
 from imgen.families.vae import VAEFamily
 
 FAMILIES: dict[str, type[Family]] = {
@@ -25,9 +27,10 @@ FAMILIES: dict[str, type[Family]] = {
   "vae": VAEFamily,
   "cnn": CNNFamily,
   "diffusion": DiffusionFamily,
+  "segment": SegmentationFamily,
 }
 
-__all__ = ["FAMILIES", "Evaluates", "Family", "Generates", "Inpaints", "create"]
+__all__ = ["FAMILIES", "Evaluates", "Family", "Generates", "Inpaints", "Segments", "create"]
 
 
 def create(config: ml_collections.ConfigDict, spec: DataSpec) -> Family:

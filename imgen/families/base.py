@@ -21,6 +21,10 @@ instead of looking for `None`.
   scored for conditional accuracy too.
 - `Inpaints`: per-replica `inpaint(state, key, images, known, condition,
   config)`, completions of images where `known` is 0 (`--mode=inpaint`).
+- `Segments`: `segment(state, images)`, per-pixel labels of images of any
+  size (`--mode=segment`), for a family trained on the dataset's masks
+  (`mask_field`, values 0 .. `num_mask_classes` - 1, checked on every split
+  before anything compiles).
 
 Per-replica functions run under `jax.pmap` with axis `parallel.AXIS`: they
 average (`lax.pmean`) or sum (`lax.psum`) over it themselves, and draw their
@@ -128,6 +132,19 @@ class Inpaints(abc.ABC):
     """Per replica: completions of this replica's rows of a global batch of
     `images` (in [-1, 1]) that keep the pixels where `known` (the images'
     shape, 1 = given) exactly; `config` is the `inpaint` group."""
+
+
+class Segments(abc.ABC):
+  """A family that labels every pixel (`--mode=segment`)."""
+
+  mask_field: str  # The batch field of the true masks.
+  num_mask_classes: int
+  class_names: tuple[str, ...]
+
+  @abc.abstractmethod
+  def segment(self, state: State, images: jax.Array) -> np.ndarray:
+    """Labels (N, H, W) of [-1, 1] images (N, H, W, C) of any size, from an
+    unreplicated `state`, on the host."""
 
 
 def class_count(config: ml_collections.ConfigDict, spec: DataSpec) -> int | None:

@@ -1,0 +1,95 @@
+"""PyTorch peer of imgen's segmentation U-Net train step, for benchmarks only.
+
+The network of `imgen/models/seg_unet.py` layer for layer (Ronneberger et al.
+2015 with 'same' padding): per level two (3x3 convolution without bias,
+BatchNorm, ReLU) and a 2x2 max-pool; a bottom level; per level up a 2x2
+stride-2 transposed convolution, the skip concatenated first, two
+convolutions; a 1x1 convolution to the class logits. The step is imgen's
+default: per-pixel cross-entropy, Adam. PyTorch is a benchmark-only extra,
+imported lazily (`pip install torch --index-url https://download.pytorch.org/whl/cpu`).
+"""
+
+import time
+from typing import Any
+
+
+def _import_torch() -> Any:
+  try:
+    import torch
+  except ImportError as e:
+    raise ImportError(
+      "PyTorch is needed for the U-Net peer benchmark: pip install torch "
+      "--index-url https://download.pytorch.org/whl/cpu"
+    ) from e
+  return torch
+
+
+def build_unet(torch, in_channels: int, num_classes: int, depth: int, width: int):
+  nn = torch.nn
+
+  def block(cin, cout):
+    layers = []
+    for c in (cin, cout):
+      layers += [nn.Conv2d(c, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+  class UNet(nn.Module):
+    def __init__(self):
+      super().__init__()
+      widths = [width * 2**level for level in range(depth + 1)]
+      self.down = nn.ModuleList(
+        block(in_channels if level == 0 else widths[level - 1], widths[level])
+        for level in range(depth)
+      )
+      self.bottom = block(widths[depth - 1], widths[depth])
+      self.up = nn.ModuleList(
+        nn.ConvTranspose2d(widths[level + 1], widths[level], 2, stride=2) for level in range(depth)
+      )
+      self.up_blocks = nn.ModuleList(
+        block(2 * widths[level], widths[level]) for level in range(depth)
+      )
+      self.out = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, x):
+      skips = []
+      for down in self.down:
+        x = down(x)
+        skips.append(x)
+        x = torch.nn.functional.max_pool2d(x, 2)
+      x = self.bottom(x)
+      for level in reversed(range(depth)):
+        x = torch.cat([skips[level], self.up[level](x)], dim=1)
+        x = self.up_blocks[level](x)
+      return self.out(x)
+
+  return UNet()
+
+
+def parameter_count(in_channels: int, num_classes: int, depth: int, width: int) -> int:
+  torch = _import_torch()
+  model = build_unet(torch, in_channels, num_classes, depth, width)
+  return sum(p.numel() for p in model.parameters())
+
+
+def steps_per_second(batch, size, in_channels, num_classes, depth, width, *, steps, compile=False):
+  """Train steps/s of the peer on one fixed batch (one untimed warm-up step)."""
+  torch = _import_torch()
+  torch.manual_seed(0)
+  model = build_unet(torch, in_channels, num_classes, depth, width)
+  optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+  images = torch.rand(batch, in_channels, size, size) * 2 - 1
+  masks = torch.randint(0, num_classes, (batch, size, size))
+  forward = torch.compile(model) if compile else model
+
+  def step():
+    loss = torch.nn.functional.cross_entropy(forward(images), masks)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+  step()
+  t = time.perf_counter()
+  for _ in range(steps):
+    step()
+  return steps / (time.perf_counter() - t)

@@ -1,0 +1,22 @@
+"""U-Net segmentation of the embedded `texture_mosaic` (offline).
+
+  python main.py --config=configs/segment_mosaic.py --workdir=runs/segment_mosaic
+  python main.py --config=configs/segment_mosaic.py --workdir=runs/segment_mosaic --mode=segment
+
+configs/segment.py's U-Net and training on Voronoi mosaics of 8 textures and
+photographs (brick, grass, gravel, coins, moon, page, retina, hubble deep
+field): the mask is the texture's index, so there is no background class.
+"""
+
+import ml_collections
+
+from configs import segment
+from imgen.data import scenes
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config = segment.get_config(arg)
+  config.data.name = "texture_mosaic" + ("/tiny" if arg == "smoke" else "")
+  config.model.num_classes = len(scenes.MOSAIC_SOURCES)
+  config.model.class_names = ",".join(s.name for s in scenes.MOSAIC_SOURCES)
+  return config

@@ -1,0 +1,113 @@
+"""The segmentation U-Net of Ronneberger, Fischer & Brox (2015).
+
+A contracting path of `depth` levels, each two 3x3 convolutions (normalised,
+ReLU) and a 2x2 max-pool, doubling the channels from `width`; a bottom level
+of two convolutions; an expanding path that doubles the resolution with a 2x2
+stride-2 transposed convolution (halving the channels), concatenates the
+contracting path's features of that resolution (the skip connection) and
+applies two 3x3 convolutions; a 1x1 convolution to per-pixel class logits.
+As in most later U-Nets the convolutions are 'same'-padded (the paper's are
+unpadded, with cropped skips and a larger input tile), so the logits have the
+input's height and width, which must be divisible by 2**depth.
+
+`norm`: 'batch' (synchronised over `axis_name` when training, running
+averages otherwise), 'group' (8 groups, or fewer for narrow layers) or
+'none' (biases instead).
+"""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+NORMS = ("batch", "group", "none")
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """`nn.max_pool(x, (2, 2), (2, 2))` as a max over a reshape: the same values.
+
+  Its gradient goes to the window's maximum through a compare instead of
+  XLA's select-and-scatter, which its CPU backend runs slowly. The two differ
+  only on exact ties (the gradient splits instead of going to the first), and
+  after a ReLU the ties are the zeros, whose gradient the ReLU stops anyway.
+  """
+  n, h, w, c = x.shape
+  return jnp.max(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+
+
+class UpConv2x2(nn.Module):
+  """`nn.ConvTranspose(features, (2, 2), (2, 2))` written as what it is: each
+  input pixel times the kernel gives its 2x2 output block, one matrix product
+  and a depth-to-space. XLA lowers the transposed convolution's gradients to
+  convolutions of a dilated input, slow on CPU; this form has none. The kernel
+  is nn.ConvTranspose's (2, 2, in, out), whose tap (a, b) lands on output
+  (2i + 1 - a, 2j + 1 - b), so the two are interchangeable.
+  """
+
+  features: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param(
+      "kernel", nn.initializers.lecun_normal(), (2, 2, x.shape[-1], self.features), jnp.float32
+    )
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    n, h, w, _ = x.shape
+    y = jnp.einsum("nhwc,abco->nhawbo", x, kernel[::-1, ::-1])
+    return y.reshape(n, 2 * h, 2 * w, self.features) + bias
+
+
+class _ConvBlock(nn.Module):
+  """Two (3x3 convolution, normalisation, ReLU)."""
+
+  features: int
+  norm: str
+  axis_name: str | None
+  dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    for _ in range(2):
+      x = nn.Conv(self.features, (3, 3), use_bias=self.norm == "none", dtype=self.dtype)(x)
+      if self.norm == "batch":
+        x = nn.BatchNorm(
+          use_running_average=not train,
+          momentum=0.9,
+          axis_name=self.axis_name if train else None,
+          dtype=self.dtype,
+        )(x)
+      elif self.norm == "group":
+        x = nn.GroupNorm(num_groups=min(8, self.features), dtype=self.dtype)(x)
+      x = nn.relu(x)
+    return x
+
+
+class SegUNet(nn.Module):
+  """Images (N, H, W, C) in [-1, 1] -> float32 logits (N, H, W, num_classes)."""
+
+  num_classes: int
+  depth: int = 3
+  width: int = 16
+  norm: str = "batch"
+  axis_name: str | None = None
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    block = functools.partial(
+      _ConvBlock, norm=self.norm, axis_name=self.axis_name, dtype=self.dtype
+    )
+    skips = []
+    for level in range(self.depth):
+      x = block(self.width * 2**level)(x, train)
+      skips.append(x)
+      x = max_pool_2x2(x)
+    x = block(self.width * 2**self.depth)(x, train)
+    for level in reversed(range(self.depth)):
+      x = UpConv2x2(self.width * 2**level, dtype=self.dtype)(x)
+      x = jnp.concatenate([skips[level], x], axis=-1)
+      x = block(self.width * 2**level)(x, train)
+    return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x).astype(jnp.float32)

@@ -1,0 +1,254 @@
+"""Segmentation: the scene datasets, the U-Net, its losses and scores, and
+--mode=segment. Training, resume and 1-vs-4 devices run for every family in
+test_train.py and test_faults.py."""
+
+import json
+import os
+import subprocess
+
+import flax.linen as nn
+from helpers import ROOT
+from helpers import final_state
+from helpers import main_command
+from helpers import smoke_config
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+import pytest
+
+from imgen import data
+from imgen import masks as mask_lib
+from imgen import modes
+from imgen.data import embedded
+from imgen.data import pipeline
+from imgen.data import scenes
+from imgen.data.spec import MASK
+from imgen.data.spec import DataSpec
+from imgen.data.spec import Field
+from imgen.errors import ConfigError
+from imgen.errors import DataError
+from imgen.experiment import Experiment
+from imgen.families.segment import SegmentationFamily
+from imgen.families.segment import pixel_cross_entropy
+from imgen.families.segment import soft_dice
+from imgen.models.seg_unet import SegUNet
+from imgen.models.seg_unet import UpConv2x2
+from imgen.models.seg_unet import max_pool_2x2
+
+
+def _records(builder, split):
+  source = builder.as_data_source(split=split)
+  return [source[i] for i in range(len(source))]
+
+
+def test_scores_match_a_direct_numpy_computation():
+  rng = np.random.default_rng(0)
+  k = 5
+  truth = rng.integers(0, k, (6, 9, 7))
+  predicted = np.where(rng.uniform(size=truth.shape) < 0.6, truth, rng.integers(0, k, truth.shape))
+  predicted[predicted == 4] = 3  # Class 4 occurs in the truth only.
+  truth[truth == 2], predicted[predicted == 2] = 1, 1  # Class 2 nowhere: no score.
+  valid = np.ones(truth.shape[0])
+  valid[-1] = 0  # A padding row counts for nothing.
+  weights = np.broadcast_to(valid[:, None, None], truth.shape)
+  confusion = mask_lib.confusion(
+    jnp.asarray(truth), jnp.asarray(predicted), k, jnp.asarray(weights)
+  )
+  got = mask_lib.scores(np.asarray(confusion), tuple("abcde"))
+  t, p = truth[:-1], predicted[:-1]
+  ious, dices = [], []
+  for c in range(k):
+    inter, union = np.sum((t == c) & (p == c)), np.sum((t == c) | (p == c))
+    iou = inter / union if union else np.nan
+    dice = 2 * inter / (np.sum(t == c) + np.sum(p == c)) if union else np.nan
+    np.testing.assert_allclose(got[f"iou/{'abcde'[c]}"], iou, rtol=1e-6)
+    np.testing.assert_allclose(got[f"dice/{'abcde'[c]}"], dice, rtol=1e-6)
+    ious.append(iou)
+    dices.append(dice)
+  assert np.isnan(got["iou/c"]) and got["iou/e"] == 0.0
+  np.testing.assert_allclose(got["miou"], np.nanmean(ious), rtol=1e-6)
+  np.testing.assert_allclose(got["mean_dice"], np.nanmean(dices), rtol=1e-6)
+  np.testing.assert_allclose(got["pixel_accuracy"], np.mean(t == p), rtol=1e-6)
+
+
+def test_losses_match_numpy():
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(2, 4, 3, 5)).astype(np.float32)
+  labels = rng.integers(0, 5, (2, 4, 3))
+  probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  ce = -np.log(np.take_along_axis(probs, labels[..., None], -1)[..., 0])
+  np.testing.assert_allclose(pixel_cross_entropy(logits, labels), ce, rtol=1e-5)
+  onehot = np.eye(5)[labels]
+  dice = (2 * (probs * onehot).sum((1, 2)) + 1) / (probs.sum((1, 2)) + onehot.sum((1, 2)) + 1)
+  np.testing.assert_allclose(soft_dice(jnp.asarray(probs), labels), dice, rtol=1e-5)
+
+
+def test_nearest_resizing_keeps_the_label_set():
+  rng = np.random.default_rng(2)
+  masks = rng.integers(0, 11, (3, 20, 20)).astype(np.uint8)
+  up = pipeline.resize_masks(masks, 60, "resize")
+  assert up.dtype == np.uint8 and up.shape == (3, 60, 60)
+  for m, u in zip(masks, up, strict=True):
+    assert set(np.unique(u)) == set(np.unique(m))  # 3x: every pixel is copied.
+  down = pipeline.resize_masks(masks, 7, "resize")
+  assert set(np.unique(down)) <= set(np.unique(masks))
+  np.testing.assert_array_equal(up[:, 1::3, 1::3], masks)
+
+
+def test_upconv_and_pool_equal_their_plain_forms():
+  x = jax.random.normal(jax.random.key(0), (2, 5, 7, 3))
+  up = UpConv2x2(4)
+  params = up.init(jax.random.key(1), x)
+  plain = nn.ConvTranspose(4, (2, 2), (2, 2))
+  np.testing.assert_allclose(up.apply(params, x), plain.apply(params, x), atol=1e-5)
+  f = lambda p, x: jnp.sum(jnp.sin(up.apply(p, x)))
+  g = lambda p, x: jnp.sum(jnp.sin(plain.apply(p, x)))
+  grads = jax.tree.leaves(jax.grad(f, (0, 1))(params, x))
+  for a, b in zip(grads, jax.tree.leaves(jax.grad(g, (0, 1))(params, x)), strict=True):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  x = jax.random.normal(jax.random.key(2), (2, 8, 6, 3))
+  np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), (2, 2)))
+  pool = lambda f: jax.grad(lambda x: jnp.sum(jnp.sin(f(jax.nn.relu(x)))))(x)
+  np.testing.assert_allclose(
+    pool(max_pool_2x2), pool(lambda x: nn.max_pool(x, (2, 2), (2, 2))), atol=1e-6
+  )
+
+
+def _unet_parameters(c_in, k, depth, width):
+  """By hand: 3x3 convolutions without bias plus BatchNorm scale and offset,
+  2x2 transposed convolutions with bias, the 1x1 head with bias."""
+  block = lambda a, b: 9 * a * b + 9 * b * b + 4 * b
+  widths = [width * 2**level for level in range(depth + 1)]
+  total = block(c_in, widths[0]) + sum(block(widths[i - 1], widths[i]) for i in range(1, depth + 1))
+  for level in range(depth):
+    total += 4 * widths[level + 1] * widths[level] + widths[level]
+    total += block(2 * widths[level], widths[level])
+  return total + width * k + k
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+def test_unet_output_shape_and_size_at_every_depth(depth):
+  model = SegUNet(num_classes=6, depth=depth, width=4)
+  x = jnp.zeros((2, 32, 48, 3))
+  variables = model.init(jax.random.key(0), x)
+  assert model.apply(variables, x).shape == (2, 32, 48, 6)
+  count = sum(p.size for p in jax.tree.leaves(variables["params"]))
+  assert count == _unet_parameters(3, 6, depth, 4)
+
+
+def test_datasets_are_deterministic_and_their_splits_are_disjoint(data_dir, tmp_path):
+  first = data.get_builder("digit_scenes/tiny", data_dir)
+  again = data.get_builder("digit_scenes/tiny", str(tmp_path))
+  for split in ("train", "test"):
+    for a, b in zip(_records(first, split), _records(again, split), strict=True):
+      assert a.keys() == b.keys()
+      for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+  _, labels = embedded.EmbeddedMnist.load()
+  pools = dict(zip(("train", "test"), embedded.mnist_split(labels), strict=True))
+  for split, pool in pools.items():
+    for r in _records(first, split):
+      ids = r["digit_ids"][r["digit_ids"] >= 0]
+      assert np.isin(ids, pool).all() and len(ids) >= 1
+      np.testing.assert_array_equal(labels[ids], r["digits"][: len(ids)])
+      assert set(np.unique(r["mask"])) <= {0} | set(1 + r["digits"][: len(ids)])
+      # The background is the recorded crop of this split's half, wherever no digit lies.
+      top, left, side = r["crop"]
+      half = scenes._source_half(scenes.BACKGROUNDS[r["background"]], split)
+      background = scenes._resize(half[top : top + side, left : left + side], 64, 64)
+      free = np.ones((64, 64), bool)
+      for y, x, h, w in r["boxes"][: len(ids)]:
+        free[y : y + h, x : x + w] = False
+      np.testing.assert_array_equal(r["image"][free], background[free])
+  assert not set(pools["train"]) & set(pools["test"])
+  for source in scenes.BACKGROUNDS + scenes.MOSAIC_SOURCES:  # The halves partition each image.
+    left, right = scenes._source_half(source, "train"), scenes._source_half(source, "test")
+    assert abs(left.shape[1] - right.shape[1]) <= 1 and left.shape[0] == right.shape[0]
+  mosaic = data.get_builder("texture_mosaic/tiny", data_dir)
+  for r in _records(mosaic, "test"):
+    used = r["sources"][r["sources"] >= 0]
+    assert set(np.unique(r["mask"])) <= set(used) and len(set(used)) == len(used)
+
+
+def _spec(mask_shape, mask_dtype="uint8"):
+  fields = {
+    "image": Field("image", "image", (64, 64, 3), "uint8"),
+    "mask": Field(MASK if mask_shape == (64, 64) else "tensor", "mask", mask_shape, mask_dtype),
+  }
+  return DataSpec(64, fields)
+
+
+def test_bad_masks_and_configs_fail_with_a_clear_message(data_dir, tmp_path):
+  config = smoke_config("segment", data_dir)
+  with pytest.raises(
+    ConfigError, match=r"'mask' .* shape \(32, 32\) .* height and width \(64, 64\)"
+  ):
+    SegmentationFamily(config, _spec((32, 32)))
+  config.data.mask_key = "segmentation"
+  with pytest.raises(ConfigError, match="no mask feature 'segmentation'.*data.mask_key"):
+    SegmentationFamily(config, _spec((64, 64)))
+  config = smoke_config("segment", data_dir)
+  config.model.update(num_classes=5, class_names="")
+  with pytest.raises(DataError, match=r"values 0\.\.10, outside the 5 classes.*num_classes=11"):
+    modes.run("train", config, str(tmp_path / "few"))
+  config = smoke_config("segment", data_dir)
+  config.model.depth = 7
+  with pytest.raises(ConfigError, match="not divisible by 2\\*\\*model.depth=128"):
+    modes.run("train", config, str(tmp_path / "deep"))
+  cmd = main_command(
+    "segment", str(tmp_path / "mnist"), data_dir, "--config.data.name=embedded_mnist"
+  )
+  result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  assert "no mask feature 'mask'" in result.stderr
+
+
+def test_segment_mode_writes_masks_of_the_split_a_folder_and_an_npz(smoke_run, tmp_path):
+  config, workdir, logged = smoke_run("segment")
+  out = modes.run("segment", config, workdir)
+  with open(os.path.join(out, "scores.json")) as f:
+    record = json.load(f)
+  assert record["num_images"] == 32
+  np.testing.assert_allclose(record["scores"]["miou"], logged["test/miou"], rtol=1e-5)
+  masks = np.load(os.path.join(out, "masks.npz"))["masks"]
+  assert masks.shape == (32, 64, 64) and masks.dtype == np.uint8
+  png = np.asarray(Image.open(os.path.join(out, "masks", "00000.png")))
+  np.testing.assert_array_equal(png, masks[0])
+  assert os.path.exists(os.path.join(out, "overlays.png"))
+
+  folder = tmp_path / "photos"
+  folder.mkdir()
+  rng = np.random.default_rng(0)
+  for name, shape in (("wide.png", (40, 56, 3)), ("square.png", (64, 64, 3))):
+    Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(folder / name)
+  config.segment.input = str(folder)
+  out = modes.run("segment", config, workdir)
+  saved = np.load(os.path.join(out, "masks.npz"))
+  assert saved["mask_wide"].shape == (40, 56) and saved["mask_square"].shape == (64, 64)
+
+  npz = str(tmp_path / "scenes.npz")
+  np.savez(npz, images=np.zeros((2, 64, 64, 3), np.uint8), masks=np.zeros((2, 32, 32), np.uint8))
+  config.segment.input = npz
+  with pytest.raises(DataError, match="'masks' of .* has shape \\(2, 32, 32\\)"):
+    modes.run("segment", config, workdir)
+  np.savez(npz, images=np.zeros((2, 64, 64, 3), np.uint8), masks=np.full((2, 64, 64), 3, np.uint8))
+  out = modes.run("segment", config, workdir)
+  with open(os.path.join(out, "scores.json")) as f:
+    assert json.load(f)["num_images"] == 2
+
+
+def test_the_grid_shows_images_their_masks_and_the_predictions(smoke_run):
+  config, workdir, _ = smoke_run("segment")
+  experiment = Experiment.create(config)
+  family = experiment.family
+  state = final_state(config, workdir)[0]
+  batch = experiment.held_out(16)
+  shown = family.show(state, None, batch)["segmentation"]
+  assert shown.shape == (48, 64, 64, 3)
+  np.testing.assert_array_equal(shown[:8], batch["image"][:8])
+  np.testing.assert_array_equal(shown[8:16], mask_lib.colour(batch["mask"][:8]))
+  np.testing.assert_array_equal(
+    shown[16:24], mask_lib.colour(family.segment(state, batch["image"][:8]))
+  )
+  np.testing.assert_array_equal(shown[32:40], mask_lib.colour(batch["mask"][8:16]))
