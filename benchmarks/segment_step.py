@@ -7,7 +7,7 @@ PyTorch peer, and the input pipeline (images and masks) against the step.
 
 The train steps of imgen and PyTorch alternate `rounds` times in one process
 (same threads, same machine state); the ratio of their medians is printed.
-`--pipeline` times `--pipeline_batches` train batches of `digit_scenes`
+`--pipeline` times `--pipeline_batches` train batches of `--dataset` (digit_scenes)
 through imgen's input pipeline (grain, resizing, per-device split) and
 prints its images/s beside the step's. Prints markdown rows for BENCHMARKS.md.
 """
@@ -41,8 +41,9 @@ flags.DEFINE_integer("steps", 10, "Timed train steps per round.")
 flags.DEFINE_integer("rounds", 1, "Alternating imgen/PyTorch rounds.")
 flags.DEFINE_bool("torch", False, "Also time the PyTorch peer.")
 flags.DEFINE_bool("torch_compile", False, "Also time the peer under torch.compile.")
-flags.DEFINE_bool("pipeline", False, "Also time the input pipeline on digit_scenes.")
+flags.DEFINE_bool("pipeline", False, "Also time the input pipeline on --dataset.")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir for --pipeline (default: TFDS's).")
+flags.DEFINE_string("dataset", "digit_scenes", "The dataset --pipeline reads.")
 flags.DEFINE_integer("pipeline_batches", 200, "Batches the pipeline timing reads.")
 FLAGS = flags.FLAGS
 
@@ -59,8 +60,8 @@ def _config():
 
 
 def pipeline_rate(config) -> float:
-  """Images/s of imgen's train pipeline on digit_scenes (after one warm-up batch)."""
-  builder = data.get_builder(config.data.name, FLAGS.data_dir)
+  """Images/s of imgen's train pipeline on --dataset (after one warm-up batch)."""
+  builder = data.get_builder(FLAGS.dataset, FLAGS.data_dir)
   spec = DataSpec.from_builder(builder, "image", config.model.image_size)
   batches = data.make_train_iterator(
     builder,
@@ -124,7 +125,7 @@ def main(argv):
   if FLAGS.pipeline:
     images_per_s = pipeline_rate(config)
     print(
-      f"| input pipeline, digit_scenes {size}x{size} + masks | {batch} | {images_per_s:.0f} "
+      f"| input pipeline, {FLAGS.dataset} {size}x{size} + masks | {batch} | {images_per_s:.0f} "
       f"images/s | {images_per_s / (rate * batch):.0f}x the step |"
     )
 

@@ -8,6 +8,28 @@ import numpy as np
 from imgen import parallel
 
 
+def import_torch(peer: str):
+  """PyTorch, for the peer benchmarks only (a benchmark extra, imported lazily)."""
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(
+      f"PyTorch is needed for the {peer} peer benchmark: pip install torch "
+      "--index-url https://download.pytorch.org/whl/cpu"
+    ) from e
+  return torch
+
+
+def steps_per_second(step, steps: int) -> float:
+  """Calls of `step()` per second over `steps` calls, after one untimed warm-up call
+  (for the PyTorch peers, whose calls return when their work is done)."""
+  step()
+  t = time.perf_counter()
+  for _ in range(steps):
+    step()
+  return steps / (time.perf_counter() - t)
+
+
 def step_runner(family, images: np.ndarray, **fields: np.ndarray):
   """(run(num_steps) -> steps/s, compile seconds) of the family's pmapped train
   step on one fixed batch of `images` and any other `fields` (laid out per device)."""

@@ -9,19 +9,13 @@ default: per-pixel cross-entropy, Adam. PyTorch is a benchmark-only extra,
 imported lazily (`pip install torch --index-url https://download.pytorch.org/whl/cpu`).
 """
 
-import time
 from typing import Any
+
+from benchmarks import timing
 
 
 def _import_torch() -> Any:
-  try:
-    import torch
-  except ImportError as e:
-    raise ImportError(
-      "PyTorch is needed for the U-Net peer benchmark: pip install torch "
-      "--index-url https://download.pytorch.org/whl/cpu"
-    ) from e
-  return torch
+  return timing.import_torch("segmentation U-Net")
 
 
 def build_unet(torch, in_channels: int, num_classes: int, depth: int, width: int):
@@ -88,8 +82,4 @@ def steps_per_second(batch, size, in_channels, num_classes, depth, width, *, ste
     optimizer.step()
     return loss
 
-  step()
-  t = time.perf_counter()
-  for _ in range(steps):
-    step()
-  return steps / (time.perf_counter() - t)
+  return timing.steps_per_second(step, steps)

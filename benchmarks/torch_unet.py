@@ -14,19 +14,13 @@ lazily (`pip install torch --index-url https://download.pytorch.org/whl/cpu`).
 """
 
 import math
-import time
 from typing import Any
+
+from benchmarks import timing
 
 
 def _import_torch() -> Any:
-  try:
-    import torch
-  except ImportError as e:
-    raise ImportError(
-      "PyTorch is needed for the U-Net peer benchmark: pip install torch "
-      "--index-url https://download.pytorch.org/whl/cpu"
-    ) from e
-  return torch
+  return timing.import_torch("DDPM U-Net")
 
 
 def build_unet(torch, channels, mults, blocks, attention, groups, image_channels, size, dropout):
@@ -154,8 +148,4 @@ def steps_per_second(
       torch._foreach_lerp_(ema, list(model.parameters()), 1 - 0.999)
     return loss
 
-  step()
-  t = time.perf_counter()
-  for _ in range(steps):
-    step()
-  return steps / (time.perf_counter() - t)
+  return timing.steps_per_second(step, steps)

@@ -37,3 +37,12 @@ def test_the_sngan_step_benchmark_runs(data_dir):
   result = _run(data_dir, "benchmarks/sngan_step.py", *args, "--n_dis=2", "--steps=1", "--rounds=1")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "| wgan_gp | 8/8 | 4 | 2 |" in result.stdout
+
+
+def test_the_segmentation_step_benchmark_runs(data_dir):
+  args = ["--width=4", "--depth=2", "--batch_size=4", "--steps=1", "--pipeline"]
+  args += ["--dataset=digit_scenes/tiny", "--pipeline_batches=2"]
+  result = _run(data_dir, "benchmarks/segment_step.py", *args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "| U-Net 64x64x3 depth 2 width 4 batch | 4 |" in result.stdout
+  assert "| input pipeline, digit_scenes/tiny 64x64 + masks | 4 |" in result.stdout
