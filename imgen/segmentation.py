@@ -113,11 +113,10 @@ def segment_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
   }
   if truth is not None:
     k = family.num_mask_classes
-    total = np.zeros((k, k))
-    for t, m in zip(truth, masks, strict=True):
-      total += np.bincount(t.astype(np.int64).ravel() * k + m.ravel(), minlength=k * k).reshape(
-        k, k
-      )
+    total = sum(
+      np.asarray(mask_lib.confusion(t.astype(np.int32), m.astype(np.int32), k, np.ones(t.shape)))
+      for t, m in zip(truth, masks, strict=True)
+    )
     record["scores"] = mask_lib.scores(total, family.class_names)
     logging.info(
       "%s: mIoU %.4f | mean Dice %.4f | pixel accuracy %.4f",
