@@ -8,10 +8,15 @@ import tensorflow_datasets as tfds
 
 from imgen.data import embedded
 from imgen.data import scenes
+from imgen.data import textures
 from imgen.errors import DataError
 from imgen.errors import one_line
 
-EMBEDDED = {**embedded.BUILDERS, **scenes.BUILDERS}  # Prepared on first use, offline.
+EMBEDDED = {
+  **embedded.BUILDERS,
+  **scenes.BUILDERS,
+  **textures.BUILDERS,
+}  # Prepared on first use, offline.
 
 
 def default_data_dir() -> str:
@@ -31,16 +36,22 @@ def _prepare_hint(name: str, data_dir: str) -> str:
 def _embedded_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   """Prepares an embedded dataset on first use, and again if its files are damaged.
 
-  `name` may name a variant ('digit_scenes/tiny') of the builders that have them.
+  `name` may name a variant ('digit_scenes/tiny') of the builders that have
+  them; builders with a `variant_config(variant)` make configs of any variant
+  they accept ('texture_crops/path/to/image.png').
   """
   base, _, variant = name.partition("/")
   builder_class = EMBEDDED[base]
   variants = [c.name for c in builder_class.BUILDER_CONFIGS]
-  if variant and variant not in variants:
+  config = variant or None
+  if variant and hasattr(builder_class, "variant_config"):
+    config = builder_class.variant_config(variant)
+  elif variant and variant not in variants:
     known = ", ".join(f"{base}/{v}" for v in variants) or f"only {base}"
     raise DataError(f"Dataset {name!r} has no variant {variant!r}; known: {known}.")
-  folder = os.path.join(data_dir, base, *([variant or variants[0]] if variants else []))
-  make = lambda **kw: builder_class(**kw, **({"config": variant} if variant else {}))
+  config_name = getattr(config, "name", config) or (variants[0] if variants else None)
+  folder = os.path.join(data_dir, base, *([config_name] if config_name else []))
+  make = lambda **kw: builder_class(**kw, **({"config": config} if config else {}))
   try:
     builder = make(data_dir=data_dir)
     damage = builder.damage() if builder.is_prepared() else None
