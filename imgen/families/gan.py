@@ -17,9 +17,10 @@ through D separately, so BatchNorm sees them apart.
   images, estimated on every `r1_subsample`-th real image of the batch (the
   same expectation at a fraction of the cost). Gradient penalties need each
   image's logit to depend on that image alone: no BatchNorm in D.
-- Networks (`model.name`): `dcgan` (`imgen.models.dcgan`) and `resnet`, the
-  ResNet of SNGAN and WGAN-GP (`imgen.models.resnet_gan`); `model.spectral_norm`
-  normalises D's layers.
+- Networks (`model.name`): `dcgan` (`imgen.models.dcgan`), `resnet`, the
+  ResNet of SNGAN and WGAN-GP (`imgen.models.resnet_gan`), and `sgan`, the
+  fully convolutional texture GAN (`imgen.models.sgan`), whose D scores a map
+  of positions; `model.spectral_norm` normalises D's layers (dcgan, resnet).
 - `model.conditional`: G with conditional BatchNorm and a projection D, on the
   dataset's `label`; fakes are drawn for uniformly random classes.
 - `objective.diffaugment`: DiffAugment (`imgen.augment`) on every image D sees.
@@ -51,6 +52,7 @@ from imgen.families.base import reject_condition
 from imgen.models import compute_dtype
 from imgen.models import dcgan
 from imgen.models import resnet_gan
+from imgen.models import sgan
 from imgen.models.layers import IMPLEMENTATIONS as UPSAMPLE_IMPLEMENTATIONS
 from imgen.optim import make_optimizer
 from imgen.train_state import TrainState
@@ -70,7 +72,26 @@ def _dcgan(config: ml_collections.ConfigDict, image, num_classes, dtype):
   d = dcgan.Discriminator(
     **common, width=m.d_width, downsample=m.upsample, norm=m.d_norm, spectral_norm=m.spectral_norm
   )
-  return g, d, m.d_norm == "batch"
+  return g, d, m.d_norm == "batch", m.latent_dim
+
+
+def _sgan(config: ml_collections.ConfigDict, image, num_classes, dtype):
+  m = config.model
+  if num_classes is not None:
+    raise ConfigError("The spatial GAN (model.name='sgan') is unconditional.")
+  g = sgan.Generator(
+    image.size,
+    image.channels,
+    tuple(m.g_channels),
+    m.noise_channels,
+    m.padding,
+    m.upsample,
+    parallel.AXIS,
+    dtype,
+  )
+  downsample = "transpose" if m.upsample == "transpose" else "subpixel"
+  d = sgan.Discriminator(tuple(m.d_channels), m.d_norm, downsample, parallel.AXIS, dtype)
+  return g, d, m.d_norm == "batch", g.latent_dim
 
 
 def _resnet(config: ml_collections.ConfigDict, image, num_classes, dtype):
@@ -88,10 +109,11 @@ def _resnet(config: ml_collections.ConfigDict, image, num_classes, dtype):
     m.d_pool,
     dtype=dtype,
   )
-  return g, d, False
+  return g, d, False, m.latent_dim
 
 
-NETWORKS = {"dcgan": _dcgan, "resnet": _resnet}  # model.name -> (G, D, D has BatchNorm).
+# model.name -> (G, D, D has BatchNorm, the size of G's flat noise).
+NETWORKS = {"dcgan": _dcgan, "resnet": _resnet, "sgan": _sgan}
 
 
 @flax.struct.dataclass
@@ -201,7 +223,7 @@ class GANFamily(Family, Generates):
         f"{o.topk_every}: the fraction and decay must lie in (0, 1], the interval be >= 1 step."
       )
     self.num_classes = class_count(config, spec)
-    g, d, d_batch_norm = NETWORKS[m.name](
+    g, d, d_batch_norm, self.latent_dim = NETWORKS[m.name](
       config, spec.image, self.num_classes, compute_dtype(m.dtype)
     )
     penalties = [n for n, on in (("wgan_gp", o.loss == "wgan_gp"), ("R1", o.r1_gamma > 0)) if on]
@@ -214,7 +236,6 @@ class GANFamily(Family, Generates):
     self.generator, self.discriminator = g, d
     self._standing_generator = g.clone(norm_momentum=0.0)  # Keeps one batch's statistics.
     self.seed = config.seed
-    self.latent_dim = m.latent_dim
     self.image = spec.image
     self.objective = o
     self.policies = augment.parse(o.diffaugment)
