@@ -10,6 +10,10 @@
   truth beside a classic baseline (`imgen.inpaint`), for families that inpaint.
 - `segment`: masks of the held-out split (scored), a folder of images or an
   .npz (`imgen.segmentation`), for families that segment.
+- `texture`: a texture of the exemplar by optimisation and by the trained
+  spatial GAN, scored and timed (`imgen.synthesis`).
+- `compose`: scenes assembled from trained texture and digit generators,
+  blended three ways, segmented and scored (`imgen.compose`).
 
 The checkpoint is the newest in `workdir/checkpoints`, or the one of
 `eval.checkpoint_step`, or with `eval.best` the one in `workdir/best`;
@@ -34,10 +38,12 @@ import ml_collections
 import numpy as np
 
 from imgen import checkpoints
+from imgen import compose
 from imgen import images as image_lib
 from imgen import inpaint
 from imgen import parallel
 from imgen import segmentation
+from imgen import synthesis
 from imgen import train
 from imgen import writers
 from imgen.errors import ConfigError
@@ -151,6 +157,16 @@ MODES = {
     segmentation.segment_checkpoint,
     "masks of the held-out split, a folder or an .npz, in workdir/segment",
     True,
+  ),
+  "texture": Mode(
+    synthesis.texture_checkpoint,
+    "a texture by optimisation and by the trained spatial GAN, scored, in workdir/texture",
+    True,
+  ),
+  "compose": Mode(
+    compose.compose_scenes,
+    "scenes from trained generators, blended and segmented, in workdir/compose",
+    False,
   ),
 }
 
