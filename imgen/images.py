@@ -12,6 +12,11 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
   return np.clip(np.rint((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
+def from_uint8(images: np.ndarray) -> np.ndarray:
+  """uint8 in [0, 255] -> float32 in [-1, 1]."""
+  return np.asarray(images, np.float32) / 127.5 - 1.0
+
+
 def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
   """(N, H, W, C) uint8 -> one (rows*(H+p)+p, cols*(W+p)+p, C) uint8 image."""
   n, h, w, c = images.shape

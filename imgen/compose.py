@@ -1,0 +1,364 @@
+"""`--mode=compose`: scenes assembled from what the other families make, each with its layout.
+
+A scene is a 64x64 background texture from a trained spatial GAN
+(`compose.texture_workdirs`, one picked per scene), with one to four digits
+drawn by a class-conditional generator (`compose.digits_workdir`, e.g. the
+GAN of configs/gan_conditional.py) at random sizes and places, in random
+colours that stand out from the background under them, as `digit_scenes`
+draws them (`imgen.data.scenes`). A digit's matte is its generated intensity.
+Every scene is made with each blend of `BLENDS`:
+- `paste`: the hard matte (intensity > 1/2) replaces the background;
+- `alpha`: the soft matte blends colour and background (digit_scenes' rule);
+- `poisson`: gradient-domain blending (Perez, Gangnet & Blake 2003) of the
+  coloured digit into the background over the ink dilated by two pixels,
+  with their mixed gradients (Sec. 3.2: the stronger of the digit's and the
+  background's at each pixel pair), solved exactly by conjugate gradients.
+The layout (class, box, colour of each digit; the background's source) and
+the mask (0, or 1 + class where the matte exceeds 1/2, later digits on top)
+come with every scene.
+
+Measured here (`scores.json`): the segmenter trained on real digit_scenes
+(`compose.segment_workdir`) segments each blend's scenes, scored against the
+layouts' masks (mIoU and per-class IoU, beside its score on the real test
+split), and the FID of each blend's scenes against the real test scenes in
+the segmenter's features (the spatial means of its U-Net blocks' outputs),
+beside the FID of real train scenes against the same reference.
+`retextured.png` maps generated textures into the digits the segmenter finds
+in real test scenes (`imgen.texture_map`).
+"""
+
+import dataclasses
+import functools
+import json
+import os
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+from jax.scipy.sparse import linalg as sparse_linalg
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from imgen import checkpoints
+from imgen import images as image_lib
+from imgen import masks as mask_lib
+from imgen import metrics
+from imgen import parallel
+from imgen import texture_map
+from imgen.data import scenes
+from imgen.errors import ConfigError
+from imgen.evaluate import host_samples
+from imgen.evaluate import make_sampler
+from imgen.experiment import Experiment
+
+BLENDS = ("paste", "alpha", "poisson")
+SIZE = scenes.SIZE
+
+
+def _shift(x: jax.Array, axis: int, step: int) -> jax.Array:
+  """y[p] = x[p + step] along `axis`, 0 past the edge."""
+  pad = [(0, 0)] * x.ndim
+  pad[axis] = (0, 1) if step > 0 else (1, 0)
+  window = [slice(None)] * x.ndim
+  window[axis] = slice(1, None) if step > 0 else slice(None, -1)
+  return jnp.pad(x, pad)[tuple(window)]
+
+
+_STEPS = ((0, 1), (0, -1), (1, 1), (1, -1))  # The four neighbours: (axis, step).
+
+
+@functools.partial(jax.jit, static_argnames=("mixed",))
+def poisson_blend(
+  target: jax.Array, source: jax.Array, region: jax.Array, mixed: bool = True, tol: float = 1e-6
+) -> jax.Array:
+  """`target` (H, W, C) with the pixels of boolean `region` (H, W) solving
+  Perez et al.'s discrete Poisson equation (their Eq. 7): for p in the region,
+  |N_p| f_p - sum_{q in N_p, in region} f_q = sum_{q in N_p, outside} target_q + sum_q v_pq,
+  N_p the 4-neighbours inside the image, v_pq = source_p - source_q (or, with
+  `mixed`, whichever of that and target_p - target_q is larger in magnitude).
+  Solved by conjugate gradients; outside the region the target is kept."""
+  r = region[..., None].astype(target.dtype)
+  inside = jnp.ones_like(r)
+  count, rhs = 0.0, 0.0
+  for axis, step in _STEPS:
+    valid, tq, rq = (_shift(x, axis, step) for x in (inside, target, r))
+    v = source - _shift(source, axis, step)
+    if mixed:
+      v = jnp.where(jnp.abs(target - tq) > jnp.abs(v), target - tq, v)
+    count = count + valid
+    rhs = rhs + valid * (v + (1.0 - rq) * tq)
+  rhs = r * rhs
+
+  def operator(x):
+    return r * (count * x - sum(_shift(x, axis, step) for axis, step in _STEPS))
+
+  solution, _ = sparse_linalg.cg(operator, rhs, x0=r * target, tol=tol, maxiter=2000)
+  return jnp.where(r > 0, solution, target)
+
+
+@dataclasses.dataclass
+class Layout:
+  """Every scene's parts, as digit_scenes stores them (-1 / 0 where fewer than four digits)."""
+
+  background: np.ndarray  # (N,) index into compose.texture_workdirs.
+  digits: np.ndarray  # (N, 4) classes.
+  boxes: np.ndarray  # (N, 4, 4) top, left, height, width.
+  colours: np.ndarray  # (N, 4, 3) uint8.
+
+
+def load_run(workdir: str, what: str) -> tuple[Experiment, object]:
+  """The experiment and newest checkpoint of the run in `workdir`."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise ConfigError(f"compose.{what}={workdir} holds no run (no config.json); train it first.")
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  config.eval.checkpoint_step, config.eval.best = None, False
+  experiment = Experiment.create(config)
+  state, _, _ = checkpoints.load_chosen(experiment, workdir)
+  return experiment, state
+
+
+def _classes(spec: str) -> tuple[int, ...] | None:
+  if not spec.strip():
+    return None
+  try:
+    classes = tuple(int(c) for c in spec.split(","))
+  except ValueError:
+    classes = (-1,)
+  if not 1 <= len(classes) <= scenes.MAX_DIGITS or not all(0 <= c < 10 for c in classes):
+    raise ConfigError(
+      f"compose.classes={spec!r}; use 1 to {scenes.MAX_DIGITS} comma-separated digits, e.g. '3,7'."
+    )
+  return classes
+
+
+def draw_layout(rng: np.random.Generator, n: int, num_backgrounds: int, classes) -> Layout:
+  """Backgrounds, classes and boxes of `n` scenes (colours are chosen when drawn)."""
+  layout = Layout(
+    rng.integers(num_backgrounds, size=n).astype(np.int32),
+    np.full((n, scenes.MAX_DIGITS), -1, np.int32),
+    np.zeros((n, scenes.MAX_DIGITS, 4), np.int32),
+    np.zeros((n, scenes.MAX_DIGITS, 3), np.uint8),
+  )
+  for i in range(n):
+    chosen = classes or rng.integers(0, 10, int(rng.integers(1, scenes.MAX_DIGITS + 1)))
+    for k, c in enumerate(chosen):
+      side = int(rng.integers(scenes.DIGIT_SIDES[0], scenes.DIGIT_SIDES[1] + 1))
+      top, left = (int(v) for v in rng.integers(0, SIZE - side + 1, 2))
+      layout.digits[i, k], layout.boxes[i, k] = c, (top, left, side, side)
+  return layout
+
+
+def _resize(alpha: np.ndarray, side: int) -> np.ndarray:
+  """A [0, 1] matte (28, 28) resized by Pillow's bilinear filter, as digit_scenes does."""
+  pixels = np.clip(np.rint(alpha * 255), 0, 255).astype(np.uint8)
+  return np.asarray(Image.fromarray(pixels).resize((side, side), Image.Resampling.BILINEAR)) / 255.0
+
+
+def render(
+  backgrounds: np.ndarray, mattes: np.ndarray, layout: Layout, rng: np.random.Generator
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+  """Scenes (N, 64, 64, 3) uint8 by each blend, and their masks (N, 64, 64).
+
+  `backgrounds` (N, 64, 64, 3) uint8; `mattes` (N, 4, 28, 28) in [0, 1], the
+  generated digits of the layout's slots. Fills `layout.colours`.
+  """
+  n = len(backgrounds)
+  out = {b: backgrounds.astype(np.float32).copy() for b in BLENDS}
+  masks = np.zeros((n, SIZE, SIZE), np.uint8)
+  for i in range(n):
+    for k in np.flatnonzero(layout.digits[i] >= 0):
+      top, left, side, _ = layout.boxes[i, k]
+      alpha = _resize(mattes[i, k], side)[..., None]
+      ink = alpha[..., 0] > 0.5
+      window = (slice(top, top + side), slice(left, left + side))
+      under = out["alpha"][i][window]
+      lum = scenes._luminance(under[ink]).mean() if ink.any() else 128.0  # noqa: SLF001
+      colour = scenes._colour(rng, float(lum)).astype(np.float32)  # noqa: SLF001
+      layout.colours[i, k] = colour
+      out["paste"][i][window] = np.where(ink[..., None], colour, out["paste"][i][window])
+      out["alpha"][i][window] = under * (1 - alpha) + colour * alpha
+      masks[i][window][ink] = 1 + layout.digits[i, k]
+      full = np.zeros((SIZE, SIZE, 1), np.float32)
+      full[window] = alpha
+      region = _dilate(full[..., 0] > 0.5, 2)
+      source = out["poisson"][i].mean(axis=(0, 1)) * (1 - full) + colour * full
+      blended = poisson_blend(
+        jnp.asarray(out["poisson"][i] / 127.5 - 1), jnp.asarray(source / 127.5 - 1), region
+      )
+      out["poisson"][i] = (np.asarray(blended) + 1) * 127.5
+  scenes_by_blend = {b: np.clip(np.rint(x), 0, 255).astype(np.uint8) for b, x in out.items()}
+  return scenes_by_blend, masks
+
+
+def _dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
+  out = mask.copy()
+  for _ in range(pixels):
+    grown = out.copy()
+    grown[1:] |= out[:-1]
+    grown[:-1] |= out[1:]
+    grown[:, 1:] |= out[:, :-1]
+    grown[:, :-1] |= out[:, 1:]
+    out = grown
+  return out
+
+
+def segmenter_features(experiment: Experiment, state, images: np.ndarray) -> np.ndarray:
+  """(N, D) spatial means of every U-Net block's output for uint8 scenes (N, 64, 64, 3)."""
+  family = experiment.family
+  model, variables = family.model, state.net.variables()
+
+  @jax.jit
+  def features(x):
+    _, captured = model.apply(
+      variables,
+      x,
+      train=False,
+      capture_intermediates=lambda module, name: (
+        name == "__call__" and "ConvBlock" in type(module).__name__
+      ),
+      mutable=["intermediates"],
+    )
+    leaves = jax.tree.leaves(captured["intermediates"])
+    return jnp.concatenate([leaf.mean(axis=(1, 2)) for leaf in leaves], axis=-1)
+
+  out = [features(image_lib.from_uint8(images[i : i + 250])) for i in range(0, len(images), 250)]
+  return np.asarray(jnp.concatenate(out), np.float64)
+
+
+def _segmentation_scores(experiment, state, images: np.ndarray, masks: np.ndarray) -> dict:
+  family = experiment.family
+  k = family.num_mask_classes
+  predicted = np.concatenate(
+    [
+      family.segment(state, image_lib.from_uint8(images[i : i + 250]))
+      for i in range(0, len(images), 250)
+    ]
+  )
+  confusion = mask_lib.confusion(
+    jnp.asarray(masks), jnp.asarray(predicted), k, jnp.ones(masks.shape)
+  )
+  return mask_lib.scores(np.asarray(confusion), family.class_names), predicted
+
+
+def compose_scenes(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs `--mode=compose` (see the module docstring); returns the scores' record."""
+  c = config.compose
+  classes = _classes(c.classes)
+  texture_dirs = [d for d in c.texture_workdirs.split(",") if d.strip()]
+  if not texture_dirs:
+    raise ConfigError("compose.texture_workdirs is empty: name trained configs/texture.py runs.")
+  rng = np.random.default_rng(c.seed)
+  key = jax.random.key(c.seed)
+  layout = draw_layout(rng, c.num_scenes, len(texture_dirs), classes)
+
+  backgrounds = np.zeros((c.num_scenes, SIZE, SIZE, 3), np.uint8)
+  for j, folder in enumerate(texture_dirs):
+    experiment, state = load_run(folder, "texture_workdirs")
+    rows = np.flatnonzero(layout.background == j)
+    images = _draw(experiment, state, jax.random.fold_in(key, j), len(rows), None)
+    backgrounds[rows] = np.repeat(images, 3, -1) if images.shape[-1] == 1 else images
+
+  experiment, state = load_run(c.digits_workdir, "digits_workdir")
+  if experiment.family.num_classes != 10:
+    raise ConfigError(
+      f"compose.digits_workdir={c.digits_workdir} must hold a class-conditional generator of "
+      "the ten digits (configs/gan_conditional.py)."
+    )
+  slots = np.argwhere(layout.digits >= 0)
+  drawn = _draw(
+    experiment, state, jax.random.fold_in(key, 100), len(slots), layout.digits[tuple(slots.T)]
+  )
+  mattes = np.zeros((c.num_scenes, scenes.MAX_DIGITS, 28, 28), np.float32)
+  mattes[tuple(slots.T)] = drawn[..., 0].astype(np.float32) / 255.0
+  composed, masks = render(backgrounds, mattes, layout, rng)
+
+  record = {"mode": "compose", "num_scenes": c.num_scenes, "classes": c.classes or "random"}
+  segment_experiment, segment_state = load_run(c.segment_workdir, "segment_workdir")
+  real = {
+    split: _real_scenes(segment_experiment, split, c.num_scenes) for split in ("train", "test")
+  }
+  reference = segmenter_features(segment_experiment, segment_state, real["test"][0])
+  fid = lambda images: metrics.fid_from_features(
+    reference, segmenter_features(segment_experiment, segment_state, images)
+  )
+  results, predictions = {}, {}
+  real_scores, _ = _segmentation_scores(segment_experiment, segment_state, *real["test"])
+  results["real_test"] = {"miou": real_scores["miou"], "fid": 0.0}
+  results["real_train"] = {"fid": fid(real["train"][0])}
+  for blend, images in composed.items():
+    s, predictions[blend] = _segmentation_scores(segment_experiment, segment_state, images, masks)
+    results[blend] = {"miou": s["miou"], "pixel_accuracy": s["pixel_accuracy"], "fid": fid(images)}
+    results[blend]["iou"] = {n: s[f"iou/{n}"] for n in segment_experiment.family.class_names}
+  record["results"] = results
+  out = os.path.join(workdir, "compose")
+  _write(out, record, composed, masks, predictions, layout)
+  retexture(segment_experiment, segment_state, real["test"][0][:8], backgrounds[:8], out)
+  logging.info(
+    "Composed %d scenes | %s",
+    c.num_scenes,
+    " | ".join(
+      f"{b}: mIoU {r.get('miou', float('nan')):.3f} FID {r['fid']:.2f}" for b, r in results.items()
+    ),
+  )
+  return record
+
+
+def _draw(experiment: Experiment, state, key, num: int, condition) -> np.ndarray:
+  """`num` uint8 samples of a run's generator (classes `condition`)."""
+  if num == 0:
+    return np.zeros((0, *experiment.spec.image.shape), np.uint8)
+  batch = experiment.config.eval.batch_size
+  sample_batches = make_sampler(experiment.family, experiment.config.family, batch)
+  batches = sample_batches(parallel.replicate(state), key, num, condition)
+  return image_lib.to_uint8(host_samples(batches, num))
+
+
+def _real_scenes(experiment: Experiment, split: str, num: int) -> tuple[np.ndarray, np.ndarray]:
+  """The first `num` scenes (uint8) and masks of a digit_scenes split."""
+  source = experiment.builder.as_data_source(split=split)
+  examples = source.__getitems__(list(range(min(num, len(source)))))
+  return np.stack([e["image"] for e in examples]), np.stack([e["mask"] for e in examples])
+
+
+def retexture(experiment, state, images: np.ndarray, fills: np.ndarray, out: str) -> None:
+  """Texture mapping into the segmenter's masks: real scenes whose predicted
+  digits are filled with generated textures (smooth warp, shaded); rows of
+  scenes, predicted masks and the retextured scenes, in retextured.png."""
+  x = image_lib.from_uint8(images)
+  predicted = experiment.family.segment(state, x)
+  mapped = texture_map.map_texture(
+    image_lib.from_uint8(fills), predicted > 0, x, jax.random.key(0), kind="smooth", amplitude=2.0
+  )
+  rows = np.concatenate([x, mask_lib.colour(predicted), np.asarray(mapped)])
+  if jax.process_index() == 0:
+    grid = image_lib.make_grid(image_lib.to_uint8(rows), len(images))
+    image_lib.save_png(os.path.join(out, "retextured.png"), grid)
+
+
+def _write(out, record, composed, masks, predictions, layout: Layout) -> None:
+  if jax.process_index() != 0:
+    return
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, "scores.json"), "w") as f:
+    json.dump(record, f, indent=2)
+  np.savez_compressed(
+    os.path.join(out, "scenes.npz"),
+    masks=masks,
+    **{f"images_{b}": x for b, x in composed.items()},
+    **{f"predicted_{b}": x for b, x in predictions.items()},
+    **dataclasses.asdict(layout),
+  )
+  rows = []
+  for b in BLENDS:
+    rows.append(image_lib.from_uint8(composed[b][:8]))
+  rows.append(mask_lib.colour(masks[:8]))
+  rows.append(mask_lib.colour(predictions["poisson"][:8]))
+  grid = image_lib.make_grid(image_lib.to_uint8(np.concatenate(rows)), 8)
+  image_lib.save_png(os.path.join(out, "blends.png"), grid)
+  for b in BLENDS:
+    grid = image_lib.make_grid(composed[b][:64], 8)
+    image_lib.save_png(os.path.join(out, f"scenes_{b}.png"), grid)
+  logging.info("Wrote %s", out)
