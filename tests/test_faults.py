@@ -24,8 +24,8 @@ from imgen import train
 from imgen.errors import ConfigError
 from imgen.experiment import Experiment
 
-# A run long enough to be killed in the middle: 300 steps, checkpoints every 40.
-LONG = dict(num_steps=300, checkpoint_every=40, log_every=10)
+# A run long enough to be killed in the middle: 150 steps, checkpoints every 20.
+LONG = dict(num_steps=150, checkpoint_every=20, log_every=10)
 LONG_FLAGS = [f"--config.train.{k}={v}" for k, v in LONG.items()]
 
 
@@ -73,16 +73,16 @@ def test_sigterm_then_sigkill_then_resume_is_bitwise_identical(data_dir, tmp_pat
   workdir = str(tmp_path / "killed")
   # SIGTERM: the run finishes its step, saves it, says so and exits 0.
   process = _start(family, workdir, data_dir)
-  log = _run_until(process, "step 60/300", signal.SIGTERM)
+  log = _run_until(process, "step 30/150", signal.SIGTERM)
   assert process.returncode == 0 and "Stopped by SIGTERM after step" in log, log[-3000:]
   stopped = int(log.split("Stopped by SIGTERM after step ")[1].split(";")[0])
-  assert stopped >= 60
+  assert stopped >= 30
   assert str(stopped) in os.listdir(os.path.join(workdir, "checkpoints"))
   assert "Traceback" not in log
 
   # SIGKILL: no chance to save; the next start resumes from the newest checkpoint.
   process = _start(family, workdir, data_dir)
-  log = _run_until(process, "step 200/300", signal.SIGKILL)
+  log = _run_until(process, "step 100/150", signal.SIGKILL)
   assert process.returncode == -signal.SIGKILL
   assert f"Resuming from the checkpoint of step {stopped}" in log
 
@@ -90,7 +90,7 @@ def test_sigterm_then_sigkill_then_resume_is_bitwise_identical(data_dir, tmp_pat
   straight = str(tmp_path / "straight")
   train.train_and_evaluate(_config(family, data_dir, **LONG), straight)
   killed_state, step = final_state(_config(family, data_dir), workdir)
-  assert step == 300
+  assert step == 150
   _assert_bitwise_equal(killed_state, final_state(_config(family, data_dir), straight)[0])
 
 
