@@ -162,7 +162,7 @@ def render(
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
   """Scenes (N, 64, 64, 3) uint8 by each blend, and their masks (N, 64, 64).
 
-  `backgrounds` (N, 64, 64, 3) uint8; `mattes` (N, 4, 28, 28) in [0, 1], the
+  `backgrounds` (N, 64, 64, 3) uint8; `mattes` (N, 4, S, S) in [0, 1], the
   generated digits of the layout's slots. Fills `layout.colours`.
   """
   n = len(backgrounds)
@@ -257,6 +257,11 @@ def compose_scenes(config: ml_collections.ConfigDict, workdir: str) -> dict:
   backgrounds = np.zeros((c.num_scenes, SIZE, SIZE, 3), np.uint8)
   for j, folder in enumerate(texture_dirs):
     experiment, state = load_run(folder, "texture_workdirs")
+    if experiment.spec.image.size != SIZE or experiment.family.num_classes is not None:
+      raise ConfigError(
+        f"compose.texture_workdirs: {folder} must hold an unconditional generator of {SIZE}x{SIZE} "
+        "textures (configs/texture.py)."
+      )
     rows = np.flatnonzero(layout.background == j)
     images = _draw(experiment, state, jax.random.fold_in(key, j), len(rows), None)
     backgrounds[rows] = np.repeat(images, 3, -1) if images.shape[-1] == 1 else images
@@ -271,12 +276,22 @@ def compose_scenes(config: ml_collections.ConfigDict, workdir: str) -> dict:
   drawn = _draw(
     experiment, state, jax.random.fold_in(key, 100), len(slots), layout.digits[tuple(slots.T)]
   )
-  mattes = np.zeros((c.num_scenes, scenes.MAX_DIGITS, 28, 28), np.float32)
+  side = experiment.spec.image.size
+  mattes = np.zeros((c.num_scenes, scenes.MAX_DIGITS, side, side), np.float32)
   mattes[tuple(slots.T)] = drawn[..., 0].astype(np.float32) / 255.0
   composed, masks = render(backgrounds, mattes, layout, rng)
 
   record = {"mode": "compose", "num_scenes": c.num_scenes, "classes": c.classes or "random"}
   segment_experiment, segment_state = load_run(c.segment_workdir, "segment_workdir")
+  judge = segment_experiment.family
+  if (
+    getattr(judge, "num_mask_classes", None) != 11
+    or judge.mask_field not in segment_experiment.spec.fields
+  ):
+    raise ConfigError(
+      f"compose.segment_workdir={c.segment_workdir} must hold a segmenter of digit_scenes' 11 "
+      "classes (configs/segment.py)."
+    )
   real = {
     split: _real_scenes(segment_experiment, split, c.num_scenes) for split in ("train", "test")
   }
@@ -295,12 +310,14 @@ def compose_scenes(config: ml_collections.ConfigDict, workdir: str) -> dict:
   record["results"] = results
   out = os.path.join(workdir, "compose")
   _write(out, record, composed, masks, predictions, layout)
-  retexture(segment_experiment, segment_state, real["test"][0][:8], backgrounds[:8], out)
+  shown = min(8, c.num_scenes, len(real["test"][0]))
+  retexture(segment_experiment, segment_state, real["test"][0][:shown], backgrounds[:shown], out)
   logging.info(
     "Composed %d scenes | %s",
     c.num_scenes,
     " | ".join(
-      f"{b}: mIoU {r.get('miou', float('nan')):.3f} FID {r['fid']:.2f}" for b, r in results.items()
+      f"{b}: " + " ".join(f"{k} {r[k]:.3f}" for k in ("miou", "fid") if k in r)
+      for b, r in results.items()
     ),
   )
   return record

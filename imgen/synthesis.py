@@ -54,12 +54,18 @@ def load(exemplar: str) -> np.ndarray:
 
 def texture_generator(experiment: Experiment, state):
   """`generate(key, n, side)`: n textures side x side (N, side, side, C) from the
-  spatial GAN's state in one call (side rounded up to G's factor, then cropped)."""
+  spatial GAN's state in one call (side rounded up to G's factor, then cropped:
+  such a crop no longer tiles)."""
   generator = getattr(experiment.family, "generator", None)
   if not isinstance(generator, sgan.Generator):
     raise ConfigError(
       f"--mode=texture needs a spatial GAN (family 'gan', model.name 'sgan'); this config "
       f"trains {experiment.config.family!r} {experiment.config.model.get('name')!r}."
+    )
+  if state.g.optimizer.uses_ema:
+    raise ConfigError(
+      "--mode=texture draws from G's trained weights; a spatial GAN trained with "
+      "optim.g.ema_decay > 0 would need standing BatchNorm statistics for its EMA weights."
     )
   variables = state.g.variables()
   factor = 2**generator.num_up
@@ -153,6 +159,12 @@ def texture_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
   features = texture.make_features(t, channels, config.eval.cnn_workdir)
   held = texture.RandomFeatures.create(t.held_out, channels, "texture.held_out")
   timed = texture.parse_sizes(t.timed_sizes, "texture.timed_sizes")
+  factor = 2 ** getattr(getattr(experiment.family, "generator", None), "num_up", 0)
+  if config.model.get("padding") == "wrap" and any(s % factor for s in (t.size, *timed)):
+    raise ConfigError(
+      f"texture.size={t.size} and texture.timed_sizes={t.timed_sizes!r} must be multiples of "
+      f"{factor}: the generator's output tiles only at whole multiples of its upsampling."
+    )
   state, step, folder = checkpoints.load_chosen(experiment, workdir)
   generate = texture_generator(experiment, state)
   key = jax.random.key(t.seed)
@@ -177,8 +189,8 @@ def texture_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "steps_per_scale": t.steps_per_scale,
       "periodic": t.periodic,
       "seconds": optimise_seconds,
-      "loss_first": float(history[0][0]),
-      "loss_last": float(history[-1][-1]),
+      # Per scale, coarse to fine: the loss at its start and after its last step.
+      "losses": [[float(h[0]), float(h[-1])] for h in history],
     },
     "held_out_network": t.held_out.to_dict(),
     "scores": {
@@ -212,7 +224,7 @@ def texture_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
       exemplar=image_lib.to_uint8(exemplar),
       optimised=image_lib.to_uint8(optimised),
       generated=image_lib.to_uint8(generated),
-      losses=np.concatenate(history),
+      losses=np.stack(history),  # (scales, steps + 1), coarse to fine.
     )
     texture.save_json(os.path.join(out, "scores.json"), record)
   s = record["scores"]

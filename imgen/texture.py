@@ -15,8 +15,10 @@ several scales synthesise textures close to Gatys' VGG results;
 pyramid (2x2 average pooling) it convolves with random zero-mean, unit-norm
 filters of a few sizes (VALID, so no padding enters the statistics), takes
 ReLUs, and appends the pixels and a constant, so the Gram matrix also holds
-the pixels' means and second moments. `CNNFeatures` reads the conv layers of
-the project's trained classifier instead.
+the pixels' means and second moments. `cnn_features` reads the conv layers of
+the project's trained classifier instead (`cnn_features`: its 3x3 layers as
+VALID convolutions with their BatchNorm and ReLU, 2x2 average pooling between
+blocks where the classifier max-pools).
 
 Scores that neither synthesiser optimised use a second random network with
 other filters and seed: the relative Gram distance and the single-image FID
@@ -85,6 +87,10 @@ class RandomFeatures:
   @classmethod
   def create(cls, config: ml_collections.ConfigDict, channels: int, name: str) -> "RandomFeatures":
     sizes = parse_sizes(config.kernel_sizes, f"{name}.kernel_sizes")
+    if any(k % 2 == 0 for k in sizes):
+      raise ConfigError(
+        f"{name}.kernel_sizes={config.kernel_sizes!r}: use odd sizes (centred filters)."
+      )
     if config.channels < 1 or config.levels < 1:
       raise ConfigError(f"{name}.channels and {name}.levels must be positive.")
     keys = jax.random.split(jax.random.key(config.seed), len(sizes))
@@ -144,8 +150,11 @@ def cnn_features(workdir: str) -> Features:
   params = network.variables["params"]
   stats = network.variables["batch_stats"]
   convs = sorted((k for k in params if k.startswith("Conv_")), key=lambda k: int(k[5:]))
-  if not convs:
-    raise ConfigError(f"texture.network='cnn' needs the SimpleCNN classifier; {workdir} has none.")
+  if len(convs) < 2 or any(k.startswith("_Block") for k in params):
+    raise ConfigError(
+      f"texture.network='cnn' reads the conv layers of configs/cnn.py's SimpleCNN; "
+      f"eval.cnn_workdir={workdir} holds another network."
+    )
 
   def apply(images: jax.Array, side: int | None = None, periodic: bool = False) -> list[jax.Array]:
     del side  # Every layer fits: 3x3 filters.
@@ -234,6 +243,12 @@ def optimise(
   step and after the last."""
   side = min(x.shape[1], x.shape[2], target.shape[1], target.shape[2])
   targets = grams(features, target, side)
+  if not targets:
+    raise ConfigError(
+      f"Images of {side} px are too small for every filter of the feature network (a filter "
+      "needs twice its size): use a larger texture.size or exemplar, fewer scales or smaller "
+      "filters."
+    )
   run = jax.jit(
     functools.partial(_optimise, features=features, side=side, steps=steps, config=config)
   )

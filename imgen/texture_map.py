@@ -13,7 +13,8 @@ texture never shows a seam). The coordinates (`WARPS`) are
   angle wraps, for a tileable texture).
 Shading treats the shape as a height field that rises with the square root of
 the distance to its outline, lit from the top left (Lambert's cosine plus an
-ambient term). Everything is jitted and batched with `jax.vmap`.
+ambient term, scaled so that flat parts keep the texture's brightness).
+Everything is jitted and batched with `jax.vmap`.
 """
 
 import functools
@@ -84,7 +85,9 @@ def warp(texture: jax.Array, coordinates: jax.Array) -> jax.Array:
 
 def shading(mask: jax.Array) -> jax.Array:
   """(H, W) brightness factors of a shape lit as a height field rising with
-  sqrt(distance to the outline): ambient + (1 - ambient) * max(0, n . light)."""
+  sqrt(distance to the outline): ambient + (1 - ambient) * max(0, n . light) /
+  (z . light), so a flat part keeps its brightness and slopes towards the
+  light get brighter, away from it darker; 1 outside the shape."""
   d = distance_transform(mask)
   height = jnp.sqrt(d) * 2.0
   dy, dx = jnp.gradient(height)

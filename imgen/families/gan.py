@@ -77,8 +77,18 @@ def _dcgan(config: ml_collections.ConfigDict, image, num_classes, dtype):
 
 def _sgan(config: ml_collections.ConfigDict, image, num_classes, dtype):
   m = config.model
+  o = config.objective
   if num_classes is not None:
     raise ConfigError("The spatial GAN (model.name='sgan') is unconditional.")
+  if "noise_channels" not in m or "padding" not in m:
+    raise ConfigError("model.name='sgan' needs its fields: start from configs/texture.py.")
+  if o.loss == "wgan_gp" or o.r1_gamma > 0 or o.topk_min < 1:
+    raise ConfigError(
+      "The spatial GAN's D scores a map of positions: gradient penalties and top-k, which "
+      "treat one logit per image, are not supported with it."
+    )
+  if m.d_norm not in dcgan.D_NORMS:
+    raise ConfigError(f"model.d_norm {m.d_norm!r}; use one of {dcgan.D_NORMS}.")
   g = sgan.Generator(
     image.size,
     image.channels,

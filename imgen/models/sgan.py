@@ -50,7 +50,7 @@ def noise_size(image_size: int, num_up: int) -> int:
 
 class Generator(nn.Module):
   """Noise (N, h, w, noise_channels), or its flattening (N, h*w*noise_channels)
-  at the training size -> images (N, h * 2**len(widths)+1, ..., channels) in [-1, 1]."""
+  at the training size -> images (N, h * 2**(len(widths) + 1), ..., channels) in [-1, 1]."""
 
   image_size: int
   channels: int
