@@ -269,6 +269,11 @@ def synthesize(
     raise ConfigError("texture.scales and texture.steps_per_scale must be positive.")
   if size >> (config.scales - 1) < 8:
     raise ConfigError(f"texture.size {size} is too small for {config.scales} scales.")
+  if config.periodic and size % 2 ** (config.scales - 1):
+    raise ConfigError(
+      f"texture.size {size} must be a multiple of 2**(scales - 1) = {2 ** (config.scales - 1)} "
+      "for periodic synthesis (each scale doubles the torus)."
+    )
   target, x, history = jnp.asarray(exemplar)[None], None, []
   pyramid = [target]
   for _ in range(config.scales - 1):
@@ -279,11 +284,21 @@ def synthesize(
     if x is None:
       mean, std = jnp.mean(target), jnp.std(target)
       x = mean + std * jax.random.normal(key, shape)
+    elif config.periodic:
+      x = upsample_periodic(x)
     else:
       x = jax.image.resize(x, shape, "bilinear")
     x, losses = optimise(features, x, pyramid[s], config.steps_per_scale, config)
     history.append(losses)
   return np.clip(np.asarray(x[0]), -1.0, 1.0), history
+
+
+def upsample_periodic(x: jax.Array) -> jax.Array:
+  """Bilinear 2x upsampling of (N, H, W, C) images taken as tori: the
+  wrap-padded image resized, then cropped, so the edges blend with each other."""
+  n, h, w, c = x.shape
+  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="wrap")
+  return jax.image.resize(padded, (n, 2 * h + 4, 2 * w + 4, c), "bilinear")[:, 2:-2, 2:-2]
 
 
 def gram_distance(features: Features, x: np.ndarray, reference: np.ndarray) -> float:

@@ -85,6 +85,13 @@ def test_lbfgs_lowers_the_loss_monotonically(periodic):
   assert np.all(np.diff(losses) <= 1e-7 * losses[0]), losses
 
 
+def test_periodic_upsampling_is_resizing_on_the_torus():
+  x = np.random.default_rng(13).standard_normal((1, 8, 6, 2)).astype(np.float32)
+  up = np.asarray(texture.upsample_periodic(jnp.asarray(x)))
+  tiled = np.asarray(jax.image.resize(np.tile(x, (1, 3, 3, 1)), (1, 48, 36, 2), "bilinear"))
+  np.testing.assert_allclose(up, tiled[:, 16:32, 12:24], atol=1e-5)  # The middle tile.
+
+
 def test_adam_lowers_the_loss_too():
   rng = np.random.default_rng(2)
   exemplar = np.tanh(rng.standard_normal((32, 32, 1))).astype(np.float32)
