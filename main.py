@@ -5,6 +5,8 @@ python main.py --config=configs/gan.py --workdir=runs/x --mode=eval     # metric
 python main.py --config=configs/gan.py --workdir=runs/x --mode=sample   # PNG grids and .npz
 python main.py --config=configs/diffusion.py --workdir=runs/x --mode=inpaint  # scored completions
 python main.py --config=configs/segment.py --workdir=runs/x --mode=segment    # masks and overlays
+python main.py --config=configs/texture.py --workdir=runs/x --mode=texture    # textures, scored
+python main.py --config=configs/compose.py --workdir=runs/x --mode=compose    # composed scenes
 """
 
 import datetime
