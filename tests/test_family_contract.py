@@ -204,7 +204,7 @@ def test_unknown_families_and_modes_list_the_known_ones(data_dir, tmp_path):
   config = _config(data_dir, "", "")
   with pytest.raises(ConfigError, match=r"family 'autoencoder' is unknown; known: \["):
     modes.run("train", config, str(tmp_path))
-  with pytest.raises(ConfigError, match=r"--mode=paint is unknown; known: \[.eval."):
+  with pytest.raises(ConfigError, match=r"--mode=paint is unknown; known: \[.compose., .eval."):
     modes.run("paint", config, str(tmp_path))
 
 
