@@ -38,7 +38,6 @@ import jax.numpy as jnp
 from jax.scipy.sparse import linalg as sparse_linalg
 import ml_collections
 import numpy as np
-from PIL import Image
 
 from imgen import checkpoints
 from imgen import images as image_lib
@@ -154,7 +153,7 @@ def draw_layout(rng: np.random.Generator, n: int, num_backgrounds: int, classes)
 def _resize(alpha: np.ndarray, side: int) -> np.ndarray:
   """A [0, 1] matte (28, 28) resized by Pillow's bilinear filter, as digit_scenes does."""
   pixels = np.clip(np.rint(alpha * 255), 0, 255).astype(np.uint8)
-  return np.asarray(Image.fromarray(pixels).resize((side, side), Image.Resampling.BILINEAR)) / 255.0
+  return scenes._resize(pixels, side, side) / 255.0  # noqa: SLF001
 
 
 def render(
@@ -300,7 +299,9 @@ def compose_scenes(config: ml_collections.ConfigDict, workdir: str) -> dict:
     reference, segmenter_features(segment_experiment, segment_state, images)
   )
   results, predictions = {}, {}
-  real_scores, _ = _segmentation_scores(segment_experiment, segment_state, *real["test"])
+  real_scores, real_predicted = _segmentation_scores(
+    segment_experiment, segment_state, *real["test"]
+  )
   results["real_test"] = {"miou": real_scores["miou"], "fid": 0.0}
   results["real_train"] = {"fid": fid(real["train"][0])}
   for blend, images in composed.items():
@@ -311,7 +312,7 @@ def compose_scenes(config: ml_collections.ConfigDict, workdir: str) -> dict:
   out = os.path.join(workdir, "compose")
   _write(out, record, composed, masks, predictions, layout)
   shown = min(8, c.num_scenes, len(real["test"][0]))
-  retexture(segment_experiment, segment_state, real["test"][0][:shown], backgrounds[:shown], out)
+  retexture(real["test"][0][:shown], real_predicted[:shown], backgrounds[:shown], out)
   logging.info(
     "Composed %d scenes | %s",
     c.num_scenes,
@@ -340,12 +341,11 @@ def _real_scenes(experiment: Experiment, split: str, num: int) -> tuple[np.ndarr
   return np.stack([e["image"] for e in examples]), np.stack([e["mask"] for e in examples])
 
 
-def retexture(experiment, state, images: np.ndarray, fills: np.ndarray, out: str) -> None:
-  """Texture mapping into the segmenter's masks: real scenes whose predicted
+def retexture(images: np.ndarray, predicted: np.ndarray, fills: np.ndarray, out: str) -> None:
+  """Texture mapping into the segmenter's masks: real scenes whose `predicted`
   digits are filled with generated textures (smooth warp, shaded); rows of
   scenes, predicted masks and the retextured scenes, in retextured.png."""
   x = image_lib.from_uint8(images)
-  predicted = experiment.family.segment(state, x)
   mapped = texture_map.map_texture(
     image_lib.from_uint8(fills), predicted > 0, x, jax.random.key(0), kind="smooth", amplitude=2.0
   )
