@@ -7,6 +7,7 @@ python main.py --config=configs/diffusion.py --workdir=runs/x --mode=inpaint  # 
 python main.py --config=configs/segment.py --workdir=runs/x --mode=segment    # masks and overlays
 python main.py --config=configs/texture.py --workdir=runs/x --mode=texture    # textures, scored
 python main.py --config=configs/compose.py --workdir=runs/x --mode=compose    # composed scenes
+python -m imgen.launch --processes=2 -- --config=configs/gan.py   # 2 local processes, one run
 """
 
 import datetime
@@ -19,6 +20,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from imgen import distributed
 from imgen import modes
 from imgen import runtime
 from imgen import writers
@@ -32,6 +34,16 @@ flags.DEFINE_enum(
   list(modes.MODES),
   "; ".join(f"{name}: {mode.help}" for name, mode in modes.MODES.items()),
 )
+flags.DEFINE_enum(
+  "distributed",
+  "auto",
+  list(distributed.MODES),
+  "Several processes: 'auto' joins them when the flags below, IMGEN_* variables or a cluster "
+  "(SLURM, Open MPI, TPU) say so; 'on' always asks JAX to find them; 'off' never.",
+)
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (several processes).")
+flags.DEFINE_integer("num_processes", None, "How many processes form the run.")
+flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
 flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
 
@@ -74,8 +86,18 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   runtime.configure_xla()  # Before the first use of a backend.
   writers.quiet_library_logs(os.path.abspath(__file__))
+  try:
+    distributed.initialize(
+      distributed.resolve(
+        FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
+      )
+    )
+  except UserError as e:
+    _fail(str(e))
   if modes.MODES[FLAGS.mode].needs_run and not FLAGS.workdir:
     _fail(f"--mode={FLAGS.mode} needs the --workdir of a run.")
+  if jax.process_count() > 1 and not FLAGS.workdir:
+    _fail("A run of several processes needs --workdir: one folder that every process reaches.")
   workdir = FLAGS.workdir or _default_workdir()
   logging.info(
     "JAX %s, process %d/%d, devices: %s",

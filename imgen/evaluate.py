@@ -20,7 +20,6 @@ import os
 
 from absl import logging
 import jax
-from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
@@ -57,13 +56,6 @@ def held_out_sums(eval_step: Callable, replicated, batches: Iterator, key: jax.A
     out = eval_step(replicated, batch, jax.random.fold_in(key, i))
     sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
   return jax.device_get(parallel.unreplicate(sums))
-
-
-def gather(x: np.ndarray) -> np.ndarray:
-  """Rows of every process, in process order (a no-op on one host)."""
-  if jax.process_count() == 1:
-    return x
-  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def make_sampler(
@@ -106,9 +98,9 @@ def make_sampler(
 
 
 def host_samples(batches: Iterator[jax.Array], num: int) -> np.ndarray:
-  """The first `num` samples of device batches, on this host (N, H, W, C)."""
+  """The first `num` samples of device batches, gathered from every process (N, H, W, C)."""
   parts = [np.asarray(jax.device_get(b)) for b in batches]
-  return np.concatenate([p.reshape(-1, *p.shape[2:]) for p in parts])[:num]
+  return np.concatenate([parallel.gather(p.reshape(-1, *p.shape[2:])) for p in parts])[:num]
 
 
 class SampleQuality:
@@ -140,19 +132,22 @@ class SampleQuality:
 
   def real(self, split: str) -> Features:
     """Features of every image of `split`, from the cache when it has them."""
-    path = self._cache_path(split)
+    path, cached = self._cache_path(split), None
     if os.path.isfile(path):
       try:
         with np.load(path) as f:
-          return Features(f["features"], f["logits"])
+          cached = Features(f["features"], f["logits"])
       except (OSError, ValueError, KeyError) as e:
         logging.warning("Recomputing the unreadable feature cache %s (%s)", path, e)
+    if parallel.every_process(cached is not None):  # Else they all compute it, together.
+      return cached
     parts = []
     for batch in self.experiment.eval_batches(split):
-      features, logits = self._features(batch["image"])
-      parts.append((features, logits, batch[VALID].reshape(-1)))
-    # Every process has as many (padded) rows: gather them, then drop the padding.
-    features, logits, mask = (gather(np.concatenate(p)) for p in zip(*parts, strict=True))
+      # Every process has as many (padded) rows: gather them, then drop the padding.
+      parts.append(
+        [parallel.gather(x) for x in (*self._features(batch["image"]), batch[VALID].reshape(-1))]
+      )
+    features, logits, mask = (np.concatenate(p) for p in zip(*parts, strict=True))
     features, logits = features[mask > 0], logits[mask > 0]
     if jax.process_index() == 0:
       os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -174,9 +169,9 @@ class SampleQuality:
     features, logits = [], []
     for batch in self._sample_batches(replicated_state, key, num, classes):
       f, lg = self._features(batch)
-      features.append(f)
-      logits.append(lg)
-    return Features(*(gather(np.concatenate(x))[:num] for x in (features, logits)), classes)
+      features.append(parallel.gather(f))
+      logits.append(parallel.gather(lg))
+    return Features(*(np.concatenate(x)[:num] for x in (features, logits)), classes)
 
   def image_features(self, images: np.ndarray, classes: np.ndarray | None = None) -> Features:
     """Features of host images (N, H, W, C) in [-1, 1], the same on every

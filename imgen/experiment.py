@@ -18,6 +18,7 @@ from imgen import families
 from imgen import guards
 from imgen import masks
 from imgen import metrics
+from imgen import parallel
 from imgen.data import VALID
 from imgen.data import DataSpec
 from imgen.errors import ConfigError
@@ -212,13 +213,13 @@ class Experiment:
     )
 
   def held_out(self, num: int) -> dict[str, np.ndarray]:
-    """The first `num` examples of data.eval_split, every field, on the host."""
+    """The first `num` examples of data.eval_split, every field, on the host
+    (the same on every process: all of them must call it)."""
     parts = []
     for batch in self.eval_batches():
-      rows = batch[VALID].reshape(-1) > 0
-      parts.append(
-        {k: v.reshape((-1,) + v.shape[2:])[rows] for k, v in batch.items() if k != VALID}
-      )
+      batch = {k: parallel.gather(v.reshape((-1,) + v.shape[2:])) for k, v in batch.items()}
+      rows = batch[VALID] > 0
+      parts.append({k: v[rows] for k, v in batch.items() if k != VALID})
       if sum(len(p["image"]) for p in parts) >= num:
         break
     return {k: np.concatenate([p[k] for p in parts])[:num] for k in parts[0]}

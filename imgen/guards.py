@@ -2,9 +2,10 @@
 
 - `StopSignals`: SIGTERM (what schedulers send before preempting) and Ctrl-C
   ask the loop to stop after the current step; the loop then checkpoints,
-  flushes its logs and returns. A second Ctrl-C interrupts at once. On several
-  hosts the processes agree on the step through Orbax's preemption sync point
-  (JAX's preemption service catches the signal there).
+  flushes its logs and returns. A second Ctrl-C interrupts at once. Of several
+  processes, JAX's preemption service catches SIGTERM in any of them and they
+  agree on the step to stop after (`jax.experimental.multihost_utils.
+  reached_preemption_sync_point`, asked once per device call by every process).
 - `guard_nonfinite(step)`: inside the compiled step, an update whose metrics
   (losses, gradient norms) are not all finite is not applied; the step reports
   it as `nonfinite`. The host sees it when it next fetches metrics (logging,
@@ -16,6 +17,7 @@ import signal
 import threading
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
@@ -52,11 +54,16 @@ class StopSignals:
     for signum, handler in self._previous.items():
       signal.signal(signum, handler)
 
-  def requested(self, manager, step: int) -> str | None:
-    """Why to stop after `step` (a signal's name, 'preemption'), or None."""
+  def requested(self, counter: int) -> str | None:
+    """Why to stop now (a signal's name, 'preemption'), or None.
+
+    `counter` must grow by exactly 1 per call and be the same on every process
+    (the loop passes its first step plus the device calls so far, which is the
+    step when each call runs one step): JAX's sync point is a value of it.
+    """
     if self.received:
       return self.received
-    if jax.process_count() > 1 and manager.reached_preemption(step):
+    if jax.process_count() > 1 and multihost_utils.reached_preemption_sync_point(counter):
       return "preemption"
     return None
 

@@ -35,7 +35,6 @@ from imgen import checkpoints
 from imgen import images as image_lib
 from imgen import parallel
 from imgen.errors import ConfigError
-from imgen.evaluate import gather
 from imgen.evaluate import make_sampler
 from imgen.evaluate import sample_quality
 from imgen.experiment import GRID_COLUMNS
@@ -139,7 +138,7 @@ def _complete(experiment: Experiment, state, images, known, labels) -> np.ndarra
     x, m = parallel.shard_rows(images[index]), parallel.shard_rows(known[index])
     y = None if labels is None else parallel.shard_rows(labels[index])
     out = call(replicated, jax.random.fold_in(key, i), x, m, y)
-    parts.append(gather(np.asarray(jax.device_get(out)).reshape(-1, *images.shape[1:])))
+    parts.append(parallel.gather(np.asarray(jax.device_get(out)).reshape(-1, *images.shape[1:])))
   return np.concatenate(parts)[:num]
 
 

@@ -115,6 +115,7 @@ def sample_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
   batches = sample_batches(parallel.replicate(state), experiment.keys.quality_samples, num)
   samples = image_lib.to_uint8(host_samples(batches, num))
   out = os.path.join(workdir, "samples", f"step{step:07d}" + ("-best" if folder == "best" else ""))
+  held_out = experiment.held_out(per_grid)  # On every process: it gathers.
   if jax.process_index() == 0:
     os.makedirs(out, exist_ok=True)
     labels = experiment.class_rows(num)
@@ -123,7 +124,7 @@ def sample_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
     for i in range(0, num, per_grid):
       grid = image_lib.make_grid(samples[i : i + per_grid], GRID_COLUMNS)
       image_lib.save_png(os.path.join(out, f"samples_{i // per_grid:03d}.png"), grid)
-    shown = experiment.family.show(state, experiment.keys.sample, experiment.held_out(per_grid))
+    shown = experiment.family.show(state, experiment.keys.sample, held_out)
     for name, batch in shown.items():
       grid = image_lib.make_grid(image_lib.to_uint8(batch), 8)
       image_lib.save_png(os.path.join(out, f"{name}.png"), grid)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 from jax import lax
+from jax.experimental import multihost_utils
 import numpy as np
 
 AXIS = "batch"  # The pmap axis name over devices; BatchNorm syncs over it.
@@ -93,3 +94,18 @@ def unreplicate(tree):
 def shard_rows(x: np.ndarray) -> np.ndarray:
   """(n, ...) rows of this process -> (local devices, n / devices, ...)."""
   return x.reshape((jax.local_device_count(), -1) + x.shape[1:])
+
+
+def gather(x: np.ndarray) -> np.ndarray:
+  """Rows of every process, in process order (a no-op on one host): of one
+  global batch, whose process p holds the p-th chunk, the whole batch in order."""
+  if jax.process_count() == 1:
+    return x
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def every_process(flag: bool) -> bool:
+  """Whether `flag` holds on every process (collective: all must ask)."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.all(multihost_utils.process_allgather(np.int32(flag))))

@@ -191,7 +191,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   with guards.StopSignals() as stops:
     try:
       step = start_step
-      for n in sizes():
+      for calls, n in enumerate(sizes(), start=1):
         batch, train_step = next(batches), train_calls[n]
         step += n
         if step == start_step + n:
@@ -209,7 +209,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           replicated, step_metrics = train_step(replicated, batch, keys.step)
         buffer.append((n, step_metrics))
 
-        stop = stops.requested(manager, step)
+        stop = stops.requested(start_step + calls)
         last = step == num_steps
         save = step % config.train.checkpoint_every == 0 or last or stop
         if step % config.train.log_every == 0 or save:  # Never save before checking for NaN.

@@ -98,12 +98,26 @@ def _run_main(workdir, data_dir, devices, *overrides, family="gan"):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_four_devices_compute_what_one_device_computes(smoke_run, data_dir, tmp_path, family):
+def test_two_processes_of_two_devices_compute_what_one_device_computes(
+  smoke_run, data_dir, tmp_path, family
+):
+  """Every family as one run of 2 local processes (python -m imgen.launch, gloo)
+  of 2 CPU devices each; tests/test_distributed.py checks 1 process of 4 devices
+  against them, and stops and resumes them."""
+  config, one, _ = smoke_run(family)  # Also prepares the data before the processes read it.
   workdir = str(tmp_path / "four")
-  result = _run_main(workdir, data_dir, 4, family=family)
+  args = main_command(family, workdir, data_dir)[2:]
+  result = subprocess.run(
+    [sys.executable, "-m", "imgen.launch", "--processes=2", "--cpu_devices=2", "--", *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=400,  # The launcher's processes die with it.
+  )
   assert result.returncode == 0, result.stderr[-3000:]
-  assert "CpuDevice(id=3)" in result.stderr
-  config, one, _ = smoke_run(family)
+  assert "process 0/2, devices: [CpuDevice(id=0), CpuDevice(id=1), CpuDevice(id=2048)" in (
+    result.stderr
+  )
   # Same global batch, noise, dropout masks and synced BatchNorm: only summation order differs.
   _assert_trees_close(
     final_state(config, workdir)[0], final_state(config, one)[0], rtol=1e-3, atol=1e-4

@@ -4,9 +4,11 @@ A batch is a dict of the dataset's fields (`imgen.data.spec`), each shaped
 (local devices, rows per device, ...). Batch `s` of a run is a pure function
 of (seed, s): the source is shuffled with a different permutation per epoch
 by grain's index shuffle, batched, and sliced from `start_step`, so a resumed
-run sees exactly the batches an uninterrupted one would. Each process reads
-every `process_count`-th example of the global order, so the union over
-processes is the same global batch whatever the number of hosts.
+run sees exactly the batches an uninterrupted one would. Of several processes,
+process p reads the p-th contiguous chunk of each global batch, and the devices
+are ordered process by process: global device d holds the same rows on any
+split of the same devices into processes (2 processes of 2 devices compute
+what 1 process of 4 computes, per-device BatchNorm and per-row noise included).
 """
 
 import collections
@@ -201,6 +203,12 @@ def per_process_batch_size(global_batch_size: int, name: str = "train.batch_size
   return global_batch_size // jax.process_count()
 
 
+def _process_chunks(chunks: grain.MapDataset) -> grain.MapDataset:
+  """This process's chunk of each global batch: chunks (rows / processes each)
+  p, p + P, p + 2P, ... of P processes. Lazy: the others are never read."""
+  return chunks[jax.process_index() :: jax.process_count()]
+
+
 def make_train_iterator(
   builder: tfds.core.DatasetBuilder,
   *,
@@ -229,8 +237,7 @@ def make_train_iterator(
   # seeds from sharing epochs.
   shuffle_seed = int(np.random.SeedSequence(seed).generate_state(1)[0])
   ds = grain.MapDataset.source(source).shuffle(seed=shuffle_seed).repeat()
-  ds = ds[jax.process_index() :: jax.process_count()]
-  ds = ds.batch(batch, drop_remainder=True)[start_step:]
+  ds = _process_chunks(ds.batch(batch, drop_remainder=True))[start_step:]
   ds = ds.map(_PrepareBatch(spec, resize, jax.local_device_count()))
   options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
   return iter(ds.to_iter_dataset(options))
@@ -259,8 +266,7 @@ def make_eval_iterator(
     example = source[i if i < n else 0]
     return {**{f.source: example[f.source] for f in spec.fields.values()}, VALID: np.float32(i < n)}
 
-  ds = grain.MapDataset.range(total)[jax.process_index() :: jax.process_count()]
-  ds = ds.map(load).batch(batch, drop_remainder=True)
+  ds = _process_chunks(grain.MapDataset.range(total).map(load).batch(batch, drop_remainder=True))
   ds = ds.map(_PrepareBatch(spec, resize, jax.local_device_count()))
   return iter(ds)
 

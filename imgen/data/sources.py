@@ -1,5 +1,7 @@
 """Finds a dataset by name: embedded ones are prepared on first use."""
 
+import contextlib
+import fcntl
 import os
 import shutil
 
@@ -52,6 +54,37 @@ def _embedded_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   config_name = getattr(config, "name", config) or (variants[0] if variants else None)
   folder = os.path.join(data_dir, base, *([config_name] if config_name else []))
   make = lambda **kw: builder_class(**kw, **({"config": config} if config else {}))
+  with _preparing(data_dir, base):
+    return _prepared(name, folder, make, data_dir)
+
+
+@contextlib.contextmanager
+def _preparing(data_dir: str, base: str):
+  """Holds a lock file beside the dataset while it is checked and prepared:
+  processes that share `data_dir` (those of one multi-process run, or two runs
+  started at once) take turns, so one prepares and the others find it ready.
+  No-op for paths the OS cannot lock (gs://..., a read-only folder)."""
+  try:
+    if "://" in data_dir:
+      raise OSError(data_dir)
+    os.makedirs(data_dir, exist_ok=True)
+    lock = open(os.path.join(data_dir, f".{base}.imgen-lock"), "w")  # noqa: SIM115
+  except OSError:
+    yield
+    return
+  with lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      logging.info("Waiting for another process that is preparing %s in %s", base, data_dir)
+      fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _prepared(name: str, folder: str, make, data_dir: str) -> tfds.core.DatasetBuilder:
   try:
     builder = make(data_dir=data_dir)
     damage = builder.damage() if builder.is_prepared() else None

@@ -1,0 +1,236 @@
+"""Several processes forming one run: start-up, the input layout, and a 2-process
+run on localhost (JAX's CPU collectives, gloo) against 1 process of 4 devices."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from helpers import ROOT
+from helpers import final_state
+from helpers import main_command
+from helpers import smoke_config
+from helpers import tensorboard_scalars
+import jax
+import numpy as np
+import pytest
+
+from imgen import data
+from imgen import distributed
+from imgen import launch
+from imgen.errors import ConfigError
+from imgen.experiment import Experiment
+
+
+def test_a_run_is_single_process_unless_flags_the_environment_or_a_cluster_say_otherwise():
+  assert distributed.resolve("auto", environ={}) is None
+  assert distributed.resolve("off", "h:1", 2, 0, environ={}) is None
+  explicit = distributed.resolve("auto", "10.0.0.1:1234", 4, 3, environ={})
+  assert explicit == distributed.Setup("10.0.0.1:1234", 4, 3, "explicit")
+  from_env = {
+    "IMGEN_COORDINATOR_ADDRESS": "h:9",
+    "IMGEN_NUM_PROCESSES": "2",
+    "IMGEN_PROCESS_ID": "1",
+  }
+  assert distributed.resolve("auto", environ=from_env) == distributed.Setup("h:9", 2, 1)
+  assert distributed.resolve("auto", process_id=0, environ=from_env).process_id == 0  # Flag wins.
+  assert distributed.resolve("auto", "h:9", 1, 0, environ={}) is None  # One process: no service.
+  slurm = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_NTASKS": "2"}
+  assert distributed.resolve("auto", environ=slurm) == distributed.Setup(source="SLURM")
+  assert distributed.resolve("auto", environ={**slurm, "SLURM_NTASKS": "1"}) is None
+  ompi = {"OMPI_MCA_orte_hnp_uri": "1.0;tcp://h:1", "OMPI_COMM_WORLD_SIZE": "8"}
+  assert distributed.resolve("auto", environ=ompi).source == "Open MPI"
+  assert distributed.resolve("auto", environ={"TPU_WORKER_HOSTNAMES": "a,b"}).source == "Cloud TPU"
+  assert distributed.resolve("auto", environ={"TPU_WORKER_HOSTNAMES": "a"}) is None
+  assert distributed.resolve("on", environ={}).source == "--distributed=on"
+  for args, message in [
+    (("auto", "h:1", None, None), "missing --num_processes .* --process_id"),
+    (("auto", None, 2, None), "missing --coordinator_address"),
+    (("auto", "h:1", 2, 2), "process_id=2 with num_processes=2"),
+    (("sometimes",), "--distributed='sometimes'"),
+  ]:
+    with pytest.raises(ConfigError, match=message):
+      distributed.resolve(*args, environ={})
+  with pytest.raises(ConfigError, match="num_processes='two'"):
+    distributed.resolve("auto", environ={**from_env, "IMGEN_NUM_PROCESSES": "two"})
+
+
+@pytest.mark.parametrize("processes", [2, 4])
+def test_the_processes_chunks_make_the_global_batches_in_order(data_dir, monkeypatch, processes):
+  """Process p's batches are the p-th chunks of the one-process batches, train and eval."""
+  config = smoke_config("gan", data_dir, batch_size=8)
+  config.eval.batch_size = 12  # Its last batch is padded: 1000 = 83 * 12 + 4.
+  experiment = Experiment.create(config)
+
+  def batches(index, count, which):
+    monkeypatch.setattr(jax, "process_index", lambda: index)
+    monkeypatch.setattr(jax, "process_count", lambda: count)
+    if which == "train":
+      it = experiment.train_batches(start_step=5)
+      return [next(it) for _ in range(3)]
+    return list(experiment.eval_batches())
+
+  for which in ("train", "eval"):
+    whole = batches(0, 1, which)
+    parts = [batches(p, processes, which) for p in range(processes)]
+    assert len(whole) == len(parts[0]) and len(whole) > 1
+    for i, batch in enumerate(whole):
+      for key, value in batch.items():
+        joined = np.concatenate([p[i][key].reshape(-1, *value.shape[2:]) for p in parts])
+        np.testing.assert_array_equal(joined, value.reshape(-1, *value.shape[2:]), err_msg=key)
+
+
+def test_launch_gives_each_process_its_place_and_refuses_bad_arguments(capsys):
+  env = launch.process_env(1, 2, 4321, 2, base={"PATH": "/bin"})
+  assert env["IMGEN_COORDINATOR_ADDRESS"] == "127.0.0.1:4321"
+  assert (env["IMGEN_NUM_PROCESSES"], env["IMGEN_PROCESS_ID"]) == ("2", "1")
+  assert (env["JAX_NUM_CPU_DEVICES"], env["JAX_PLATFORMS"]) == ("2", "cpu")
+  assert "JAX_PLATFORMS" not in launch.process_env(0, 2, 1, None, base={})
+  for argv, message in [
+    (["--processes=0", "--", "--config=configs/gan.py"], "--processes=0"),
+    (["--processes=2"], "give main.py's flags after --"),
+  ]:
+    with pytest.raises(SystemExit):
+      launch.main(argv)
+    assert message in capsys.readouterr().err
+
+
+# Long enough to be stopped in the middle; checkpoints every 20 steps, logs every 10.
+STEPS = 150
+TRAIN = dict(num_steps=STEPS, checkpoint_every=20, log_every=10)
+FLAGS = [
+  *(f"--config.train.{k}={v}" for k, v in TRAIN.items()),
+  "--config.eval.every_steps=1000",
+  "--config.eval.sample_every=1000",
+]
+
+
+class Launched:
+  """`python -m imgen.launch` of 2 processes of 2 CPU devices on the GAN smoke
+  config: its log is read line by line; its processes die with the test."""
+
+  def __init__(self, workdir, data_dir, *overrides):
+    args = main_command("gan", workdir, data_dir, *FLAGS, *overrides)[2:]
+    env = {k: v for k, v in os.environ.items() if k != "JAX_NUM_CPU_DEVICES"}
+    self.process = subprocess.Popen(
+      [sys.executable, "-m", "imgen.launch", "--processes=2", "--cpu_devices=2", "--", *args],
+      cwd=ROOT,
+      env=env,
+      stderr=subprocess.PIPE,
+      stdout=subprocess.DEVNULL,
+      text=True,
+    )
+    self.lines, self.pids = [], []
+
+  def read_until(self, marker: str, timeout: float = 300) -> str:
+    """Reads the log up to and including the first line with `marker` (or to the end)."""
+    deadline = time.monotonic() + timeout
+    for line in self.process.stderr:
+      self.lines.append(line)
+      if line.startswith("launch: process ") and " is pid " in line:
+        self.pids.append(int(line.split(" is pid ")[1]))
+      if marker in line or time.monotonic() > deadline:
+        return line
+    return ""
+
+  def finish(self, timeout: float = 300) -> str:
+    self.read_until("\0", timeout)
+    self.process.wait(timeout=60)
+    return "".join(self.lines)
+
+  def kill(self) -> None:
+    for pid in self.pids:
+      with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    self.process.kill()
+    self.process.wait()
+
+
+@pytest.fixture
+def launched():
+  runs = []
+
+  def start(*args):
+    runs.append(Launched(*args))
+    return runs[-1]
+
+  yield start
+  for run in runs:  # On failure too: no process outlives its test.
+    run.kill()
+
+
+def _assert_trees_close(a, b, **tolerance):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tolerance)
+
+
+def test_two_processes_train_as_one_of_four_devices_stop_together_and_resume_exactly(
+  data_dir, tmp_path, launched
+):
+  config = smoke_config("gan", data_dir, **TRAIN)
+  data.get_builder(config.data.name, data_dir)  # Prepared: the runs only read it.
+  one = str(tmp_path / "one-process")
+  four = subprocess.run(
+    main_command("gan", one, data_dir, *FLAGS, "--config.train.log_every=1"),
+    cwd=ROOT,
+    env={**os.environ, "JAX_NUM_CPU_DEVICES": "4", "JAX_PLATFORMS": "cpu"},
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert four.returncode == 0, four.stderr[-3000:]
+
+  straight = str(tmp_path / "two-processes")
+  run = launched(straight, data_dir, "--config.train.log_every=1")
+  log = run.finish()
+  assert run.process.returncode == 0, log[-3000:]
+  assert "[0] " in log and "Process 1 of 2" not in log  # Process 1 logs warnings only.
+  assert f"step {STEPS}/{STEPS}" in log and "Traceback" not in log
+  scalars = {"one": tensorboard_scalars(one), "two": tensorboard_scalars(straight)}
+  for name in ("d_loss", "g_loss", "d_real", "d_fake"):
+    np.testing.assert_allclose(scalars["two"][name][1], scalars["one"][name][1], rtol=1e-6)
+  assert len(os.listdir(os.path.join(straight, "tensorboard"))) == 1  # Process 0's only.
+  # The devices see the same rows and noise; only the order of the reductions differs.
+  _assert_trees_close(final_state(config, straight)[0], final_state(config, one)[0], atol=1e-4)
+
+  # SIGTERM to process 1 alone: both stop after the same step, with one checkpoint of it.
+  workdir = str(tmp_path / "stopped")
+  run = launched(workdir, data_dir)
+  run.read_until("step 30/")
+  os.kill(run.pids[1], signal.SIGTERM)
+  log = run.finish()
+  assert run.process.returncode == 0, log[-3000:]
+  stops = [
+    line.split("Stopped by preemption after step ")[1].split(";")[0]
+    for line in run.lines
+    if "Stopped by preemption after step " in line
+  ]
+  assert sorted(line[:3] for line in run.lines if "Stopped by" in line) == ["[0]", "[1]"], log[
+    -3000:
+  ]
+  assert len(set(stops)) == 1, stops
+  stopped = int(stops[0])
+  assert 30 <= stopped < STEPS
+  saved = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")))
+  assert saved == [s for s in (20, 40, 60, 80, 100, 120, 140) if s < stopped][-2:] + [stopped]
+
+  # SIGKILL to both: the next launch resumes from the newest checkpoint, exactly.
+  run = launched(workdir, data_dir)
+  assert f"Resuming from the checkpoint of step {stopped}" in run.read_until("Resuming")
+  run.read_until(f"step {(stopped + 30) // 10 * 10}/")  # A logged step, a checkpoint after it.
+  for pid in run.pids:
+    os.kill(pid, signal.SIGKILL)
+  log = run.finish()
+  assert run.process.returncode == 128 + signal.SIGKILL, log[-2000:]
+  assert "was killed by SIGKILL" in log
+
+  run = launched(workdir, data_dir)
+  log = run.finish()
+  assert run.process.returncode == 0, log[-3000:]
+  resumed, step = final_state(config, workdir)
+  assert step == STEPS
+  expected = final_state(config, straight)[0]
+  for x, y in zip(jax.tree.leaves(resumed), jax.tree.leaves(expected), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
