@@ -111,22 +111,6 @@ def test_catalog_images_flow_through_the_pipeline():
   assert -1.0 <= batch["image"].min() and batch["image"].max() <= 1.0
 
 
-def test_processes_split_the_global_batch(data_dir, monkeypatch):
-  builder = data.get_builder("embedded_mnist", data_dir)
-  single = [next(it)["image"] for it in [_iterator(builder)] for _ in range(2)]
-  monkeypatch.setattr(jax, "process_count", lambda: 2)
-  shares = []
-  for p in range(2):
-    monkeypatch.setattr(jax, "process_index", lambda p=p: p)
-    it = _iterator(builder)
-    shares.append([next(it)["image"] for _ in range(2)])
-  for step in range(2):
-    a, b = (s[step].reshape(4, 32, 32, 1) for s in shares)
-    assert a.shape[0] == 4  # Each process holds half of the global batch of 8...
-    merged = np.stack([a, b], axis=1).reshape(8, 32, 32, 1)  # ...interleaved, it is the batch.
-    np.testing.assert_array_equal(merged, single[step].reshape(8, 32, 32, 1))
-
-
 def test_in_memory_source_gives_the_same_batches(data_dir, monkeypatch):
   builder = data.get_builder("embedded_mnist", data_dir)
   held = [next(it) for it in [_iterator(builder, start_step=3)] for _ in range(3)]
