@@ -53,9 +53,13 @@ def _run(family: str, processes: int, workdir: str) -> float:
   else:
     cmd = [sys.executable, "-m", "imgen.launch", f"--processes={processes}", "--cpu_devices=2"]
     cmd += ["--", *args]
-  result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
+  result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
   if result.returncode:
-    raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
+    log = os.path.join(tempfile.gettempdir(), f"imgen-multiprocess-{family}-{processes}.log")
+    with open(log, "w") as f:
+      f.write(result.stderr)
+    causes = [line for line in result.stderr.splitlines() if "Fatal" in line or "Check fail" in line]
+    raise RuntimeError(f"{' '.join(cmd)} failed ({causes[:3]}); its log: {log}")
   return tensorboard_scalars(workdir)["steps_per_sec"][FLAGS.steps]
 
 

@@ -78,7 +78,7 @@ def make_sampler(
     raise ConfigError(f"The {name} family makes no images.")
   local_batch = global_batch // jax.device_count()
   per_process = global_batch // jax.process_count()
-  pmapped = jax.pmap(
+  pmapped = parallel.pmap(
     lambda state, key, condition: family.generate(state, key, local_batch, condition),
     axis_name=parallel.AXIS,
     in_axes=(0, None, 0),
@@ -111,7 +111,7 @@ class SampleQuality:
     self.config = experiment.config.eval
     self.names = metric_names(self.config.metrics)
     self.network = network
-    self._apply = jax.pmap(network.apply, axis_name=parallel.AXIS)
+    self._apply = parallel.pmap(network.apply, axis_name=parallel.AXIS)
     self._variables = parallel.replicate(network.variables)
     self._sample_batches = sampler
 

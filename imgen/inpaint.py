@@ -123,7 +123,7 @@ def _complete(experiment: Experiment, state, images, known, labels) -> np.ndarra
   c, family = experiment.config, experiment.family
   global_batch, num = c.eval.batch_size, len(images)
   per_process = global_batch // jax.process_count()
-  call = jax.pmap(
+  call = parallel.pmap(
     lambda s, k, x, m, y: family.inpaint(s, k, x, m, y, c.inpaint),
     axis_name=parallel.AXIS,
     in_axes=(0, None, 0, 0, None if labels is None else 0),

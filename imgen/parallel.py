@@ -16,10 +16,31 @@ import numpy as np
 AXIS = "batch"  # The pmap axis name over devices; BatchNorm syncs over it.
 
 
+def pmap(fn: Callable, **kwargs) -> Callable:
+  """`jax.pmap(fn, **kwargs)`; of several processes on CPU, each call also
+  waits for its results.
+
+  With gloo between processes and several CPU devices in each, a call
+  dispatched while the previous one still runs on another local device can
+  leave the devices of two processes in different all-reduces for good (seen
+  2026-12-02, JAX 0.10.2, the DCGAN of configs/gan.py on 2 processes of 2
+  devices: 3 runs of 6 stalled after the first step, every thread waiting in
+  gloo or on XLA's execution semaphore; one call at a time: 8 of 8 finished).
+  """
+  mapped = jax.pmap(fn, **kwargs)
+  if jax.process_count() == 1 or jax.default_backend() != "cpu":
+    return mapped
+
+  def one_at_a_time(*args):
+    return jax.block_until_ready(mapped(*args))
+
+  return one_at_a_time
+
+
 def pmap_step(step: Callable, *, donate: bool) -> Callable:
   """`step(state, batch, key)` pmapped over the local devices: state and batch
   split on their leading axis, the key shared; `donate` reuses the state's buffers."""
-  return jax.pmap(step, axis_name=AXIS, in_axes=(0, 0, None), donate_argnums=(0,) if donate else ())
+  return pmap(step, axis_name=AXIS, in_axes=(0, 0, None), donate_argnums=(0,) if donate else ())
 
 
 def value_and_mean_grad(loss_fn: Callable) -> Callable:

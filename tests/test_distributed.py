@@ -3,9 +3,11 @@ run on localhost (JAX's CPU collectives, gloo) against 1 process of 4 devices.""
 
 import contextlib
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from helpers import ROOT
@@ -109,7 +111,8 @@ FLAGS = [
 
 class Launched:
   """`python -m imgen.launch` of 2 processes of 2 CPU devices on the GAN smoke
-  config: its log is read line by line; its processes die with the test."""
+  config: its log is read line by line (by a thread, so a silent process cannot
+  block the test past its timeout); its processes die with the test."""
 
   def __init__(self, workdir, data_dir, *overrides):
     args = main_command("gan", workdir, data_dir, *FLAGS, *overrides)[2:]
@@ -122,21 +125,33 @@ class Launched:
       stdout=subprocess.DEVNULL,
       text=True,
     )
-    self.lines, self.pids = [], []
+    self.lines, self.pids, self._queue = [], [], queue.Queue()
+    threading.Thread(target=self._read, daemon=True).start()
 
-  def read_until(self, marker: str, timeout: float = 300) -> str:
-    """Reads the log up to and including the first line with `marker` (or to the end)."""
-    deadline = time.monotonic() + timeout
+  def _read(self) -> None:
     for line in self.process.stderr:
+      self._queue.put(line)
+    self._queue.put(None)
+
+  def read_until(self, marker: str | None, timeout: float = 300) -> str:
+    """Reads the log up to and including the first line with `marker` (None: to
+    the end); fails the test after `timeout` seconds without it."""
+    deadline = time.monotonic() + timeout
+    while True:
+      try:
+        line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+      except queue.Empty:
+        pytest.fail(f"No {marker!r} in {timeout} s; the log ends:\n{''.join(self.lines[-30:])}")
+      if line is None:
+        return ""
       self.lines.append(line)
       if line.startswith("launch: process ") and " is pid " in line:
         self.pids.append(int(line.split(" is pid ")[1]))
-      if marker in line or time.monotonic() > deadline:
+      if marker is not None and marker in line:
         return line
-    return ""
 
   def finish(self, timeout: float = 300) -> str:
-    self.read_until("\0", timeout)
+    self.read_until(None, timeout)
     self.process.wait(timeout=60)
     return "".join(self.lines)
 
