@@ -58,7 +58,9 @@ def _run(family: str, processes: int, workdir: str) -> float:
     log = os.path.join(tempfile.gettempdir(), f"imgen-multiprocess-{family}-{processes}.log")
     with open(log, "w") as f:
       f.write(result.stderr)
-    causes = [line for line in result.stderr.splitlines() if "Fatal" in line or "Check fail" in line]
+    causes = [
+      line for line in result.stderr.splitlines() if "Fatal" in line or "Check fail" in line
+    ]
     raise RuntimeError(f"{' '.join(cmd)} failed ({causes[:3]}); its log: {log}")
   return tensorboard_scalars(workdir)["steps_per_sec"][FLAGS.steps]
 

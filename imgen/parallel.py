@@ -17,18 +17,20 @@ AXIS = "batch"  # The pmap axis name over devices; BatchNorm syncs over it.
 
 
 def pmap(fn: Callable, **kwargs) -> Callable:
-  """`jax.pmap(fn, **kwargs)`; of several processes on CPU, each call also
-  waits for its results.
+  """`jax.pmap(fn, **kwargs)`; on several CPU devices, each call also waits
+  for its results.
 
-  With gloo between processes and several CPU devices in each, a call
-  dispatched while the previous one still runs on another local device can
-  leave the devices of two processes in different all-reduces for good (seen
-  2026-12-02, JAX 0.10.2, the DCGAN of configs/gan.py on 2 processes of 2
-  devices: 3 runs of 6 stalled after the first step, every thread waiting in
-  gloo or on XLA's execution semaphore; one call at a time: 8 of 8 finished).
+  XLA's CPU devices share one machine's threads: a call dispatched while the
+  previous one still runs on another device can leave the devices in
+  different all-reduces for good. Seen 2026-12-02 (JAX 0.10.2, 2 cores) with
+  the DCGAN of configs/gan.py: on 2 processes of 2 devices (gloo), 3 runs of 6
+  stalled after the first step, every thread waiting in gloo or on XLA's
+  execution semaphore; on 1 process of 4 devices, 2 runs of 3 aborted
+  on XLA's 40 s rendezvous timeout, 3 of 4 devices in the all-reduce. With one
+  call at a time, 8 of 8 two-process runs finished.
   """
   mapped = jax.pmap(fn, **kwargs)
-  if jax.process_count() == 1 or jax.default_backend() != "cpu":
+  if jax.device_count() == 1 or jax.default_backend() != "cpu":
     return mapped
 
   def one_at_a_time(*args):
