@@ -10,7 +10,6 @@ python main.py --config=configs/compose.py --workdir=runs/x --mode=compose    # 
 python -m imgen.launch --processes=2 -- --config=configs/gan.py   # 2 local processes, one run
 """
 
-import datetime
 import os
 import sys
 
@@ -21,6 +20,7 @@ import jax
 from ml_collections import config_flags
 
 from imgen import distributed
+from imgen import launch
 from imgen import modes
 from imgen import runtime
 from imgen import writers
@@ -46,11 +46,6 @@ flags.DEFINE_integer("num_processes", None, "How many processes form the run.")
 flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
 flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
-
-
-def _default_workdir() -> str:
-  name = os.path.splitext(os.path.basename(FLAGS["config"].config_filename.split(":")[0]))[0]
-  return os.path.join("runs", f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
 
 
 def _fail(message: str) -> None:
@@ -98,7 +93,7 @@ def main(argv):
     _fail(f"--mode={FLAGS.mode} needs the --workdir of a run.")
   if jax.process_count() > 1 and not FLAGS.workdir:
     _fail("A run of several processes needs --workdir: one folder that every process reaches.")
-  workdir = FLAGS.workdir or _default_workdir()
+  workdir = FLAGS.workdir or launch.default_workdir(FLAGS["config"].config_filename)
   logging.info(
     "JAX %s, process %d/%d, devices: %s",
     jax.__version__,

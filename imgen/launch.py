@@ -38,11 +38,11 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def _config_name(args: list[str]) -> str:
-  for a in args:
-    if a.startswith("--config="):
-      return os.path.splitext(os.path.basename(a.split("=", 1)[1].split(":")[0]))[0]
-  return "run"
+def default_workdir(config_file: str) -> str:
+  """runs/<config name>-<date-time>: a new run's folder when no --workdir is
+  given (main.py's, and the launcher's for all of its processes)."""
+  name = os.path.splitext(os.path.basename(config_file.split(":")[0]))[0]
+  return os.path.join("runs", f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
 
 
 def process_env(index: int, count: int, port: int, cpu_devices: int | None, base=None) -> dict:
@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
   if not any(a.startswith("--config") for a in main_args):
     parser.error("give main.py's flags after --, e.g. -- --config=configs/gan.py")
   if not any(a.startswith("--workdir") for a in main_args):
-    stamp = f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    main_args.append(f"--workdir={os.path.join('runs', f'{_config_name(main_args)}-{stamp}')}")
+    config = next((a.split("=", 1)[1] for a in main_args if a.startswith("--config=")), "run")
+    main_args.append(f"--workdir={default_workdir(config)}")
   launch = Launch(args.processes, main_args, args.cpu_devices)
   for signum in (signal.SIGINT, signal.SIGTERM):
     signal.signal(signum, launch.on_signal)
