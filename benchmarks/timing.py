@@ -5,7 +5,9 @@ import time
 import jax
 import numpy as np
 
+from imgen import guards
 from imgen import parallel
+from imgen import train
 
 
 def import_torch(peer: str):
@@ -30,12 +32,26 @@ def steps_per_second(step, steps: int) -> float:
   return steps / (time.perf_counter() - t)
 
 
-def step_runner(family, images: np.ndarray, **fields: np.ndarray):
-  """(run(num_steps) -> steps/s, compile seconds) of the family's pmapped train
-  step on one fixed batch of `images` and any other `fields` (laid out per device)."""
-  train_step = parallel.pmap_step(family.make_train_step(), donate=True)
+def step_runner(
+  family, images: np.ndarray, *, guard: bool = False, steps_per_call: int = 1, **fields: np.ndarray
+):
+  """(run(num_calls) -> steps/s, compile seconds) of the family's pmapped train
+  step on one fixed batch of `images` and any other `fields` (laid out per device).
+
+  `guard` wraps the step in the trainer's non-finite guard; with
+  `steps_per_call` > 1 each call is the trainer's scanned call of that many
+  steps (`train.steps_per_dispatch`), on the same batch each step. Both
+  together time the step as `train.py` runs it.
+  """
+  step = family.make_train_step()
+  step = guards.guard_nonfinite(step) if guard else step
+  batch = {"image": images, **fields}
+  if steps_per_call > 1:
+    step = train.scan_steps(step)
+    batch = jax.tree.map(lambda x: np.stack([x] * steps_per_call, axis=1), batch)
+  train_step = parallel.pmap_step(step, donate=True)
   state = parallel.replicate(family.init_state(jax.random.key(0)))
-  batch = jax.device_put({"image": images, **fields}, parallel.device_sharding())
+  batch = jax.device_put(batch, parallel.device_sharding())
   key = jax.random.key(1)
 
   t = time.perf_counter()
@@ -51,6 +67,6 @@ def step_runner(family, images: np.ndarray, **fields: np.ndarray):
     for _ in range(num_steps):
       state, metrics = train_step(state, batch, key)
     jax.block_until_ready(metrics)
-    return num_steps / (time.perf_counter() - t)
+    return num_steps * steps_per_call / (time.perf_counter() - t)
 
   return run, compile_s

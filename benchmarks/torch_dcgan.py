@@ -21,7 +21,6 @@ Usage:
 
 import argparse
 from collections.abc import Callable
-import math
 import time
 from typing import Any
 
@@ -45,22 +44,29 @@ def _import_torch() -> Any:
   return torch
 
 
-def _num_levels(image_size: int) -> int:
-  """Number of 2x up/down-sampling layers between 4x4 and `image_size`."""
-  if image_size not in (32, 64):
-    raise ValueError(f"image_size must be 32 or 64, got {image_size}")
-  return int(math.log2(image_size // 4))
+def geometry(image_size: int) -> tuple[int, int]:
+  """(base, levels): image_size = base * 2**levels with 4 <= base <= 7, as imgen's
+  `imgen.models.dcgan.geometry` (64 -> (4, 4), the paper's; 28 -> (7, 2))."""
+  base, levels = image_size, 0
+  while base % 2 == 0 and base > 7:
+    base //= 2
+    levels += 1
+  if levels < 1 or not 4 <= base <= 7:
+    raise ValueError(f"image_size {image_size} is not base * 2**k with base in 4..7")
+  return base, levels
 
 
-def _build_models(torch: Any, image_size: int, nc: int) -> tuple[Any, Any]:
+def _build_models(
+  torch: Any, image_size: int, nc: int, g_width: int = NGF, d_width: int = NDF
+) -> tuple[Any, Any]:
   """Returns (generator, discriminator) with DCGAN weight init applied."""
   nn = torch.nn
-  levels = _num_levels(image_size)  # 4 for 64x64, 3 for 32x32.
+  base, levels = geometry(image_size)  # (4, 4) for 64x64, (4, 3) for 32x32.
 
-  # Generator: nz x 1 x 1 -> (ngf * 2**(levels-1)) x 4 x 4 -> ... -> nc x S x S.
-  ch = NGF * 2 ** (levels - 1)
+  # Generator: nz x 1 x 1 -> (ngf * 2**(levels-1)) x base x base -> ... -> nc x S x S.
+  ch = g_width * 2 ** (levels - 1)
   g_layers = [
-    nn.ConvTranspose2d(NZ, ch, 4, 1, 0, bias=False),
+    nn.ConvTranspose2d(NZ, ch, base, 1, 0, bias=False),
     nn.BatchNorm2d(ch),
     nn.ReLU(True),
   ]
@@ -75,8 +81,8 @@ def _build_models(torch: Any, image_size: int, nc: int) -> tuple[Any, Any]:
   generator = nn.Sequential(*g_layers)
 
   # Discriminator: nc x S x S -> ndf x S/2 -> ... -> (ndf * 2**(levels-1)) x 4
-  # x 4 -> 1 x 1 x 1 logit. No BatchNorm on the first layer.
-  ch = NDF
+  # x base -> 1 x 1 x 1 logit. No BatchNorm on the first layer.
+  ch = d_width
   d_layers = [nn.Conv2d(nc, ch, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
   for _ in range(levels - 1):
     d_layers += [
@@ -85,7 +91,7 @@ def _build_models(torch: Any, image_size: int, nc: int) -> tuple[Any, Any]:
       nn.LeakyReLU(0.2, True),
     ]
     ch *= 2
-  d_layers += [nn.Conv2d(ch, 1, 4, 1, 0, bias=False)]
+  d_layers += [nn.Conv2d(ch, 1, base, 1, 0, bias=False)]
   discriminator = nn.Sequential(*d_layers)
 
   def init(m: Any) -> None:
@@ -103,7 +109,13 @@ def _build_models(torch: Any, image_size: int, nc: int) -> tuple[Any, Any]:
 
 
 def _make_train_step(
-  batch_size: int, image_size: int, nc: int, seed: int = 0
+  batch_size: int,
+  image_size: int,
+  nc: int,
+  seed: int = 0,
+  g_width: int = NGF,
+  d_width: int = NDF,
+  compile: bool = False,
 ) -> tuple[Callable[[], tuple[float, float]], Callable[[], float], Callable[[], float]]:
   """Builds models/optimizers; returns (step, d_step, g_step) closures.
 
@@ -112,11 +124,13 @@ def _make_train_step(
   """
   torch = _import_torch()
   torch.manual_seed(seed)
-  net_g, net_d = _build_models(torch, image_size, nc)
+  net_g, net_d = _build_models(torch, image_size, nc, g_width, d_width)
   net_g.train()
   net_d.train()
   opt_d = torch.optim.Adam(net_d.parameters(), lr=LR, betas=BETAS)
   opt_g = torch.optim.Adam(net_g.parameters(), lr=LR, betas=BETAS)
+  if compile:
+    net_g, net_d = torch.compile(net_g), torch.compile(net_d)
   criterion = torch.nn.BCEWithLogitsLoss()
 
   # Fixed random "real" images in [-1, 1]; data loading is not benchmarked.
@@ -159,16 +173,22 @@ def torch_dcgan_steps_per_sec(
   steps: int = 10,
   warmup: int = 3,
   threads: int | None = None,
+  g_width: int = NGF,
+  d_width: int = NDF,
+  compile: bool = False,
 ) -> float:
   """Measures PyTorch (CPU) DCGAN train steps per second.
 
   Args:
     batch_size: Images per step (the same batch size for real and fake).
-    image_size: 32 or 64 (the canonical DCGAN is 64).
+    image_size: base * 2**k with base in 4..7 (the canonical DCGAN is 64).
     nc: Image channels.
     steps: Number of timed train steps.
     warmup: Number of untimed train steps run first.
     threads: If given, passed to `torch.set_num_threads`.
+    g_width: ngf, G's width at its last layer before the image.
+    d_width: ndf, D's first layer's width.
+    compile: Runs G and D under `torch.compile`.
 
   Returns:
     Train steps per second over the `steps` timed steps.
@@ -179,7 +199,9 @@ def torch_dcgan_steps_per_sec(
   torch = _import_torch()
   if threads is not None:
     torch.set_num_threads(threads)
-  step, _, _ = _make_train_step(batch_size, image_size, nc)
+  step, _, _ = _make_train_step(
+    batch_size, image_size, nc, g_width=g_width, d_width=d_width, compile=compile
+  )
   for _ in range(warmup):
     step()
   # `.item()` in each step synchronizes, so wall time covers all the work.
@@ -213,7 +235,7 @@ def _breakdown(
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch_size", type=int, default=64)
-  parser.add_argument("--image_size", type=int, default=64, choices=(32, 64))
+  parser.add_argument("--image_size", type=int, default=64)
   parser.add_argument("--nc", type=int, default=3)
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--warmup", type=int, default=3)
