@@ -107,8 +107,10 @@ def evaluation(
 
 
 def shrink_for_smoke(config: ml_collections.ConfigDict) -> None:
-  """A run of seconds for tests: 6 steps of 8 images, checkpoints and evals at 3 and 6."""
+  """A run of seconds for tests: 6 steps of 8 images, checkpoints and evals at 3 and 6,
+  one step per call (a scanned call of several steps compiles for many seconds on CPU)."""
   config.train.update(batch_size=8, num_steps=6, log_every=2, checkpoint_every=3)
+  config.train.steps_per_dispatch = 1
   config.eval.update(every_steps=3, sample_every=3, grid_samples=16, num_samples=40, kid_subsets=4)
   config.eval.update(kid_subset_size=20, is_splits=2)
 

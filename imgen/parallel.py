@@ -45,6 +45,15 @@ def pmap_step(step: Callable, *, donate: bool) -> Callable:
   return pmap(step, axis_name=AXIS, in_axes=(0, 0, None), donate_argnums=(0,) if donate else ())
 
 
+def device_mean(tree):
+  """`lax.pmean(tree, AXIS)`, left out when the axis has one device.
+
+  The mean over one device is the tree itself, but XLA's CPU backend still
+  runs the all-reduce: 9 of the 28x28 VAE step's ~55 ms (2026-12-02).
+  """
+  return tree if lax.axis_size(AXIS) == 1 else lax.pmean(tree, AXIS)
+
+
 def value_and_mean_grad(loss_fn: Callable) -> Callable:
   """`jax.value_and_grad(loss_fn, has_aux=True)` whose gradients are averaged
   over the devices: each replica gets the gradient of the global batch."""
@@ -52,7 +61,7 @@ def value_and_mean_grad(loss_fn: Callable) -> Callable:
 
   def wrapped(params):
     value, grads = value_and_grad(params)
-    return value, lax.pmean(grads, AXIS)
+    return value, device_mean(grads)
 
   return wrapped
 

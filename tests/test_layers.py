@@ -136,3 +136,70 @@ def test_discriminator_keeps_the_plain_conv_parameters():
   plain = PlainConvs().init(jax.random.key(0), x)["params"]
   for name in ("Conv_0", "Conv_1"):
     np.testing.assert_array_equal(params[name]["kernel"], plain[name]["kernel"])
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 6, 3), (2, 7, 5, 4)])
+def test_max_pool_2x2_equals_flax_max_pool(shape):
+  """Values exactly (odd sizes drop the last row/column, as VALID pooling does);
+  gradients through a ReLU, where the only ties are zeros the ReLU stops."""
+  x = jax.random.normal(jax.random.key(0), shape)
+  plain = lambda x: nn.max_pool(x, (2, 2), (2, 2))
+  np.testing.assert_array_equal(layers.max_pool_2x2(x), plain(x))
+  grad = lambda pool: jax.grad(lambda x: jnp.sum(jnp.sin(pool(jax.nn.relu(x)))))(x)
+  np.testing.assert_array_equal(grad(layers.max_pool_2x2), grad(plain))
+
+
+def test_the_cnn_with_the_written_pool_trains_as_with_flax_max_pool(monkeypatch):
+  """The classifier's loss and every gradient, against the same network built
+  with nn.max_pool (XLA's select-and-scatter gradient)."""
+  from imgen.models import classifiers
+
+  model = classifiers.SimpleCNN(width=4, dropout=0.0)
+  x = jax.random.normal(jax.random.key(0), (4, 12, 12, 1))
+  variables = model.init(jax.random.key(1), x)
+
+  def loss_and_grads():
+    def loss(params):
+      out, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+      return jnp.sum(jnp.sin(out))
+
+    return jax.value_and_grad(loss)(variables["params"])
+
+  written = loss_and_grads()
+  monkeypatch.setattr(classifiers, "max_pool_2x2", lambda x: nn.max_pool(x, (2, 2), (2, 2)))
+  plain = loss_and_grads()
+  for a, b in zip(jax.tree.leaves(written), jax.tree.leaves(plain), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_the_vae_encoder_keeps_nn_conv_parameters_values_and_gradients():
+  """Conv4x4S2 in the encoder: the parameter tree and initial values of the
+  nn.Conv encoder it replaced, its outputs, and its gradients."""
+  from imgen.models import conv_vae
+
+  class PlainEncoder(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      for i in range(2):
+        x = nn.relu(nn.Conv(8 * 2**i, (4, 4), (2, 2), ((1, 1), (1, 1)))(x))
+      x = nn.relu(nn.Dense(16 * 8)(x.reshape(x.shape[0], -1)))
+      out = nn.Dense(2 * 3)(x)
+      return out[:, :3], out[:, 3:]
+
+  x = jax.random.normal(jax.random.key(0), (3, 28, 28, 1))
+  encoder = conv_vae.Encoder(28, 3, width=8)
+  params = encoder.init(jax.random.key(1), x)["params"]
+  plain_params = PlainEncoder().init(jax.random.key(1), x)["params"]
+  assert jax.tree.structure(params) == jax.tree.structure(plain_params)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(plain_params), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+  def loss(module, params, x):
+    mean, log_var = module.apply({"params": params}, x)
+    return jnp.sum(jnp.sin(mean) * log_var)
+
+  np.testing.assert_allclose(loss(encoder, params, x), loss(PlainEncoder(), params, x), rtol=1e-5)
+  written = jax.grad(loss, argnums=(1, 2))(encoder, params, x)
+  plain = jax.grad(loss, argnums=(1, 2))(PlainEncoder(), params, x)
+  for a, b in zip(jax.tree.leaves(written), jax.tree.leaves(plain), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -32,9 +32,9 @@ from imgen.experiment import Experiment
 from imgen.families.segment import SegmentationFamily
 from imgen.families.segment import pixel_cross_entropy
 from imgen.families.segment import soft_dice
+from imgen.models.layers import max_pool_2x2
 from imgen.models.seg_unet import SegUNet
 from imgen.models.seg_unet import UpConv2x2
-from imgen.models.seg_unet import max_pool_2x2
 
 
 def _records(builder, split):

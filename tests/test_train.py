@@ -12,6 +12,7 @@ from helpers import final_state
 from helpers import main_command
 from helpers import smoke_config
 import jax
+from jax import lax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -73,6 +74,20 @@ def test_dispatch_sizes_stop_at_every_log_save_and_eval_step():
   assert {4, 6, 8, 12, 14} <= set(ends) and ends[-1] == 14
   assert list(train.dispatch_sizes(5, 12, (6,), 4)) == [1, 4, 1, 1]  # A resume at step 5.
   assert list(train.dispatch_sizes(0, 8, (4,), 1)) == [1] * 8
+
+
+def test_one_device_gradients_skip_the_all_reduce():
+  """On one device the mean over devices is the gradient itself, bit for bit, and
+  the step has no all-reduce (XLA's CPU backend runs one even over one device)."""
+  loss = lambda w: (jnp.sum(jnp.sin(w) * jnp.arange(6.0)), None)
+  step = lambda w: parallel.value_and_mean_grad(loss)(w)[1]
+  w = jnp.linspace(-1.0, 1.0, 6)[None]
+  mapped = jax.pmap(step, axis_name=parallel.AXIS, devices=jax.devices()[:1])
+  np.testing.assert_array_equal(mapped(w)[0], jax.grad(lambda w: loss(w)[0])(w[0]))
+  hlo = mapped.lower(w).compile().as_text()
+  assert "all-reduce" not in hlo
+  with_mean = lambda w: lax.pmean(jax.grad(lambda w: loss(w)[0])(w), parallel.AXIS)
+  assert "all-reduce" in jax.pmap(with_mean, axis_name=parallel.AXIS).lower(w).compile().as_text()
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -103,7 +103,7 @@ class CNNFamily(Family, Evaluates):
 
       (loss, (logits, batch_stats)), grads = parallel.value_and_mean_grad(loss_fn)(state.net.params)
       accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
-      metrics = lax.pmean({"loss": loss, "accuracy": accuracy}, parallel.AXIS)
+      metrics = parallel.device_mean({"loss": loss, "accuracy": accuracy})
       metrics.update(state.net.update_metrics(grads))
       net = state.net.apply_gradients(grads=grads, batch_stats=batch_stats)
       return state.replace(step=state.step + 1, net=net), metrics

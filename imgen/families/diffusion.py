@@ -183,7 +183,7 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
         return jnp.mean((out - target) ** 2), ()
 
       (loss, _), grads = parallel.value_and_mean_grad(loss_fn)(state.net.params)
-      metrics = {"loss": lax.pmean(loss, parallel.AXIS), **state.net.update_metrics(grads)}
+      metrics = {"loss": parallel.device_mean(loss), **state.net.update_metrics(grads)}
       return state.replace(step=state.step + 1, net=state.net.apply_gradients(grads=grads)), metrics
 
     return train_step

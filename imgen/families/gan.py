@@ -361,7 +361,7 @@ class GANFamily(Family, Generates):
 
       (g_loss, (d_stats, gen_logits)), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
       (g_grads,) = g_vjp(fake_grad)
-      g_grads = lax.pmean(g_grads, parallel.AXIS)  # G's gradients come through the vjp.
+      g_grads = parallel.device_mean(g_grads)  # G's gradients come through the vjp.
       g = state.g.apply_gradients(grads=g_grads, batch_stats=g_stats)
 
       metrics = {**totals, "g_loss": g_loss}
@@ -371,7 +371,7 @@ class GANFamily(Family, Generates):
         metrics["d_fake_after"] = jnp.mean(nn.sigmoid(gen_logits))
       elif o.loss == "wgan_gp":  # The critic's estimate of the Wasserstein-1 distance.
         metrics["wasserstein"] = totals["real_logit"] - totals["fake_logit"]
-      metrics = lax.pmean(metrics, parallel.AXIS)
+      metrics = parallel.device_mean(metrics)
       metrics.update(state.d.update_metrics(d_grads, "d_"))
       metrics.update(state.g.update_metrics(g_grads, "g_"))
       metrics["g_param_norm"] = optax.tree.norm(g.params)

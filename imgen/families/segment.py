@@ -157,7 +157,7 @@ class SegmentationFamily(Family, Evaluates, Segments):
 
       (loss, (logits, batch_stats)), grads = parallel.value_and_mean_grad(loss_fn)(state.net.params)
       accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
-      metrics = lax.pmean({"loss": loss, "pixel_accuracy": accuracy}, parallel.AXIS)
+      metrics = parallel.device_mean({"loss": loss, "pixel_accuracy": accuracy})
       metrics.update(state.net.update_metrics(grads))
       net = state.net.apply_gradients(grads=grads, batch_stats=batch_stats)
       return state.replace(step=state.step + 1, net=net), metrics

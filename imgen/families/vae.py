@@ -166,9 +166,8 @@ class VAEFamily(Family, Evaluates, Generates):
 
       (loss, (ll, kl)), grads = parallel.value_and_mean_grad(loss_fn)(state.net.params)
       elbo = jnp.mean(ll - kl)
-      metrics = lax.pmean(
-        {"loss": loss, "elbo": elbo, "recon_nll": -jnp.mean(ll), "kl": jnp.mean(kl)},
-        parallel.AXIS,
+      metrics = parallel.device_mean(
+        {"loss": loss, "elbo": elbo, "recon_nll": -jnp.mean(ll), "kl": jnp.mean(kl)}
       )
       metrics["bits_per_dim"] = -metrics["elbo"] / (dims * math.log(2))
       metrics["kl_weight"] = weight

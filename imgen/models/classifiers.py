@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from imgen.models.layers import max_pool_2x2
 from imgen.parallel import global_draw
 
 
@@ -67,7 +68,7 @@ class SimpleCNN(nn.Module):
       for _ in range(2):
         x = nn.Conv(self.width * 2**i, (3, 3), use_bias=False, dtype=self.dtype)(x)
         x = nn.relu(_norm(train, self.axis_name, self.dtype)(x))
-      x = nn.max_pool(x, (2, 2), (2, 2))
+      x = max_pool_2x2(x)
     dense = functools.partial(nn.Dense, dtype=self.dtype)
     penultimate = nn.relu(dense(4 * self.width)(x.reshape(x.shape[0], -1)))
     x = Dropout(self.dropout, self.axis_name)(penultimate, deterministic=not train)

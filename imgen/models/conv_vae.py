@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from imgen.models.dcgan import geometry
+from imgen.models.layers import Conv4x4S2
 from imgen.models.layers import ConvTranspose4x4S2
 
 
@@ -29,8 +30,16 @@ class Encoder(nn.Module):
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     _, num_down = geometry(self.image_size, "the conv VAE")
     for i in range(num_down):
-      x = nn.Conv(self.width * 2**i, (4, 4), (2, 2), ((1, 1), (1, 1)), dtype=self.dtype)(x)
-      x = nn.relu(x)
+      # nn.Conv(features, (4, 4), (2, 2), ((1, 1), (1, 1))) with its parameters'
+      # names and initial values, and gradients in the forms fast on CPU.
+      conv = Conv4x4S2(
+        self.width * 2**i,
+        kernel_init=nn.initializers.lecun_normal(),
+        use_bias=True,
+        dtype=self.dtype,
+        name=f"Conv_{i}",
+      )
+      x = nn.relu(conv(x))
     x = nn.relu(nn.Dense(16 * self.width, dtype=self.dtype)(x.reshape(x.shape[0], -1)))
     out = nn.Dense(2 * self.latent_dim, dtype=self.dtype)(x).astype(jnp.float32)
     return out[:, : self.latent_dim], out[:, self.latent_dim :]

@@ -21,19 +21,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from imgen.models.layers import max_pool_2x2
+
 NORMS = ("batch", "group", "none")
-
-
-def max_pool_2x2(x: jax.Array) -> jax.Array:
-  """`nn.max_pool(x, (2, 2), (2, 2))` as a max over a reshape: the same values.
-
-  Its gradient goes to the window's maximum through a compare instead of
-  XLA's select-and-scatter, which its CPU backend runs slowly. The two differ
-  only on exact ties (the gradient splits instead of going to the first), and
-  after a ReLU the ties are the zeros, whose gradient the ReLU stops anyway.
-  """
-  n, h, w, c = x.shape
-  return jnp.max(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
 
 
 class UpConv2x2(nn.Module):
