@@ -48,16 +48,16 @@ def scan_steps(step_fn: Callable) -> Callable:
   """`step_fn(state, batch, key)` over a leading axis of batches, in one call.
 
   Runs `train.steps_per_dispatch` steps per device call: the same steps in the
-  same order, with metrics stacked along the scanned axis. On CPU the loop is
-  unrolled: inside a loop XLA's CPU backend leaves the weight gradients of
-  convolutions in a generic form ~20x slower than its convolution kernel
-  (measured: CNN 0.5 vs 11 steps/s), and dispatch costs little there anyway.
+  same order, with metrics stacked along the scanned axis. The loop is rolled,
+  so a call of k steps compiles about as fast as one step: every trained
+  convolution writes its weight gradient in the form XLA's CPU backend runs
+  fast inside loops too (`imgen/models/layers.py`; XLA's own form there was
+  ~20x slower, which is why this loop was once unrolled on CPU).
   """
-  unroll = jax.default_backend() == "cpu"
 
   def steps(state, batches, key):
     body = lambda state, batch: step_fn(state, batch, key)
-    return lax.scan(body, state, batches, unroll=unroll)
+    return lax.scan(body, state, batches)
 
   return steps
 

@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 from helpers import ROOT
+import jax
+import pytest
 
 
 def _run(data_dir, *args):
@@ -46,3 +48,42 @@ def test_the_segmentation_step_benchmark_runs(data_dir):
   assert result.returncode == 0, result.stderr[-3000:]
   assert "| U-Net 64x64x3 depth 2 width 4 batch | 4 |" in result.stdout
   assert "| input pipeline, digit_scenes/tiny 64x64 + masks | 4 |" in result.stdout
+
+
+def test_the_peer_benchmark_runs(data_dir):
+  args = ["--families=cnn", "--sizes=28", "--steps=1", "--rounds=1", "--notorch"]
+  result = _run(data_dir, "benchmarks/peers.py", *args, "--steps_per_dispatch=1")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "| cnn | 28x28 | 64 | 1 |" in result.stdout
+
+
+@pytest.mark.parametrize("size", [28, 64])
+def test_the_pytorch_peers_have_imgens_parameter_counts(size):
+  """The peers are the default configs' networks: as many parameters, layer for
+  layer (the VAE's Gaussian log-scale aside, unused by the Bernoulli default)."""
+  torch = pytest.importorskip("torch")
+  from benchmarks import torch_cnn
+  from benchmarks import torch_dcgan
+  from benchmarks import torch_vae
+  from configs import common
+  from imgen import families
+  from imgen.data import DataSpec
+
+  count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
+  for family in ("gan", "vae", "cnn"):
+    config = common.default_config(family)
+    config.model.image_size = size
+    m = config.model
+    spec = DataSpec.of_images(size, 1, m.num_classes if family == "cnn" else None)
+    state = jax.eval_shape(families.FAMILIES[family](config, spec).init_state, jax.random.key(0))
+    if family == "gan":
+      ours = count(state.g.params) + count(state.d.params)
+      g, d = torch_dcgan._build_models(torch, size, 1, m.g_width, m.d_width)
+      theirs = sum(p.numel() for net in (g, d) for p in net.parameters())
+    elif family == "vae":
+      ours = count({k: v for k, v in state.net.params.items() if k != "log_scale"})
+      theirs = torch_vae.parameter_count(size, 1, m.latent_dim, m.width)
+    else:
+      ours = count(state.net.params)
+      theirs = torch_cnn.parameter_count(size, 1, m.num_classes, m.width)
+    assert ours == theirs, family

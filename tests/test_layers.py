@@ -1,4 +1,5 @@
-"""The sub-pixel transposed convolution against its definition."""
+"""The rewritten layers (sub-pixel transposed convolution, stride-1 convolution,
+max-pool) against their definitions and the plain flax forms."""
 
 import flax.linen as nn
 import jax
@@ -203,3 +204,42 @@ def test_the_vae_encoder_keeps_nn_conv_parameters_values_and_gradients():
   plain = jax.grad(loss, argnums=(1, 2))(PlainEncoder(), params, x)
   for a, b in zip(jax.tree.leaves(written), jax.tree.leaves(plain), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+  "kernel, padding, shape, bias",
+  [
+    ((3, 3), "SAME", (2, 9, 7, 3), False),
+    ((1, 1), "SAME", (2, 5, 5, 4), True),
+    ((3, 3), "VALID", (2, 8, 8, 3), True),
+    ((5, 5), "SAME", (1, 6, 7, 2), True),
+    ((4, 4), "VALID", (2, 4, 4, 5), False),  # DCGAN's head: the whole map to one value.
+    ((3, 3), ((2, 0), (1, 1)), (2, 6, 6, 2), True),
+  ],
+)
+def test_conv_equals_nn_conv_in_parameters_values_and_gradients(kernel, padding, shape, bias):
+  x = jax.random.normal(jax.random.key(0), shape)
+  ours = layers.Conv(6, kernel, padding=padding, use_bias=bias)
+  plain = nn.Conv(6, kernel, padding=padding, use_bias=bias)
+  params = ours.init(jax.random.key(1), x)
+  plain_params = plain.init(jax.random.key(1), x)
+  assert jax.tree.structure(params) == jax.tree.structure(plain_params)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(plain_params), strict=True):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_allclose(ours.apply(params, x), plain.apply(params, x), rtol=1e-5, atol=1e-5)
+  loss = lambda module: lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
+  grads = jax.grad(loss(ours), (0, 1))(params, x)
+  plain_grads = jax.grad(loss(plain), (0, 1))(params, x)
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(plain_grads), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_gradients_inside_a_rolled_scan():
+  """The same gradients in a lax.scan as outside it (the reason for the form)."""
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
+  conv = layers.Conv(4, (3, 3))
+  params = conv.init(jax.random.key(1), x)
+  grad = jax.grad(lambda p: jnp.sum(jnp.sin(conv.apply(p, x))))
+  looped = jax.lax.scan(lambda c, _: (c, grad(params)), 0, None, length=2)[1]
+  for a, b in zip(jax.tree.leaves(looped), jax.tree.leaves(grad(params)), strict=True):
+    np.testing.assert_allclose(a[1], b, rtol=1e-5, atol=1e-6)

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from imgen.models.layers import Conv
 from imgen.models.layers import max_pool_2x2
 from imgen.parallel import global_draw
 
@@ -66,7 +67,7 @@ class SimpleCNN(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False, features: bool = False):
     for i in range(2):
       for _ in range(2):
-        x = nn.Conv(self.width * 2**i, (3, 3), use_bias=False, dtype=self.dtype)(x)
+        x = Conv(self.width * 2**i, (3, 3), use_bias=False, dtype=self.dtype)(x)
         x = nn.relu(_norm(train, self.axis_name, self.dtype)(x))
       x = max_pool_2x2(x)
     dense = functools.partial(nn.Dense, dtype=self.dtype)
@@ -104,7 +105,7 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False, features: bool = False):
-    x = nn.Conv(self.width, (3, 3), use_bias=False, dtype=self.dtype)(x)
+    x = Conv(self.width, (3, 3), use_bias=False, dtype=self.dtype)(x)
     x = nn.relu(_norm(train, self.axis_name, self.dtype)(x))
     for stage in range(3):
       for block in range(self.blocks_per_stage):

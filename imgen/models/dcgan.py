@@ -20,6 +20,7 @@ from imgen.errors import ConfigError
 from imgen.models.gan_layers import Norm
 from imgen.models.gan_layers import Projection
 from imgen.models.gan_layers import spectral
+from imgen.models.layers import Conv
 from imgen.models.layers import Conv4x4S2
 from imgen.models.layers import ConvTranspose4x4S2
 
@@ -138,7 +139,7 @@ class Discriminator(nn.Module):
       elif self.norm == "layer":
         x = nn.LayerNorm(reduction_axes=(1, 2, 3), dtype=self.dtype)(x)
       x = nn.leaky_relu(x, 0.2)
-    last = nn.Conv(
+    last = Conv(
       1,
       (base, base),
       padding="VALID",

@@ -40,6 +40,7 @@ from imgen.errors import ConfigError
 from imgen.models.gan_layers import Norm
 from imgen.models.gan_layers import Projection
 from imgen.models.gan_layers import spectral
+from imgen.models.layers import Conv
 
 _glorot = nn.initializers.xavier_uniform()
 _glorot_relu = nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")  # gain sqrt(2)
@@ -85,7 +86,7 @@ class GeneratorBlock(nn.Module):
     h = conv()(_upsample(h))
     h = nn.relu(norm()(h, labels, train))
     h = conv()(h)
-    shortcut = nn.Conv(self.features, (1, 1), kernel_init=_glorot, dtype=self.dtype)(_upsample(x))
+    shortcut = Conv(self.features, (1, 1), kernel_init=_glorot, dtype=self.dtype)(_upsample(x))
     return h + shortcut
 
 
@@ -100,7 +101,7 @@ class DiscriminatorBlock(nn.Module):
   def __call__(self, x, train: bool):
     sn = lambda layer: spectral(layer, self.spectral_norm, train)
     hidden = self.features if self.first else x.shape[-1]
-    conv = lambda n: sn(nn.Conv(n, (3, 3), kernel_init=_glorot_relu, dtype=self.dtype))
+    conv = lambda n: sn(Conv(n, (3, 3), kernel_init=_glorot_relu, dtype=self.dtype))
     h = x if self.first else nn.relu(x)
     h = conv(hidden)(h)
     h = conv(self.features)(nn.relu(h))
@@ -108,11 +109,11 @@ class DiscriminatorBlock(nn.Module):
       h = _downsample(h)
     shortcut = x
     if self.first:
-      shortcut = sn(nn.Conv(self.features, (1, 1), kernel_init=_glorot, dtype=self.dtype))(
+      shortcut = sn(Conv(self.features, (1, 1), kernel_init=_glorot, dtype=self.dtype))(
         _downsample(x)
       )
     elif self.downsample or x.shape[-1] != self.features:
-      shortcut = sn(nn.Conv(self.features, (1, 1), kernel_init=_glorot, dtype=self.dtype))(x)
+      shortcut = sn(Conv(self.features, (1, 1), kernel_init=_glorot, dtype=self.dtype))(x)
       if self.downsample:
         shortcut = _downsample(shortcut)
     return h + shortcut
@@ -147,7 +148,7 @@ class Generator(nn.Module):
       )
       x = block(x, labels, train)
     x = nn.relu(Norm(None, self.axis_name, self.dtype, momentum=self.norm_momentum)(x, None, train))
-    x = nn.Conv(self.channels, (3, 3), kernel_init=_glorot, dtype=self.dtype)(x)
+    x = Conv(self.channels, (3, 3), kernel_init=_glorot, dtype=self.dtype)(x)
     return jnp.tanh(x.astype(jnp.float32))
 
 

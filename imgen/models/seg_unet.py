@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from imgen.models.layers import Conv
 from imgen.models.layers import max_pool_2x2
 
 NORMS = ("batch", "group", "none")
@@ -61,7 +62,7 @@ class _ConvBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     for _ in range(2):
-      x = nn.Conv(self.features, (3, 3), use_bias=self.norm == "none", dtype=self.dtype)(x)
+      x = Conv(self.features, (3, 3), use_bias=self.norm == "none", dtype=self.dtype)(x)
       if self.norm == "batch":
         x = nn.BatchNorm(
           use_running_average=not train,
@@ -100,4 +101,4 @@ class SegUNet(nn.Module):
       x = UpConv2x2(self.width * 2**level, dtype=self.dtype)(x)
       x = jnp.concatenate([skips[level], x], axis=-1)
       x = block(self.width * 2**level)(x, train)
-    return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x).astype(jnp.float32)
+    return Conv(self.num_classes, (1, 1), dtype=self.dtype)(x).astype(jnp.float32)

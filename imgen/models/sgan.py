@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from imgen.errors import ConfigError
 from imgen.models.gan_layers import Norm
+from imgen.models.layers import Conv
 from imgen.models.layers import Conv4x4S2
 from imgen.models.layers import ConvTranspose4x4S2
 
@@ -78,7 +79,7 @@ class Generator(nn.Module):
       x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
       mode = "wrap" if self.padding == "wrap" else "constant"
       x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode=mode)
-      return nn.Conv(features, (3, 3), padding="VALID", kernel_init=_init, dtype=self.dtype)(x)
+      return Conv(features, (3, 3), padding="VALID", kernel_init=_init, dtype=self.dtype)(x)
     layer = ConvTranspose4x4S2(features, self.upsample, dtype=self.dtype)
     if self.padding == "zero":
       return layer(x)
@@ -133,5 +134,5 @@ class Discriminator(nn.Module):
       elif i and self.norm == "layer":
         x = nn.LayerNorm(reduction_axes=(1, 2, 3), dtype=self.dtype)(x)
       x = nn.leaky_relu(x, 0.2)
-    logits = nn.Conv(1, (1, 1), kernel_init=_init, dtype=self.dtype)(x)
+    logits = Conv(1, (1, 1), kernel_init=_init, dtype=self.dtype)(x)
     return logits[..., 0].astype(jnp.float32)

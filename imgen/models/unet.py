@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from imgen import parallel
 from imgen.errors import ConfigError
+from imgen.models.layers import Conv
 
 
 def _init(scale: float = 1.0):
@@ -77,7 +78,7 @@ class ResBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, emb: jax.Array, train: bool) -> jax.Array:
-    conv = lambda init=_DEFAULT: nn.Conv(self.features, (3, 3), dtype=self.dtype, kernel_init=init)
+    conv = lambda init=_DEFAULT: Conv(self.features, (3, 3), dtype=self.dtype, kernel_init=init)
     norm = lambda: nn.GroupNorm(self.groups, epsilon=1e-6, dtype=self.dtype)
     h = conv()(nn.swish(norm()(x)))
     h = (
@@ -143,7 +144,7 @@ class UNet(nn.Module):
 
     block = lambda c: ResBlock(c, self.dropout, self.groups, self.axis_name, self.dtype)
     attention = lambda: AttentionBlock(self.groups, self.dtype)
-    conv = lambda c, **kw: nn.Conv(c, (3, 3), dtype=self.dtype, kernel_init=_DEFAULT, **kw)
+    conv = lambda c, **kw: Conv(c, (3, 3), dtype=self.dtype, kernel_init=_DEFAULT, **kw)
 
     h = conv(self.channels)(x.astype(self.dtype))
     skips = [h]
@@ -172,7 +173,7 @@ class UNet(nn.Module):
     assert not skips and h.shape[1] == size
 
     h = nn.swish(nn.GroupNorm(self.groups, epsilon=1e-6, dtype=self.dtype)(h))
-    out = nn.Conv(out_channels, (3, 3), dtype=self.dtype, kernel_init=_LAST)(h)
+    out = Conv(out_channels, (3, 3), dtype=self.dtype, kernel_init=_LAST)(h)
     return out.astype(jnp.float32)
 
 
