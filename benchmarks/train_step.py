@@ -4,6 +4,7 @@ side by side with the same architecture in PyTorch.
   python benchmarks/train_step.py                       # DCGAN 64x64x3, batch 64
   python benchmarks/train_step.py --torch --rounds=3    # and the PyTorch peer
   python benchmarks/train_step.py --image_size=28 --channels=1 --width=64
+  python benchmarks/train_step.py --torch --steps_per_dispatch=10   # as configs/gan.py trains
 
 With --torch the two alternate `rounds` times in one process (same threads,
 same machine state) and the ratio of their medians is printed, so it stays
@@ -33,7 +34,8 @@ flags.DEFINE_integer("batch_size", 64, "Global batch.")
 flags.DEFINE_integer("width", 64, "ngf = ndf.")
 flags.DEFINE_integer("latent_dim", 100, "nz.")
 flags.DEFINE_enum("upsample", "subpixel", ["subpixel", "transpose"], "Transposed-conv form.")
-flags.DEFINE_integer("steps", 10, "Timed steps per round.")
+flags.DEFINE_integer("steps", 10, "Timed steps per round (rounded up to whole calls).")
+flags.DEFINE_integer("steps_per_dispatch", 1, "Steps per call, as train.steps_per_dispatch.")
 flags.DEFINE_integer("rounds", 1, "Alternating JAX/PyTorch rounds.")
 flags.DEFINE_bool("torch", False, "Also time the PyTorch peer.")
 FLAGS = flags.FLAGS
@@ -48,9 +50,9 @@ def make_jax_runner():
   family = GANFamily(config, DataSpec.of_images(FLAGS.image_size, FLAGS.channels))
   n = jax.local_device_count()
   shape = (n, FLAGS.batch_size // n, FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
-  return timing.step_runner(
-    family, np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
-  )
+  images = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+  k = FLAGS.steps_per_dispatch
+  return timing.step_runner(family, images, guard=k > 1, steps_per_call=k)
 
 
 def main(argv):
@@ -60,7 +62,7 @@ def main(argv):
   print(f"JAX {jax.__version__} on {jax.devices()}; first step (compile) {compile_s:.1f}s")
   jax_rates, torch_rates = [], []
   for r in range(FLAGS.rounds):
-    jax_rates.append(run_jax(FLAGS.steps))
+    jax_rates.append(run_jax(-(-FLAGS.steps // FLAGS.steps_per_dispatch)))
     print(f"round {r}: JAX {jax_rates[-1]:.3f} steps/s", flush=True)
     if FLAGS.torch:
       torch_rates.append(
@@ -70,8 +72,10 @@ def main(argv):
       )
       print(f"round {r}: PyTorch {torch_rates[-1]:.3f} steps/s", flush=True)
   jax_rate = statistics.median(jax_rates)
+  k = FLAGS.steps_per_dispatch
+  per_call = f" ({k} steps per call)" if k > 1 else ""
   row = (
-    f"| DCGAN {FLAGS.image_size}x{FLAGS.image_size}x{FLAGS.channels} w{FLAGS.width} "
+    f"| DCGAN {FLAGS.image_size}x{FLAGS.image_size}x{FLAGS.channels} w{FLAGS.width}{per_call} "
     f"| {FLAGS.batch_size} | {FLAGS.upsample} | {jax_rate:.3f} | {jax_rate * FLAGS.batch_size:.1f} "
     f"| {compile_s:.1f} |"
   )

@@ -207,20 +207,25 @@ def test_the_vae_encoder_keeps_nn_conv_parameters_values_and_gradients():
 
 
 @pytest.mark.parametrize(
-  "kernel, padding, shape, bias",
+  "kernel, padding, shape, bias, strides",
   [
-    ((3, 3), "SAME", (2, 9, 7, 3), False),
-    ((1, 1), "SAME", (2, 5, 5, 4), True),
-    ((3, 3), "VALID", (2, 8, 8, 3), True),
-    ((5, 5), "SAME", (1, 6, 7, 2), True),
-    ((4, 4), "VALID", (2, 4, 4, 5), False),  # DCGAN's head: the whole map to one value.
-    ((3, 3), ((2, 0), (1, 1)), (2, 6, 6, 2), True),
+    ((3, 3), "SAME", (2, 9, 7, 3), False, 1),
+    ((1, 1), "SAME", (2, 5, 5, 4), True, 1),
+    ((3, 3), "VALID", (2, 8, 8, 3), True, 1),
+    ((5, 5), "SAME", (1, 6, 7, 2), True, 1),
+    ((4, 4), "VALID", (2, 4, 4, 5), False, 1),  # DCGAN's head: the whole map to one value.
+    ((3, 3), ((2, 0), (1, 1)), (2, 6, 6, 2), True, 1),
+    ((3, 3), "SAME", (2, 8, 7, 3), True, 2),  # The diffusion U-Net's downsampling.
+    ((4, 4), "SAME", (2, 9, 8, 3), False, 2),
+    ((3, 3), "VALID", (1, 9, 9, 2), True, 3),
   ],
 )
-def test_conv_equals_nn_conv_in_parameters_values_and_gradients(kernel, padding, shape, bias):
+def test_conv_equals_nn_conv_in_parameters_values_and_gradients(
+  kernel, padding, shape, bias, strides
+):
   x = jax.random.normal(jax.random.key(0), shape)
-  ours = layers.Conv(6, kernel, padding=padding, use_bias=bias)
-  plain = nn.Conv(6, kernel, padding=padding, use_bias=bias)
+  ours = layers.Conv(6, kernel, strides, padding=padding, use_bias=bias)
+  plain = nn.Conv(6, kernel, strides, padding=padding, use_bias=bias)
   params = ours.init(jax.random.key(1), x)
   plain_params = plain.init(jax.random.key(1), x)
   assert jax.tree.structure(params) == jax.tree.structure(plain_params)

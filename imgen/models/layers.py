@@ -13,10 +13,10 @@ so its forward and gradients equal the `transpose` form up to float rounding.
 padding=1)`, DCGAN's discriminator). Its forward is XLA's; its input gradient
 is a transposed convolution, which it computes in the sub-pixel form.
 
-`Conv` is `nn.Conv` for stride-1 convolutions (every trained one in imgen
-but the 4x4 stride-2 ones above), with its weight gradient in the same
-canonical form: as fast as XLA's own outside loops, and inside `lax.scan`,
-where XLA's own ran ~90x slower (3x3, 28x28x32, a 4-step loop).
+`Conv` is `nn.Conv` (every trained convolution in imgen but the 4x4 stride-2
+ones above), with its weight gradient in the same canonical form: as fast as
+XLA's own outside loops, and inside `lax.scan`, where XLA's own ran ~90x
+slower (3x3, 28x28x32, a 4-step loop).
 
 `max_pool_2x2` is `nn.max_pool(x, (2, 2), (2, 2))` as a max over a reshape.
 
@@ -227,66 +227,71 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
   return jnp.max(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
 
 
-def _pads(padding, kernel: Sequence[int]) -> tuple[tuple[int, int], ...]:
+def _pads(padding, spatial, kernel, strides) -> tuple[tuple[int, int], ...]:
   """nn.Conv's padding ('SAME', 'VALID', an int, or pairs) as (low, high) per axis."""
-  if padding == "SAME":
-    return tuple(((k - 1) // 2, k - 1 - (k - 1) // 2) for k in kernel)
-  if padding == "VALID":
-    return tuple((0, 0) for _ in kernel)
+  if isinstance(padding, str):
+    return tuple(tuple(p) for p in lax.padtype_to_pads(spatial, kernel, strides, padding))
   if isinstance(padding, int):
     return tuple((padding, padding) for _ in kernel)
   return tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)
 
 
-def _conv(x, kernel, pads):
-  return lax.conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=_DIMS)
+def _conv(x, kernel, strides, pads):
+  return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_DIMS)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv_stride1(x: jax.Array, kernel: jax.Array, pads: tuple) -> jax.Array:
-  """A stride-1 convolution (NHWC, HWIO, `pads` (low, high) per axis), whose
-  gradients are stride-1 convolutions in the forms XLA's CPU backend runs fast."""
-  return _conv(x, kernel, pads)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv(x: jax.Array, kernel: jax.Array, strides: tuple, pads: tuple) -> jax.Array:
+  """A convolution (NHWC, HWIO, `pads` (low, high) per axis) whose weight gradient
+  is one convolution in the form XLA's CPU backend runs fast, inside loops too."""
+  return _conv(x, kernel, strides, pads)
 
 
-def _conv_stride1_fwd(x, kernel, pads):
-  return _conv(x, kernel, pads), (x, kernel)
+def _conv_fwd_rule(x, kernel, strides, pads):
+  return _conv(x, kernel, strides, pads), (x, kernel)
 
 
-def _conv_stride1_bwd(pads, residuals, g):
-  """dx[i] = sum_k g[i + lo - k] w[k]^T: the flipped kernel over g; dw[k] = sum_o
-  x[o + k - lo]^T g[o]: the canonical weight-gradient convolution (channels as the
-  batch, the batch contracted as features), whose output is the kernel's size."""
+def _conv_bwd_rule(strides, pads, residuals, g):
+  """dw[k] = sum_o x[s o + k - lo]^T g[o] per axis: the canonical weight-gradient
+  convolution (channels as the batch, the batch contracted as features, g dilated
+  by the stride s), whose output is the kernel's size. dx at stride 1 is the
+  flipped kernel over g; at larger strides XLA's own input gradient."""
   x, kernel = residuals
   sizes = kernel.shape[:2]
-  dx_pads = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(sizes, pads, strict=True))
-  dx = _conv(g, _swap_io(kernel[::-1, ::-1]), dx_pads)
+  if strides == (1, 1):
+    dx_pads = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(sizes, pads, strict=True))
+    dx = _conv(g, _swap_io(kernel[::-1, ::-1]), strides, dx_pads)
+  else:
+    _, vjp = jax.vjp(lambda x: _conv(x, kernel, strides, pads), x)
+    (dx,) = vjp(g)
   dw_pads = tuple(
-    (lo, k - 1 - lo - n + m)
-    for k, (lo, _), n, m in zip(sizes, pads, x.shape[1:3], g.shape[1:3], strict=True)
+    (lo, k + s * (m - 1) - n - lo)
+    for k, s, (lo, _), n, m in zip(sizes, strides, pads, x.shape[1:3], g.shape[1:3], strict=True)
   )
   dw = lax.conv_general_dilated(
     x.transpose(3, 1, 2, 0),  # (C, H, W, N): channels as the batch.
     g.transpose(1, 2, 0, 3),  # (Ho, Wo, N, O): the window, N contracted.
     window_strides=(1, 1),
     padding=dw_pads,
+    rhs_dilation=strides,
     dimension_numbers=_DIMS,
     preferred_element_type=jnp.float32,  # Sums over the batch: float32 also under bf16.
   )
   return dx.astype(x.dtype), dw.transpose(1, 2, 0, 3).astype(kernel.dtype)
 
 
-conv_stride1.defvjp(_conv_stride1_fwd, _conv_stride1_bwd)
+conv.defvjp(_conv_fwd_rule, _conv_bwd_rule)
 
 
 class Conv(nn.Module):
-  """`nn.Conv(features, kernel_size, padding=..., use_bias=...)` at stride 1: the
-  same parameters (names, shapes, initial values) and values, gradients by
-  `conv_stride1`. Named like nn.Conv, so flax names its instances Conv_0, ...
+  """`nn.Conv(features, kernel_size, strides=..., padding=..., use_bias=...)`:
+  the same parameters (names, shapes, initial values) and values, the weight
+  gradient by `conv`. Named like nn.Conv, so flax names its instances Conv_0, ...
   as it names nn.Conv's, and checkpoints of either load into the other."""
 
   features: int
   kernel_size: Sequence[int]
+  strides: int | Sequence[int] = 1
   padding: str | int | Sequence = "SAME"
   use_bias: bool = True
   dtype: jnp.dtype | None = None
@@ -299,5 +304,6 @@ class Conv(nn.Module):
     kernel = self.param("kernel", self.kernel_init, (*size, x.shape[-1], self.features))
     bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    y = conv_stride1(x, kernel, _pads(self.padding, size))
+    strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
+    y = conv(x, kernel, strides, _pads(self.padding, x.shape[1:3], size, strides))
     return y if bias is None else y + bias
