@@ -125,17 +125,27 @@ def _conv_4x4s2_weight_grad(x: jax.Array, g: jax.Array) -> jax.Array:
   """d/dw of sum(g * conv_4x4s2(x, w)): dw[k] = sum_o x[2o - 1 + k]^T g[o] per axis.
 
   Written as the convolution XLA makes of a weight gradient after its CPU
-  canonicalisation (channels as batch, batch as features, g dilated by the
-  stride), so it runs on XLA's fast convolution kernel also inside loops
-  (lax.scan), where XLA leaves its own weight gradients in a slow generic form.
+  canonicalisation (`_weight_grad`), so it runs on XLA's fast convolution kernel
+  also inside loops (lax.scan), where XLA leaves its own weight gradients in a
+  slow generic form.
   """
-  h, w, ho, wo = x.shape[1], x.shape[2], g.shape[1], g.shape[2]
+  return _weight_grad(x, g, (4, 4), (2, 2), ((1, 1), (1, 1)))
+
+
+def _weight_grad(x, g, sizes, strides, pads) -> jax.Array:
+  """dw[k] = sum_o x[s o + k - lo]^T g[o] per axis, in float32: the canonical
+  weight-gradient convolution (channels as the batch, the batch contracted as
+  features, g dilated by the stride s), whose output is the kernel's size."""
+  dw_pads = tuple(
+    (lo, k + s * (m - 1) - n - lo)
+    for k, s, (lo, _), n, m in zip(sizes, strides, pads, x.shape[1:3], g.shape[1:3], strict=True)
+  )
   dw = lax.conv_general_dilated(
     x.transpose(3, 1, 2, 0),  # (C, H, W, N): channels as the batch.
     g.transpose(1, 2, 0, 3),  # (Ho, Wo, N, O): the window, N contracted.
     window_strides=(1, 1),
-    padding=((1, 1 - h + 2 * ho), (1, 1 - w + 2 * wo)),  # Output 4x4.
-    rhs_dilation=(2, 2),
+    padding=dw_pads,
+    rhs_dilation=strides,
     dimension_numbers=_DIMS,
     preferred_element_type=jnp.float32,  # Sums over the batch: float32 also under bf16.
   )
@@ -252,10 +262,8 @@ def _conv_fwd_rule(x, kernel, strides, pads):
 
 
 def _conv_bwd_rule(strides, pads, residuals, g):
-  """dw[k] = sum_o x[s o + k - lo]^T g[o] per axis: the canonical weight-gradient
-  convolution (channels as the batch, the batch contracted as features, g dilated
-  by the stride s), whose output is the kernel's size. dx at stride 1 is the
-  flipped kernel over g; at larger strides XLA's own input gradient."""
+  """dw by `_weight_grad`; dx at stride 1 is the flipped kernel over g, at larger
+  strides XLA's own input gradient."""
   x, kernel = residuals
   sizes = kernel.shape[:2]
   if strides == (1, 1):
@@ -264,20 +272,8 @@ def _conv_bwd_rule(strides, pads, residuals, g):
   else:
     _, vjp = jax.vjp(lambda x: _conv(x, kernel, strides, pads), x)
     (dx,) = vjp(g)
-  dw_pads = tuple(
-    (lo, k + s * (m - 1) - n - lo)
-    for k, s, (lo, _), n, m in zip(sizes, strides, pads, x.shape[1:3], g.shape[1:3], strict=True)
-  )
-  dw = lax.conv_general_dilated(
-    x.transpose(3, 1, 2, 0),  # (C, H, W, N): channels as the batch.
-    g.transpose(1, 2, 0, 3),  # (Ho, Wo, N, O): the window, N contracted.
-    window_strides=(1, 1),
-    padding=dw_pads,
-    rhs_dilation=strides,
-    dimension_numbers=_DIMS,
-    preferred_element_type=jnp.float32,  # Sums over the batch: float32 also under bf16.
-  )
-  return dx.astype(x.dtype), dw.transpose(1, 2, 0, 3).astype(kernel.dtype)
+  dw = _weight_grad(x, g, sizes, strides, pads)
+  return dx.astype(x.dtype), dw.astype(kernel.dtype)
 
 
 conv.defvjp(_conv_fwd_rule, _conv_bwd_rule)
