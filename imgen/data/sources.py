@@ -9,7 +9,10 @@ from absl import logging
 import tensorflow_datasets as tfds
 
 from imgen.data import embedded
+from imgen.data import scene_captions
 from imgen.data import scenes
+from imgen.data import speech
+from imgen.data import spoken_mnist
 from imgen.data import textures
 from imgen.errors import DataError
 from imgen.errors import one_line
@@ -17,6 +20,9 @@ from imgen.errors import one_line
 EMBEDDED = {
   **embedded.BUILDERS,
   **scenes.BUILDERS,
+  **scene_captions.BUILDERS,
+  **speech.BUILDERS,
+  **spoken_mnist.BUILDERS,
   **textures.BUILDERS,
 }  # Prepared on first use, offline.
 
