@@ -16,6 +16,14 @@ variance scaling (fan_avg, uniform), and a scale of 1e-10 for the last layer
 of each residual branch and of the network, so every block starts near the
 identity.
 
+Conditioning on a sequence (text tokens, speech frames; `imgen.models.conditioned`):
+given `context` (N, L, D) and its validity `context_mask` (N, L), the masked
+mean of the context is added to the time embedding through a dense layer, and
+at the resolutions in `cross_attention_resolutions` every block (and the
+middle) is followed by multi-head cross-attention from the image positions to
+the context (as in Rombach et al. 2022's latent diffusion U-Net), residual and
+initialised near zero like the other branches.
+
 With the CIFAR-10 settings (channels 128, mults (1, 2, 2, 2), 2 blocks,
 attention at 16x16) it has the paper's 35.7M parameters (35,746,307; counted
 in tests/test_diffusion.py by hand).
@@ -113,6 +121,37 @@ class AttentionBlock(nn.Module):
     return x + dense("proj", _LAST)(y).reshape(n, h, w, c)
 
 
+class CrossAttention(nn.Module):
+  """Multi-head attention of the H * W positions (queries) to a context
+  sequence (keys and values) whose invalid positions are masked, residual."""
+
+  heads: int
+  groups: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, context: jax.Array, mask: jax.Array) -> jax.Array:
+    n, h, w, c = x.shape
+    if c % self.heads:
+      raise ConfigError(f"model.heads={self.heads} does not divide the width {c}.")
+    dense = lambda name, init=_DEFAULT: nn.Dense(c, dtype=self.dtype, kernel_init=init, name=name)
+    y = nn.GroupNorm(self.groups, epsilon=1e-6, dtype=self.dtype)(x).reshape(n, h * w, c)
+    split = lambda z: z.reshape(z.shape[0], z.shape[1], self.heads, c // self.heads)
+    context = context.astype(self.dtype)
+    q, k, v = split(dense("q")(y)), split(dense("k")(context)), split(dense("v")(context))
+    logits = jnp.einsum("nqhd,nkhd->nhqk", q, k).astype(jnp.float32) * (c // self.heads) ** -0.5
+    logits = jnp.where(mask[:, None, None, :], logits, -1e30)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    y = jnp.einsum("nhqk,nkhd->nqhd", weights, v).reshape(n, h * w, c)
+    return x + dense("proj", _LAST)(y).reshape(n, h, w, c)
+
+
+def masked_mean(context: jax.Array, mask: jax.Array) -> jax.Array:
+  """(N, L, D) -> (N, D): the mean over the valid positions (at least one per row)."""
+  weights = mask.astype(jnp.float32)[..., None]
+  return jnp.sum(context * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
+
+
 class UNet(nn.Module):
   """(x_t (N, H, W, C), t (N,) [, labels (N,)]) -> (N, H, W, C): the predicted
   noise (or v). Labels equal to `num_classes` mean "unconditional"."""
@@ -124,12 +163,20 @@ class UNet(nn.Module):
   dropout: float = 0.1
   num_classes: int | None = None
   groups: int = 32
+  cross_attention_resolutions: tuple[int, ...] = ()
+  heads: int = 4  # Of the cross-attention.
   axis_name: str | None = parallel.AXIS
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(
-    self, x: jax.Array, t: jax.Array, labels: jax.Array | None = None, train: bool = False
+    self,
+    x: jax.Array,
+    t: jax.Array,
+    labels: jax.Array | None = None,
+    train: bool = False,
+    context: jax.Array | None = None,
+    context_mask: jax.Array | None = None,
   ) -> jax.Array:
     out_channels, size = x.shape[-1], x.shape[1]
     emb_dim = 4 * self.channels
@@ -140,10 +187,21 @@ class UNet(nn.Module):
       if labels is None:
         labels = jnp.full((x.shape[0],), self.num_classes, jnp.int32)
       emb = emb + nn.Embed(self.num_classes + 1, emb_dim, name="class_embedding")(labels)
+    if context is not None:
+      pooled = masked_mean(context.astype(jnp.float32), context_mask)
+      emb = emb + nn.Dense(emb_dim, kernel_init=_DEFAULT, name="context_embedding")(pooled)
     emb = emb.astype(self.dtype)
 
     block = lambda c: ResBlock(c, self.dropout, self.groups, self.axis_name, self.dtype)
-    attention = lambda: AttentionBlock(self.groups, self.dtype)
+    self_attention = lambda: AttentionBlock(self.groups, self.dtype)
+
+    def attention(h, self_attend=True):
+      if self_attend:
+        h = self_attention()(h)
+      if context is not None and h.shape[1] in self.cross_attention_resolutions:
+        h = CrossAttention(self.heads, self.groups, self.dtype)(h, context, context_mask)
+      return h
+
     conv = lambda c, **kw: Conv(c, (3, 3), dtype=self.dtype, kernel_init=_DEFAULT, **kw)
 
     h = conv(self.channels)(x.astype(self.dtype))
@@ -151,22 +209,20 @@ class UNet(nn.Module):
     for level, mult in enumerate(self.channel_mults):
       for _ in range(self.num_res_blocks):
         h = block(self.channels * mult)(h, emb, train)
-        if h.shape[1] in self.attention_resolutions:
-          h = attention()(h)
+        h = attention(h, h.shape[1] in self.attention_resolutions)
         skips.append(h)
       if level != len(self.channel_mults) - 1:
         h = conv(h.shape[-1], strides=(2, 2))(h)
         skips.append(h)
 
     h = block(h.shape[-1])(h, emb, train)
-    h = attention()(h)
+    h = attention(h)
     h = block(h.shape[-1])(h, emb, train)
 
     for level, mult in reversed(list(enumerate(self.channel_mults))):
       for _ in range(self.num_res_blocks + 1):
         h = block(self.channels * mult)(jnp.concatenate([h, skips.pop()], axis=-1), emb, train)
-        if h.shape[1] in self.attention_resolutions:
-          h = attention()(h)
+        h = attention(h, h.shape[1] in self.attention_resolutions)
       if level != 0:
         h = jax.image.resize(h, (h.shape[0], 2 * h.shape[1], 2 * h.shape[2], h.shape[3]), "nearest")
         h = conv(h.shape[-1])(h)
