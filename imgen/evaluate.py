@@ -252,7 +252,7 @@ class Evaluator:
       self._eval_step = parallel.pmap_step(family.make_eval_step(), donate=False)
     self.sampler = None
     if isinstance(family, Generates):
-      self.sampler = make_sampler(family, c.family, c.eval.batch_size, experiment.class_rows)
+      self.sampler = make_sampler(family, c.family, c.eval.batch_size, experiment.condition_rows)
     self.quality = sample_quality(experiment, self.sampler, required=required)
     self.reference = self.quality and self.quality.real(experiment.reference_split)
 

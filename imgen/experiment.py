@@ -173,10 +173,18 @@ class Experiment:
       return None
     return np.asarray(classes, np.int32)[(np.arange(num) // GRID_COLUMNS) % len(classes)]
 
+  def condition_rows(self, num: int) -> np.ndarray | None:
+    """What each of `num` samples is drawn given: `class_rows`, or the rows of
+    a family conditioned on other inputs (text, speech: `condition_rows`)."""
+    rows = getattr(self.family, "condition_rows", None)
+    return self.class_rows(num) if rows is None else rows(num)
+
   def grid_size(self) -> int:
-    """Samples per grid: `eval.grid_samples`, or one row per class when conditional."""
+    """Samples per grid: `eval.grid_samples`, or one row per class (or prompt) when conditional."""
     classes = self.sample_classes
-    return self.config.eval.grid_samples if classes is None else GRID_COLUMNS * len(classes)
+    if classes is None:
+      return getattr(self.family, "grid_size", self.config.eval.grid_samples)
+    return GRID_COLUMNS * len(classes)
 
   @property
   def reference_split(self) -> str:

@@ -167,7 +167,7 @@ def inpaint_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
     "biharmonic": biharmonic(images, masks),
   }
 
-  sampler = make_sampler(family, config.family, config.eval.batch_size, experiment.class_rows)
+  sampler = make_sampler(family, config.family, config.eval.batch_size, experiment.condition_rows)
   quality = sample_quality(experiment, sampler, required=False)
   reference = quality and quality.real(experiment.reference_split)
   true_labels = held.get("label")

@@ -42,6 +42,7 @@ from imgen import compose
 from imgen import images as image_lib
 from imgen import inpaint
 from imgen import parallel
+from imgen import prompts
 from imgen import segmentation
 from imgen import synthesis
 from imgen import train
@@ -108,7 +109,7 @@ def sample_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
   other images (VAE reconstructions and interpolations); returns their folder."""
   experiment = Experiment.create(config)
   sample_batches = make_sampler(
-    experiment.family, config.family, config.eval.batch_size, experiment.class_rows
+    experiment.family, config.family, config.eval.batch_size, experiment.condition_rows
   )
   state, step, folder = checkpoints.load_chosen(experiment, workdir)
   num, per_grid = config.eval.num_samples, experiment.grid_size()
@@ -162,6 +163,11 @@ MODES = {
   "texture": Mode(
     synthesis.texture_checkpoint,
     "a texture by optimisation and by the trained spatial GAN, scored, in workdir/texture",
+    True,
+  ),
+  "prompts": Mode(
+    prompts.prompts_checkpoint,
+    "samples of held-out text or speech prompts, scored by a segmenter or classifier",
     True,
   ),
   "compose": Mode(

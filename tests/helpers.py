@@ -16,6 +16,11 @@ from imgen import families
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAMILIES = sorted(families.FAMILIES)  # Each family's default config is configs/<family>.py.
+# The diffusion family with text or speech conditioning: the trainer's generic
+# checks (faults, several devices, bfloat16, scanned calls) run on `diffusion`,
+# whose code they share; tests/test_multimodal.py covers what they add.
+CONDITIONED = ("speech_to_image", "text_to_image")
+TRAINER_FAMILIES = [f for f in FAMILIES if f not in CONDITIONED]
 
 
 def smoke_config(family: str, data_dir: str, **train_overrides):

@@ -8,8 +8,8 @@ import signal
 import subprocess
 
 import flax
-from helpers import FAMILIES
 from helpers import ROOT
+from helpers import TRAINER_FAMILIES
 from helpers import final_state
 from helpers import main_command
 from helpers import smoke_config
@@ -68,7 +68,7 @@ def _run_until(process, marker: str, sig: int) -> str:
   return "".join(lines)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TRAINER_FAMILIES)
 def test_sigterm_then_sigkill_then_resume_is_bitwise_identical(data_dir, tmp_path, family):
   workdir = str(tmp_path / "killed")
   # SIGTERM: the run finishes its step, saves it, says so and exits 0.
@@ -143,7 +143,7 @@ def _poison_step(monkeypatch, step: int):
   monkeypatch.setattr(Experiment, "train_batches", poisoned)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TRAINER_FAMILIES)
 def test_nonfinite_update_stops_the_run_and_keeps_the_last_good_checkpoint(
   data_dir, tmp_path, monkeypatch, family
 ):

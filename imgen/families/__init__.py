@@ -19,6 +19,8 @@ from imgen.families.base import Segments
 from imgen.families.cnn import CNNFamily
 from imgen.families.diffusion import DiffusionFamily
 from imgen.families.gan import GANFamily
+from imgen.families.multimodal import SpeechToImageFamily
+from imgen.families.multimodal import TextToImageFamily
 from imgen.families.segment import SegmentationFamily
 from imgen.families.vae import VAEFamily
 
@@ -28,6 +30,8 @@ FAMILIES: dict[str, type[Family]] = {
   "cnn": CNNFamily,
   "diffusion": DiffusionFamily,
   "segment": SegmentationFamily,
+  "text_to_image": TextToImageFamily,
+  "speech_to_image": SpeechToImageFamily,
 }
 
 __all__ = ["FAMILIES", "Evaluates", "Family", "Generates", "Inpaints", "Segments", "create"]

@@ -87,7 +87,7 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
       if config.inpaint.resample < 1:
         raise ConfigError(f"inpaint.resample={config.inpaint.resample}; it must be >= 1.")
     self.num_classes = class_count(config, spec)
-    if self.num_classes is None and config.sample.guidance_scale != 1.0:
+    if not self.conditional and config.sample.guidance_scale != 1.0:
       raise ConfigError(
         f"sample.guidance_scale={config.sample.guidance_scale} needs a conditional model "
         "(--config.model.conditional=true)."
@@ -99,7 +99,14 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
     self.random_flip = d.random_flip
     self.sample_config = config.sample
     self.vb_timesteps = min(config.eval.vb_timesteps, d.num_steps - 1)
-    self.model = unet.UNet(
+    self.model = self.make_model(config)
+    self.optimizer = make_optimizer(config.optim, config.train.num_steps, "optim")
+    self._denoise_grid = jax.jit(self._denoising)
+
+  def make_model(self, config: ml_collections.ConfigDict, **overrides) -> unet.UNet:
+    """The U-Net of `config.model` (with `overrides` of its fields)."""
+    m = config.model
+    fields = dict(
       channels=m.channels,
       channel_mults=tuple(m.channel_mults),
       num_res_blocks=m.num_res_blocks,
@@ -109,8 +116,12 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
       groups=m.norm_groups,
       dtype=compute_dtype(m.dtype),
     )
-    self.optimizer = make_optimizer(config.optim, config.train.num_steps, "optim")
-    self._denoise_grid = jax.jit(self._denoising)
+    return unet.UNet(**{**fields, **overrides})
+
+  @property
+  def conditional(self) -> bool:
+    """Whether the network takes a condition (class labels here)."""
+    return self.num_classes is not None
 
   @property
   def null_label(self) -> int:
@@ -118,8 +129,36 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
 
   def init_state(self, key: jax.Array) -> SingleNetworkState:
     x, t = jnp.zeros((1, *self.image.shape)), jnp.zeros((1,), jnp.int32)
-    inputs = (x, t) if self.num_classes is None else (x, t, jnp.zeros((1,), jnp.int32))
+    cond = self.example_condition()
+    inputs = (x, t) if cond is None else (x, t, cond)
     return SingleNetworkState.create(TrainState.create(self.model, key, inputs, self.optimizer))
+
+  # --- conditioning: class labels here; subclasses condition on other inputs -----------------
+
+  def example_condition(self):
+    """A one-row network condition for initialisation (None: unconditional)."""
+    return None if self.num_classes is None else jnp.zeros((1,), jnp.int32)
+
+  def train_condition(self, batch: dict, key: jax.Array, n: int):
+    """The network condition of a train batch, dropped (made unconditional)
+    with probability `diffusion.label_dropout` per row for guidance."""
+    if self.num_classes is None:
+      return None
+    u = parallel.global_draw(jax.random.uniform, key, n, ())
+    return jnp.where(u < self.label_dropout, self.null_label, batch["label"].astype(jnp.int32))
+
+  def given_condition(self, batch: dict):
+    """The network condition of a held-out batch, as the data gives it."""
+    return None if self.num_classes is None else batch["label"].astype(jnp.int32)
+
+  def null_condition(self, cond):
+    """`cond` with every row unconditional."""
+    return jnp.full_like(cond, self.null_label)
+
+  def sample_condition(self, condition: jax.Array | None, key: jax.Array, n: int):
+    """The network condition of `generate`'s `condition` rows."""
+    del key, n
+    return self._labels(condition)
 
   # --- the network as a noise predictor ------------------------------------------------------
 
@@ -128,18 +167,19 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
       return diffusion.eps_from_v(self.schedule, xt, t, out)
     return out
 
-  def predictor(self, params, labels: jax.Array | None, guidance: float = 1.0):
-    """`predict(x_t, t) -> eps` of the network with `params`: given `labels`,
-    guided with scale `guidance` (two passes in one batch unless it is 1)."""
-    apply = lambda x, t, y: self.model.apply({"params": params}, x, t, y)
+  def predictor(self, params, labels, guidance: float = 1.0):
+    """`predict(x_t, t) -> eps` of the network with `params`: given the
+    network condition `labels` (class labels, or a subclass's pytree), guided
+    with scale `guidance` (two passes in one batch unless it is 1)."""
+    apply = lambda x, t, y: self.model.apply({"params": params}, x, t, *([] if y is None else [y]))
 
     def predict(x, t):
       if labels is None or guidance == 1.0:
         return self._to_eps(apply(x, t, labels), x, t)
-      null = jnp.full_like(labels, self.null_label)
-      both = apply(
-        jnp.concatenate([x, x]), jnp.concatenate([t, t]), jnp.concatenate([labels, null])
+      both_labels = jax.tree.map(
+        lambda a, b: jnp.concatenate([a, b]), labels, self.null_condition(labels)
       )
+      both = apply(jnp.concatenate([x, x]), jnp.concatenate([t, t]), both_labels)
       cond, uncond = jnp.split(both, 2)
       return self._to_eps(uncond + guidance * (cond - uncond), x, t)
 
@@ -158,7 +198,7 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
   # --- steps ---------------------------------------------------------------------------------
 
   def make_train_step(self):
-    s, num_steps, p_drop = self.schedule, self.schedule.num_steps, self.label_dropout
+    s, num_steps = self.schedule, self.schedule.num_steps
 
     def train_step(state: SingleNetworkState, batch: dict, key: jax.Array):
       key = jax.random.fold_in(key, state.step)
@@ -170,16 +210,14 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
       draw_t = lambda k, shape: jax.random.randint(k, shape, 0, num_steps)
       t = parallel.global_draw(draw_t, jax.random.fold_in(key, 0), n, ())
       noise = parallel.global_normal(jax.random.fold_in(key, 1), n, x0.shape[1:])
-      labels = None
-      if self.num_classes is not None:
-        u = parallel.global_draw(jax.random.uniform, jax.random.fold_in(key, 2), n, ())
-        labels = jnp.where(u < p_drop, self.null_label, batch["label"].astype(jnp.int32))
+      labels = self.train_condition(batch, jax.random.fold_in(key, 2), n)
       xt = diffusion.q_sample(s, x0, t, noise)
       target = noise if self.prediction == "epsilon" else diffusion.v_target(s, x0, t, noise)
       rngs = {"dropout": jax.random.fold_in(key, 3)}
 
       def loss_fn(params):
-        out = self.model.apply({"params": params}, xt, t, labels, train=True, rngs=rngs)
+        inputs = [xt, t] + ([] if labels is None else [labels])
+        out = self.model.apply({"params": params}, *inputs, train=True, rngs=rngs)
         return jnp.mean((out - target) ** 2), ()
 
       (loss, _), grads = parallel.value_and_mean_grad(loss_fn)(state.net.params)
@@ -196,8 +234,7 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
     def eval_step(state: SingleNetworkState, batch: dict, key: jax.Array):
       x0, valid = batch["image"], batch[VALID]
       n, shape = x0.shape[0], x0.shape[1:]
-      labels = None if self.num_classes is None else batch["label"].astype(jnp.int32)
-      predict = self.predictor(state.net.eval_params, labels)
+      predict = self.predictor(state.net.eval_params, self.given_condition(batch))
       noise = lambda i: parallel.global_normal(jax.random.fold_in(key, i), n, shape)
       term = lambda t, eps: diffusion.vb_term(s, predict, x0, t, eps, self.variance, clip=True)
 
@@ -281,9 +318,8 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
     return jnp.clip(x, -1.0, 1.0)
 
   def generate(self, state: SingleNetworkState, key: jax.Array, n: int, condition=None):
-    return self.sample_chain(
-      state.net.eval_params, key, n, self._labels(condition), self.sample_config
-    )
+    cond = self.sample_condition(condition, jax.random.fold_in(key, 2), n)
+    return self.sample_chain(state.net.eval_params, key, n, cond, self.sample_config)
 
   def inpaint(
     self,
@@ -304,7 +340,8 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
       noised = diffusion.q_sample(s, images, t_prev, parallel.global_normal(k, n, images.shape[1:]))
       return jnp.where(known, noised, x)
 
-    x = self.sample_chain(state.net.eval_params, key, n, self._labels(condition), c, project)
+    cond = self.sample_condition(condition, jax.random.fold_in(key, 2), n)
+    x = self.sample_chain(state.net.eval_params, key, n, cond, c, project)
     return jnp.where(known, images, x)
 
   # --- images --------------------------------------------------------------------------------
@@ -326,6 +363,6 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
     """`denoising`: 8 held-out images, then for levels of 10%, 30%, ... 90% of
     T a row of the noised images and a row of the network's one-step x_0."""
     images = batch["image"][:8]
-    labels = None if self.num_classes is None else jnp.asarray(batch["label"][:8], jnp.int32)
+    labels = self.given_condition(jax.tree.map(lambda v: jnp.asarray(v[:8]), batch))
     grid = self._denoise_grid(state.net.eval_params, images, labels, key)
     return {"denoising": np.asarray(grid)}

@@ -1,0 +1,204 @@
+"""Diffusion conditioned on text or speech: the U-Net of the diffusion family
+with cross-attention to a sequence from an encoder trained with it.
+
+- `text_to_image`: captions of `scene_captions` (`imgen.data.captions`),
+  tokenised, through `TextEncoder`. Each train row reads one of its example's
+  `captions` (drawn per step), dropped with probability
+  `diffusion.label_dropout` for classifier-free guidance.
+- `speech_to_image`: the int16 clip `audio` of `spoken_mnist` (a spoken digit
+  paired with an MNIST image of it), as a log-mel spectrogram computed in JAX
+  (`imgen.audio`) inside the step, through `AudioEncoder`.
+
+Everything else (training, the bound, DDIM/DDPM sampling, guidance,
+inpainting) is `imgen.families.diffusion`'s. Sampling takes `condition` rows of
+the raw inputs (token ids, or int16 clips); the grids show `condition_rows`:
+the prompts of `sample.prompt` (text) or held-out speakers' clips of each
+digit (speech), one prompt per row of 8. `--mode=prompts` scores samples
+drawn from the held-out split's conditions (`imgen.prompts`).
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from imgen import audio
+from imgen import parallel
+from imgen.data import captions
+from imgen.data.spec import DataSpec
+from imgen.errors import ConfigError
+from imgen.families.diffusion import DiffusionFamily
+from imgen.models import conditioned
+
+GRID_COLUMNS = 8
+
+
+def parse_prompts(spec: str) -> list[str]:
+  """'|'-separated prompts -> a list; each must encode (ConfigError otherwise)."""
+  prompts = [p.strip() for p in spec.split("|") if p.strip()]
+  if not prompts:
+    raise ConfigError("sample.prompt is empty; give one or more prompts separated by '|'.")
+  for p in prompts:
+    try:
+      captions.encode(p)
+    except ValueError as e:
+      raise ConfigError(f"sample.prompt {p!r}: {e}") from e
+  return prompts
+
+
+class _SequenceConditioned(DiffusionFamily):
+  """The diffusion family with `{"inputs", "keep"}` conditions (see `conditioned`)."""
+
+  input_field: str  # The batch field the condition is read from.
+
+  def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
+    if config.model.conditional:
+      raise ConfigError(
+        f"model.conditional is for class labels; the {config.family} family is conditioned "
+        "on its own inputs: leave it False."
+      )
+    if self.input_field not in spec.fields:
+      raise ConfigError(
+        f"The {config.family} family reads the feature {self.input_field!r}, which "
+        f"{config.data.name} lacks; use data.name={self.default_data!r}."
+      )
+    self.spec = spec
+    super().__init__(config, spec)
+
+  default_data: str
+
+  @property
+  def conditional(self) -> bool:
+    return True
+
+  def make_model(self, config: ml_collections.ConfigDict, **overrides):
+    m = config.model
+    unet = super().make_model(
+      config,
+      num_classes=None,
+      cross_attention_resolutions=tuple(m.cross_attention_resolutions),
+      heads=m.heads,
+    )
+    return conditioned.ConditionedUNet(self.make_encoder(config.condition), unet)
+
+  def make_encoder(self, c: ml_collections.ConfigDict):
+    raise NotImplementedError
+
+  def encoder_inputs(self, raw: jax.Array) -> jax.Array:
+    """The encoder's input from a batch field's rows."""
+    return raw
+
+  def example_condition(self):
+    shape = (1, *self.spec.model_shape(self.input_field))
+    return self.wrap(jnp.zeros(shape, jnp.int32), jnp.ones((1,), bool))
+
+  def wrap(self, raw: jax.Array, keep: jax.Array) -> dict:
+    return {"inputs": self.encoder_inputs(raw), "keep": keep}
+
+  def train_condition(self, batch: dict, key: jax.Array, n: int):
+    u = parallel.global_draw(jax.random.uniform, key, n, ())
+    raw = self.train_inputs(batch, jax.random.fold_in(key, 1), n)
+    return self.wrap(raw, u >= self.label_dropout)
+
+  def train_inputs(self, batch: dict, key: jax.Array, n: int) -> jax.Array:
+    del key, n
+    return batch[self.input_field]
+
+  def given_condition(self, batch: dict):
+    raw = jnp.asarray(batch[self.input_field])
+    return self.wrap(self.first_input(raw), jnp.ones(raw.shape[:1], bool))
+
+  def first_input(self, raw: jax.Array) -> jax.Array:
+    return raw
+
+  def null_condition(self, cond):
+    return {"inputs": cond["inputs"], "keep": jnp.zeros_like(cond["keep"])}
+
+  def sample_condition(self, condition, key, n):
+    del key
+    if condition is None:  # Unconditional samples.
+      shape = (n, *self.spec.model_shape(self.input_field))
+      return self.wrap(jnp.zeros(shape, jnp.int32), jnp.zeros((n,), bool))
+    return self.wrap(jnp.asarray(condition), jnp.ones((n,), bool))
+
+  def grid_conditions(self) -> np.ndarray:
+    """One condition per grid row (a prompt, a clip)."""
+    raise NotImplementedError
+
+  def condition_rows(self, num: int) -> np.ndarray:
+    """The condition of each of `num` samples: the grid's conditions in turn, each for 8."""
+    rows = self.grid_conditions()
+    return rows[(np.arange(num) // GRID_COLUMNS) % len(rows)]
+
+  @property
+  def grid_size(self) -> int:
+    return GRID_COLUMNS * len(self.grid_conditions())
+
+
+class TextToImageFamily(_SequenceConditioned):
+  input_field = "captions"
+  default_data = "scene_captions"
+
+  def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
+    self.prompts = parse_prompts(config.sample.prompt)
+    super().__init__(config, spec)
+
+  def make_encoder(self, c):
+    return conditioned.TextEncoder(
+      captions.VOCAB_SIZE, captions.TOKEN_LENGTH, c.width, c.depth, c.heads
+    )
+
+  def example_condition(self):
+    tokens = jnp.zeros((1, captions.TOKEN_LENGTH), jnp.int32)
+    return self.wrap(tokens, jnp.ones((1,), bool))
+
+  def train_inputs(self, batch, key, n):
+    options = batch["captions"]  # (n, K, L): K phrasings of each scene.
+    draw = lambda k, shape: jax.random.randint(k, shape, 0, options.shape[1])
+    pick = parallel.global_draw(draw, key, n, ())
+    return jnp.take_along_axis(options, pick[:, None, None], axis=1)[:, 0]
+
+  def first_input(self, raw):
+    return raw[:, 0]
+
+  def sample_condition(self, condition, key, n):
+    if condition is None:
+      tokens = jnp.zeros((n, captions.TOKEN_LENGTH), jnp.int32)
+      return self.wrap(tokens, jnp.zeros((n,), bool))
+    return self.wrap(jnp.asarray(condition, jnp.int32), jnp.ones((n,), bool))
+
+  def grid_conditions(self) -> np.ndarray:
+    return np.stack([captions.encode(p) for p in self.prompts])
+
+
+class SpeechToImageFamily(_SequenceConditioned):
+  input_field = "audio"
+  default_data = "spoken_mnist"
+
+  def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
+    self.mel = dict(config.condition.mel)
+    self._grid_clips = None
+    self._clip_source = (config.data.name, config.data.data_dir)
+    super().__init__(config, spec)
+
+  def make_encoder(self, c):
+    return conditioned.AudioEncoder(c.width)
+
+  def encoder_inputs(self, raw):
+    return audio.log_mel(raw.astype(jnp.float32) / 32768.0, **self.mel)
+
+  def grid_conditions(self) -> np.ndarray:
+    """Row d: a held-out speaker's clip of digit d (the first of each digit in the test split)."""
+    if self._grid_clips is None:
+      from imgen import data  # pylint: disable=g-import-not-at-top
+
+      name, data_dir = self._clip_source
+      source = data.get_builder(name, data_dir).as_data_source(split="test")
+      first = {}
+      for i in range(len(source)):
+        example = source[i]
+        first.setdefault(int(example["label"]), np.asarray(example["audio"], np.int32))
+        if len(first) == 10:
+          break
+      self._grid_clips = np.stack([first[d] for d in sorted(first)])
+    return self._grid_clips

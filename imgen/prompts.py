@@ -1,0 +1,274 @@
+"""`--mode=prompts`: how well a text- or speech-conditioned model follows
+held-out prompts, measured by trained networks rather than by eye.
+
+Text (`text_to_image`): one sample per test scene of `scene_captions`, from
+one of its captions, in three groups: seen combinations in training
+phrasings, held-out combinations (scenes with a digit-colour-position triple
+no training caption has), and seen combinations in held-out phrasings. The
+segmenter of `prompts.segmenter_workdir` (configs/segment.py trained at the
+model's size) labels every sample; each connected component of its
+foreground (8-connected, at least `MIN_AREA` pixels at 32x32) is one digit:
+its class the majority label, its colour the name of its pixels' mean colour
+and its position the 3x3 cell of its bounding box's centre
+(`imgen.data.captions`). A sample's layout is right when the digits found
+match the digits asked for one to one, in class, colour and position
+(attributes a prompt leaves out are not checked; sizes are not checked). The
+same measurement of the real test scenes is the ceiling the instrument
+allows. FID against the real test scenes uses the segmenter's features (the
+spatial means of its blocks' outputs, as `imgen.compose`).
+
+Speech (`speech_to_image`): one sample per test clip of `spoken_mnist` (held-
+out voices), classified by the in-domain CNN of `eval.cnn_workdir`:
+accuracy against the spoken digit, overall and per voice; FID in the CNN's
+features against the real test digits.
+"""
+
+import dataclasses
+import itertools
+import json
+import os
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+import scipy.ndimage
+
+from imgen import checkpoints
+from imgen import compose
+from imgen import features as features_lib
+from imgen import images as image_lib
+from imgen import metrics
+from imgen.data import captions
+from imgen.errors import ConfigError
+from imgen.experiment import Experiment
+from imgen.families.multimodal import SpeechToImageFamily
+from imgen.families.multimodal import TextToImageFamily
+
+MIN_AREA = 24  # Pixels (of a 64x64 scene) of the smallest part counted as a digit.
+MERGE_GAP = 3  # Pixels (of 64) between parts of one class that make one digit.
+POSITION_MARGIN = 4  # Pixels (of 64) a digit's centre may lie outside its cell: "rough".
+GROUPS = ("seen", "held_out_combinations", "held_out_phrasings")
+
+
+@dataclasses.dataclass(frozen=True)
+class Found:
+  """A digit found in a segmentation: class, colour name, centre (row, col) in 64x64 pixels."""
+
+  digit: int
+  colour: str
+  centre: tuple[float, float]
+
+
+def _parts(mask: np.ndarray, k: int) -> list[np.ndarray]:
+  """Boolean maps of class k's connected parts (8-connected), merged when
+  their boxes lie within MERGE_GAP of each other (a stroke cut by another digit)."""
+  scale = 64 / mask.shape[0]
+  labels, n = scipy.ndimage.label(mask == k, structure=np.ones((3, 3)))
+  parts = [labels == i for i in range(1, n + 1)]
+  boxes = [np.array(scipy.ndimage.find_objects(p.astype(int))[0]) for p in parts]
+  merged = True
+  while merged and len(parts) > 1:
+    merged = False
+    for i, j in itertools.combinations(range(len(parts)), 2):
+      gap = max(
+        max(boxes[i][a].start, boxes[j][a].start) - min(boxes[i][a].stop, boxes[j][a].stop)
+        for a in (0, 1)
+      )
+      if gap * scale <= MERGE_GAP:
+        parts[i] = parts[i] | parts.pop(j)
+        boxes[i] = np.array(scipy.ndimage.find_objects(parts[i].astype(int))[0])
+        boxes.pop(j)
+        merged = True
+        break
+  return [p for p in parts if p.sum() * scale**2 >= MIN_AREA]
+
+
+def _ink_colour(image: np.ndarray, inside: np.ndarray, foreground: np.ndarray) -> str:
+  """The colour name of a digit's most saturated ink: the median of the third
+  of its pixels farthest from the background just around it (edge pixels
+  are blends of ink and background)."""
+  ring = scipy.ndimage.binary_dilation(inside, iterations=2) & ~foreground
+  pixels = image[inside].astype(np.float64)
+  background = np.median(image[ring] if ring.any() else image.reshape(-1, 3), axis=0)
+  far = np.argsort(-np.linalg.norm(pixels - background, axis=-1))[: max(1, len(pixels) // 3)]
+  return captions.colour_name(np.median(pixels[far], axis=0))
+
+
+def found_digits(mask: np.ndarray, image: np.ndarray) -> list[Found]:
+  """The digits a segmentation `mask` (H, W; 0 background, 1 + class) shows
+  in the uint8 `image` (H, W, 3)."""
+  scale = 64 / mask.shape[0]
+  digits = []
+  for k in range(1, int(mask.max(initial=0)) + 1):
+    for inside in _parts(mask, k):
+      ys, xs = np.nonzero(inside)
+      centre = ((ys.min() + ys.max() + 1) / 2 * scale, (xs.min() + xs.max() + 1) / 2 * scale)
+      digits.append(Found(k - 1, _ink_colour(image, inside, mask > 0), centre))
+  return digits
+
+
+def _in_cell(position: str, centre: tuple[float, float]) -> bool:
+  row, col = next(
+    (r, c)
+    for r, cells in enumerate(captions.POSITIONS)
+    for c, name in enumerate(cells)
+    if name == position
+  )
+  cell = 64 / 3
+  return all(
+    k * cell - POSITION_MARGIN <= x < (k + 1) * cell + POSITION_MARGIN
+    for k, x in ((row, centre[0]), (col, centre[1]))
+  )
+
+
+def _agrees(asked: captions.Digit, found: Found, attributes) -> bool:
+  checks = {
+    "digit": lambda: asked.digit is None or asked.digit == found.digit,
+    "colour": lambda: asked.colour is None or asked.colour == found.colour,
+    "position": lambda: asked.position is None or _in_cell(asked.position, found.centre),
+  }
+  return all(checks[a]() for a in attributes)
+
+
+def layout_matches(asked, found, attributes=("digit", "colour", "position")) -> bool:
+  """Whether the found digits match the asked ones one to one on `attributes`."""
+  if len(asked) != len(found):
+    return False
+  return any(
+    all(_agrees(a, f, attributes) for a, f in zip(asked, order, strict=True))
+    for order in itertools.permutations(found)
+  )
+
+
+def _layout_scores(asked: list, found: list) -> dict[str, float]:
+  """Shares of samples whose layout is right, and of its weaker parts."""
+  checks = {
+    "layout_accuracy": ("digit", "colour", "position"),
+    "digits_and_colours": ("digit", "colour"),
+    "digits_and_positions": ("digit", "position"),
+    "digits": ("digit",),
+    "count": (),
+  }
+  return {
+    name: float(np.mean([layout_matches(a, f, attrs) for a, f in zip(asked, found, strict=True)]))
+    for name, attrs in checks.items()
+  }
+
+
+def _segment(experiment: Experiment, state, images: np.ndarray) -> np.ndarray:
+  family = experiment.family
+  return np.concatenate(
+    [
+      np.asarray(family.segment(state, image_lib.from_uint8(images[i : i + 250])))
+      for i in range(0, len(images), 250)
+    ]
+  )
+
+
+def _text_prompts(held: dict) -> tuple[np.ndarray, np.ndarray]:
+  """(token rows, group index) of the held-out scenes' prompts."""
+  novel = held["held_out"] == 1
+  rows = [
+    held["captions"][~novel, 0],
+    held["captions"][novel, 0],
+    held["novel_captions"][~novel, 0],
+  ]
+  groups = np.concatenate([np.full(len(r), g) for g, r in enumerate(rows)])
+  return np.concatenate(rows), groups
+
+
+def score_text(experiment: Experiment, state, workdir: str) -> tuple[dict, np.ndarray, list]:
+  c = experiment.config.prompts
+  held = experiment.held_out(c.num_prompts)
+  tokens, groups = _text_prompts(held)
+  judge, judge_state = compose.load_run(c.segmenter_workdir, "segmenter_workdir")
+  if judge.spec.size != experiment.spec.size or not hasattr(judge.family, "segment"):
+    raise ConfigError(
+      f"prompts.segmenter_workdir={c.segmenter_workdir} must hold a segmenter of "
+      f"{experiment.spec.size}x{experiment.spec.size} scenes: python main.py "
+      f"--config=configs/segment.py --workdir={c.segmenter_workdir} "
+      f"--config.model.image_size={experiment.spec.size} --config.data.resize=resize"
+    )
+  logging.info("Drawing %d samples, one per held-out prompt", len(tokens))
+  samples = compose._draw(experiment, state, experiment.keys.quality_samples, len(tokens), tokens)
+  novel = held["held_out"] == 1  # The real scene of each prompt, in the order of _text_prompts.
+  real = image_lib.to_uint8(np.concatenate([held["image"][i] for i in (~novel, novel, ~novel)]))
+  asked = [captions.parse(captions.decode(t)).digits for t in tokens]
+  read = lambda images: list(map(found_digits, _segment(judge, judge_state, images), images))
+  found, found_real = read(samples), read(real)
+  record = {}
+  for g, name in enumerate(GROUPS):
+    rows = np.flatnonzero(groups == g)
+    if not len(rows):
+      continue
+    record[name] = {
+      "num_prompts": len(rows),
+      "samples": _layout_scores([asked[i] for i in rows], [found[i] for i in rows]),
+      "real_scenes": _layout_scores([asked[i] for i in rows], [found_real[i] for i in rows]),
+    }
+  if c.fid:
+    reference = compose.segmenter_features(judge, judge_state, image_lib.to_uint8(held["image"]))
+    first = groups < 2  # One sample per test scene.
+    fake = compose.segmenter_features(judge, judge_state, samples[first])
+    record["fid_segmenter_features"] = metrics.fid_from_features(reference, fake)
+  texts = [captions.decode(t) for t in tokens]
+  return record, samples, texts
+
+
+def score_speech(experiment: Experiment, state, workdir: str) -> tuple[dict, np.ndarray, list]:
+  c = experiment.config
+  held = experiment.held_out(c.prompts.num_prompts)
+  samples = compose._draw(
+    experiment, state, experiment.keys.quality_samples, len(held["audio"]), held["audio"]
+  )
+  network = features_lib.cnn_network(c.eval.cnn_workdir)
+  apply = jax.jit(network.apply)
+
+  def run(images):
+    parts = [
+      apply(network.variables, image_lib.from_uint8(images[i : i + 250]))
+      for i in range(0, len(images), 250)
+    ]
+    return [np.concatenate([np.asarray(p[j]) for p in parts]) for j in (0, 1)]
+
+  fake_features, logits = run(samples)
+  real_features, _ = run(image_lib.to_uint8(held["image"]))
+  right = logits.argmax(-1) == held["label"]
+  record = {
+    "num_clips": len(right),
+    "accuracy": float(right.mean()),
+    "accuracy_by_voice": {
+      int(v): float(right[held["voice"] == v].mean()) for v in np.unique(held["voice"])
+    },
+    "fid_cnn_features": metrics.fid_from_features(real_features, fake_features),
+    "classifier": network.description,
+  }
+  texts = [f"digit {d} (voice {v})" for d, v in zip(held["label"], held["voice"], strict=True)]
+  return record, samples, texts
+
+
+def prompts_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Scores (JSON), samples (.npz) and a grid of the first prompts in workdir/prompts."""
+  experiment = Experiment.create(config)
+  family = experiment.family
+  if not isinstance(family, TextToImageFamily | SpeechToImageFamily):
+    raise ConfigError(
+      f"--mode=prompts scores text_to_image and speech_to_image runs, not {config.family}."
+    )
+  state, step, folder = checkpoints.load_chosen(experiment, workdir)
+  score = score_text if isinstance(family, TextToImageFamily) else score_speech
+  record, samples, texts = score(experiment, state, workdir)
+  record.update(step=step, checkpoint=checkpoints.describe(step, folder))
+  out = os.path.join(workdir, "prompts")
+  if jax.process_index() == 0:
+    os.makedirs(out, exist_ok=True)
+    name = f"step{step:07d}"
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+      json.dump(record, f, indent=2)
+    np.savez_compressed(os.path.join(out, f"{name}.npz"), images=samples, prompts=np.array(texts))
+    image_lib.save_png(os.path.join(out, f"{name}.png"), image_lib.make_grid(samples[:64], 8))
+    with open(os.path.join(out, f"{name}.txt"), "w") as f:
+      f.write("\n".join(texts[:64]) + "\n")
+  logging.info("%s", json.dumps(record))
+  return record

@@ -1,0 +1,216 @@
+"""Text- and speech-conditioned diffusion: the conditioning path, guidance,
+and the modes a user runs (sample with a prompt, prompts scored)."""
+
+import json
+import os
+import subprocess
+
+from helpers import ROOT
+from helpers import main_command
+from helpers import smoke_config
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from imgen import audio
+from imgen import prompts
+from imgen.data import captions
+from imgen.data.spec import IMAGE
+from imgen.data.spec import LABEL
+from imgen.data.spec import TENSOR
+from imgen.data.spec import DataSpec
+from imgen.data.spec import Field
+from imgen.families.multimodal import SpeechToImageFamily
+from imgen.families.multimodal import TextToImageFamily
+from imgen.models import unet
+
+
+def _text_family():
+  config = smoke_config("text_to_image", "unused")
+  spec = DataSpec(
+    32,
+    {
+      "image": Field(IMAGE, "image", (64, 64, 3), "uint8"),
+      "captions": Field(TENSOR, "captions", (4, captions.TOKEN_LENGTH), "int32"),
+    },
+  )
+  return TextToImageFamily(config, spec)
+
+
+def _tokens(*texts):
+  return jnp.asarray(np.stack([captions.encode(t) for t in texts]))
+
+
+@pytest.fixture(scope="module")
+def text_model():
+  family = _text_family()
+  params = family.init_state(jax.random.key(0)).net.params
+  # Trained-looking weights: the zero-initialised last layers would hide the condition.
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  params = jax.tree.unflatten(
+    tree, [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
+  )
+  return family, params
+
+
+def test_guidance_scale_zero_is_the_unconditional_model(text_model):
+  family, params = text_model
+  x = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
+  t = jnp.array([3, 15])
+  cond = family.sample_condition(
+    _tokens("a green 5 on grass", "a red 3 at the top on brick"), None, 2
+  )
+  unconditional = family.predictor(params, family.null_condition(cond))(x, t)
+  np.testing.assert_allclose(family.predictor(params, cond, 0.0)(x, t), unconditional, atol=1e-5)
+  conditional = family.predictor(params, cond, 1.0)(x, t)
+  assert np.abs(np.asarray(conditional - unconditional)).max() > 1e-3
+  guided = family.predictor(params, cond, 3.0)(x, t)
+  np.testing.assert_allclose(guided, unconditional + 3 * (conditional - unconditional), atol=1e-4)
+
+
+def test_unconditional_rows_ignore_their_text_and_conditional_rows_read_it(text_model):
+  family, params = text_model
+  x = jnp.broadcast_to(jax.random.normal(jax.random.key(3), (1, 32, 32, 3)), (2, 32, 32, 3))
+  t = jnp.array([7, 7])
+  texts = _tokens("a green 5 on grass", "a large blue 9 at the bottom left on the moon")
+  eps = lambda keep: family.model.apply(
+    {"params": params}, x, t, {"inputs": texts, "keep": jnp.array([keep, keep])}
+  )
+  dropped, kept = eps(False), eps(True)
+  np.testing.assert_array_equal(dropped[0], dropped[1])
+  assert np.abs(np.asarray(kept[0] - kept[1])).max() > 1e-3
+
+
+def test_cross_attention_ignores_masked_context_positions():
+  net = unet.UNet(
+    channels=8,
+    channel_mults=(1, 2),
+    num_res_blocks=1,
+    attention_resolutions=(),
+    dropout=0.0,
+    groups=4,
+    cross_attention_resolutions=(16, 8),
+    heads=2,
+    axis_name=None,
+  )
+  x, t = jax.random.normal(jax.random.key(0), (2, 16, 16, 3)), jnp.array([1, 2])
+  context = jax.random.normal(jax.random.key(1), (2, 5, 12))
+  mask = jnp.array([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], bool)
+  params = net.init(jax.random.key(2), x, t, context=context, context_mask=mask)["params"]
+  params = jax.tree.map(lambda p: p + 0.1, params)
+  garbage = jnp.where(mask[..., None], context, 1e3)
+  out = lambda c: net.apply({"params": params}, x, t, context=c, context_mask=mask)
+  np.testing.assert_allclose(out(context), out(garbage), atol=1e-6)
+  assert np.abs(np.asarray(out(context) - out(context.at[:, 0].add(1.0)))).max() > 1e-4
+
+
+def test_the_speech_condition_is_the_log_mel_of_the_clip():
+  config = smoke_config("speech_to_image", "unused")
+  spec = DataSpec(
+    28,
+    {
+      "image": Field(IMAGE, "image", (28, 28, 1), "uint8"),
+      "label": Field(LABEL, "label", (), "int64", 10),
+      "audio": Field(TENSOR, "audio", (33075,), "int16"),
+    },
+  )
+  family = SpeechToImageFamily(config, spec)
+  clip = jax.random.randint(jax.random.key(0), (2, 33075), -3000, 3000)
+  cond = family.sample_condition(clip, None, 2)
+  np.testing.assert_allclose(
+    cond["inputs"], audio.log_mel(clip / 32768.0, **config.condition.mel), rtol=1e-6
+  )
+  assert cond["inputs"].shape == (2, audio.num_frames(33075), 64)
+
+
+def test_layout_check_reads_digits_colours_and_rough_positions():
+  mask = np.zeros((64, 64), np.uint8)
+  image = np.full((64, 64, 3), 128, np.uint8)
+  mask[4:20, 6:18], image[4:20, 6:18] = 1 + 3, (230, 20, 20)  # A red 3 at the top left.
+  mask[40:60, 40:52], image[40:60, 40:52] = 1 + 7, (20, 20, 230)  # A blue 7 at the bottom right.
+  found = prompts.found_digits(mask, image)
+  asked = captions.parse("a red 3 at the top left and a blue 7 at the bottom right on brick")
+  assert prompts.layout_matches(asked.digits, found)
+  for wrong in (
+    "a red 3 at the top left on brick",
+    "a green 3 at the top left and a blue 7 at the bottom right on brick",
+    "a red 3 at the bottom and a blue 7 at the bottom right on brick",
+    "a red 5 at the top left and a blue 7 at the bottom right on brick",
+  ):
+    assert not prompts.layout_matches(captions.parse(wrong).digits, found), wrong
+  assert prompts.layout_matches(captions.parse("a 3 and a 7").digits, found)  # Unasked: unchecked.
+
+
+def _run(*command):
+  done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return done
+
+
+def test_text_sample_mode_with_prompts_and_prompts_mode(smoke_run, data_dir, tmp_path):
+  _, workdir, _ = smoke_run("text_to_image")
+  asked = "a green 5 on grass|a red 3 at the top left on brick|a white 0 on the moon"
+  _run(
+    *main_command(
+      "text_to_image",
+      workdir,
+      data_dir,
+      "--mode=sample",
+      f"--config.sample.prompt={asked}",
+      "--config.eval.num_samples=24",
+    )
+  )
+  samples = np.load(os.path.join(workdir, "samples", "step0000006", "samples.npz"))["images"]
+  assert samples.shape == (24, 32, 32, 3)
+  segmenter = str(tmp_path / "segment32")
+  _run(
+    *main_command(
+      "segment", segmenter, data_dir, "--config.model.image_size=32", "--config.data.resize=resize"
+    )
+  )
+  _run(
+    *main_command(
+      "text_to_image",
+      workdir,
+      data_dir,
+      "--mode=prompts",
+      f"--config.prompts.segmenter_workdir={segmenter}",
+    )
+  )
+  with open(os.path.join(workdir, "prompts", "step0000006.json")) as f:
+    record = json.load(f)
+  seen = record["seen"]["num_prompts"]
+  assert seen + record.get("held_out_combinations", {"num_prompts": 0})["num_prompts"] == 16
+  assert record["held_out_phrasings"]["num_prompts"] == seen
+  for group in prompts.GROUPS:
+    for scores in (
+      (record[group]["samples"], record[group]["real_scenes"]) if group in record else ()
+    ):
+      assert set(scores) >= {"layout_accuracy", "count"}
+      assert all(0.0 <= v <= 1.0 for v in scores.values()), scores
+  assert np.isfinite(record["fid_segmenter_features"])
+
+
+def test_speech_prompts_mode_classifies_samples_of_held_out_voices(
+  smoke_run, cnn_workdir, data_dir
+):
+  pytest.importorskip("espeakng_loader")
+  _, workdir, _ = smoke_run("speech_to_image")
+  _run(
+    *main_command(
+      "speech_to_image",
+      workdir,
+      data_dir,
+      "--mode=prompts",
+      f"--config.eval.cnn_workdir={cnn_workdir}",
+    )
+  )
+  with open(os.path.join(workdir, "prompts", "step0000006.json")) as f:
+    record = json.load(f)
+  assert record["num_clips"] == 16 and 0.0 <= record["accuracy"] <= 1.0
+  from imgen.data import speech  # pylint: disable=g-import-not-at-top
+
+  held_out = {speech.VOICES.index(v) for v in speech.TEST_VOICES}
+  assert {int(v) for v in record["accuracy_by_voice"]} <= held_out
