@@ -87,3 +87,35 @@ def test_the_pytorch_peers_have_imgens_parameter_counts(size):
       ours = count(state.net.params)
       theirs = torch_cnn.parameter_count(size, 1, m.num_classes, m.width)
     assert ours == theirs, family
+
+
+@pytest.mark.parametrize("family", ["text_to_image", "speech_to_image"])
+def test_the_conditioned_pytorch_peers_have_imgens_parameter_counts(family):
+  """The text- and speech-to-image peers are the default configs' networks:
+  encoder, null context and U-Net with its cross-attention, as many parameters."""
+  torch = pytest.importorskip("torch")
+  from benchmarks import torch_unet
+  from configs import common
+  from imgen import families
+  from imgen.data import captions
+  from imgen.data.spec import IMAGE
+  from imgen.data.spec import TENSOR
+  from imgen.data.spec import DataSpec
+  from imgen.data.spec import Field
+
+  count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
+  config = common.default_config(family)
+  if family == "text_to_image":
+    image = Field(IMAGE, "image", (64, 64, 3), "uint8")
+    condition = {"captions": Field(TENSOR, "captions", (4, captions.TOKEN_LENGTH), "int32")}
+  else:
+    image = Field(IMAGE, "image", (28, 28, 1), "uint8")
+    condition = {"audio": Field(TENSOR, "audio", (33075,), "int16")}
+  spec = DataSpec(config.model.image_size, {"image": image, **condition})
+  state = jax.eval_shape(families.FAMILIES[family](config, spec).init_state, jax.random.key(0))
+  params = state.net.params
+  peer = torch_unet.build_conditioned(torch, config, image.stored_shape[-1])
+  parts = {"encoder": peer.encoder, "unet": peer.unet}
+  for name, module in parts.items():
+    assert count(params[name]) == sum(p.numel() for p in module.parameters()), name
+  assert count(params) == sum(p.numel() for p in peer.parameters())
