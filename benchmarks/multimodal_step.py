@@ -8,7 +8,8 @@ peer, the condition encoders alone, and guided sampling.
   python benchmarks/multimodal_step.py --modality=text --steps_per_dispatch=1 --noencoders
 
 Each modality is its default config's family on one fixed synthetic batch of
-`--batch_size` rows (default: the config's 64): random images in [-1, 1] and,
+`--batch_size` rows (default: the config's, 32 for text and 64 for speech):
+random images in [-1, 1] and,
 for text, 4 tokenised captions (`imgen.data.captions`) of a random layout per
 row; for speech, int16 clips of `speech.CLIP_SAMPLES` samples shaped like
 speech (a voiced harmonic tone under an envelope, silence around it). The

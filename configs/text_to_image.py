@@ -5,7 +5,7 @@ cross-attention in the U-Net, with classifier-free guidance.
 
   python main.py --config=configs/text_to_image.py --workdir=runs/text_to_image
   python main.py --config=configs/text_to_image.py --workdir=runs/text_to_image \\
-    --mode=sample --config.sample.prompt="a green 5 on grass|a large red 3 at the top left on brick"
+    --mode=sample --config.sample.prompt="a large blue 0 in the centre on grass|a red 3 on brick"
   python main.py --config=configs/text_to_image.py --workdir=runs/text_to_image --mode=prompts
   python main.py --config=configs/text_to_image.py:smoke     # seconds, for tests
 
@@ -29,17 +29,18 @@ import ml_collections
 from configs import common
 from configs import diffusion
 
-# Prompts of the sample grids (one per row): seen and held-out combinations.
+# Prompts of the sample grids (one per row), stated as fully as the training captions:
+# four seen combinations, then four (digit, colour, position) triples held out of training.
 PROMPTS = "|".join(
   (
-    "a green 5 on grass",
-    "a large red 3 at the top left on brick",
-    "a small blue 7 at the bottom right and a yellow 2 at the top on gravel",
-    "a white 0 in the centre on the moon",
-    "a magenta 4 at the left and a cyan 9 at the right on coins",
-    "a large black 8 in the centre on a page",
-    "a yellow 1 at the top right on stars",
-    "a red 6 at the bottom left, a green 2 at the top right on the cameraman",
+    "a large green 5 in the centre on grass",
+    "a large red 3 in the centre on brick",
+    "a medium white 0 in the centre on the moon",
+    "a small blue 7 at the bottom right and a large yellow 2 in the centre on gravel",
+    "a large blue 0 in the centre on grass",
+    "a large yellow 1 in the centre on brick",
+    "a large magenta 5 in the centre on the moon",
+    "a medium red 3 at the top on coins",
   )
 )
 
@@ -74,7 +75,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.update(attention_resolutions=(16,), cross_attention_resolutions=(16,))
     config.condition.update(width=16, depth=1, heads=2)
     config.model.heads = 2
-    config.sample.prompt = "a green 5 on grass|a red 3 at the top left on brick"
+    config.sample.prompt = "a large green 5 in the centre on grass|a red 3 at the top on brick"
     config.prompts.num_prompts = 16
   elif arg:
     raise common.unknown_variant(arg, "configs/text_to_image.py")

@@ -106,11 +106,11 @@ class Layout:
   colours: np.ndarray  # (N, 4, 3) uint8.
 
 
-def load_run(workdir: str, what: str) -> tuple[Experiment, object]:
-  """The experiment and newest checkpoint of the run in `workdir`."""
+def load_run(workdir: str, what: str, hint: str = "train it first.") -> tuple[Experiment, object]:
+  """The experiment and newest checkpoint of the run in `workdir` (the setting `what`)."""
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
-    raise ConfigError(f"compose.{what}={workdir} holds no run (no config.json); train it first.")
+    raise ConfigError(f"{what}={workdir} holds no run (no config.json); {hint}")
   with open(path) as f:
     config = ml_collections.ConfigDict(json.load(f))
   config.eval.checkpoint_step, config.eval.best = None, False
@@ -255,7 +255,7 @@ def compose_scenes(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   backgrounds = np.zeros((c.num_scenes, SIZE, SIZE, 3), np.uint8)
   for j, folder in enumerate(texture_dirs):
-    experiment, state = load_run(folder, "texture_workdirs")
+    experiment, state = load_run(folder, "compose.texture_workdirs")
     if experiment.spec.image.size != SIZE or experiment.family.num_classes is not None:
       raise ConfigError(
         f"compose.texture_workdirs: {folder} must hold an unconditional generator of {SIZE}x{SIZE} "
@@ -265,7 +265,7 @@ def compose_scenes(config: ml_collections.ConfigDict, workdir: str) -> dict:
     images = _draw(experiment, state, jax.random.fold_in(key, j), len(rows), None)
     backgrounds[rows] = np.repeat(images, 3, -1) if images.shape[-1] == 1 else images
 
-  experiment, state = load_run(c.digits_workdir, "digits_workdir")
+  experiment, state = load_run(c.digits_workdir, "compose.digits_workdir")
   if experiment.family.num_classes != 10:
     raise ConfigError(
       f"compose.digits_workdir={c.digits_workdir} must hold a class-conditional generator of "
@@ -281,7 +281,7 @@ def compose_scenes(config: ml_collections.ConfigDict, workdir: str) -> dict:
   composed, masks = render(backgrounds, mattes, layout, rng)
 
   record = {"mode": "compose", "num_scenes": c.num_scenes, "classes": c.classes or "random"}
-  segment_experiment, segment_state = load_run(c.segment_workdir, "segment_workdir")
+  segment_experiment, segment_state = load_run(c.segment_workdir, "compose.segment_workdir")
   judge = segment_experiment.family
   if (
     getattr(judge, "num_mask_classes", None) != 11

@@ -121,6 +121,9 @@ def sample_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
     os.makedirs(out, exist_ok=True)
     labels = experiment.class_rows(num)
     extra = {} if labels is None else {"labels": labels}
+    conditions = experiment.condition_rows(num)  # Token ids or clips of text/speech models.
+    if labels is None and conditions is not None:
+      extra["conditions"] = conditions
     np.savez_compressed(os.path.join(out, "samples.npz"), images=samples, step=step, **extra)
     for i in range(0, num, per_grid):
       grid = image_lib.make_grid(samples[i : i + per_grid], GRID_COLUMNS)

@@ -2,20 +2,23 @@
 held-out prompts, measured by trained networks rather than by eye.
 
 Text (`text_to_image`): one sample per test scene of `scene_captions`, from
-one of its captions, in three groups: seen combinations in training
-phrasings, held-out combinations (scenes with a digit-colour-position triple
-no training caption has), and seen combinations in held-out phrasings. The
+its first caption, in three groups: seen combinations in training phrasings,
+held-out combinations (scenes with a digit-colour-position triple no
+training caption has), and the seen scenes again in held-out phrasings. The
 segmenter of `prompts.segmenter_workdir` (configs/segment.py trained at the
-model's size) labels every sample; each connected component of its
-foreground (8-connected, at least `MIN_AREA` pixels at 32x32) is one digit:
-its class the majority label, its colour the name of its pixels' mean colour
-and its position the 3x3 cell of its bounding box's centre
-(`imgen.data.captions`). A sample's layout is right when the digits found
-match the digits asked for one to one, in class, colour and position
-(attributes a prompt leaves out are not checked; sizes are not checked). The
-same measurement of the real test scenes is the ceiling the instrument
-allows. FID against the real test scenes uses the segmenter's features (the
-spatial means of its blocks' outputs, as `imgen.compose`).
+model's size) labels every sample. Each connected part of one class
+(8-connected; parts of a class within MERGE_GAP of each other merged, a
+stroke cut by another digit; at least MIN_AREA pixels, both in pixels of the
+64x64 scenes the captions speak of) is one digit: its colour the name of the
+median of the third of its pixels farthest from the background around it,
+its position the centre of its box, which may lie up to POSITION_MARGIN
+outside the asked cell of the 3x3 grid ("rough positions"). A sample's layout
+is right when the digits found match the digits asked for one to one, in
+class, colour and position (what a prompt leaves out is not checked; sizes
+are not checked). The same measurement of the real test scenes is the
+ceiling the instrument allows. FID against the real test scenes uses the
+segmenter's features (the spatial means of its blocks' outputs, as
+`imgen.compose`).
 
 Speech (`speech_to_image`): one sample per test clip of `spoken_mnist` (held-
 out voices), classified by the in-domain CNN of `eval.cnn_workdir`:
@@ -174,6 +177,8 @@ def _text_prompts(held: dict) -> tuple[np.ndarray, np.ndarray]:
     held["captions"][novel, 0],
     held["novel_captions"][~novel, 0],
   ]
+  if not np.any(rows[2]):  # A train split: no held-out phrasings.
+    raise ConfigError("--mode=prompts scores the test split of scene_captions (data.eval_split).")
   groups = np.concatenate([np.full(len(r), g) for g, r in enumerate(rows)])
   return np.concatenate(rows), groups
 
@@ -182,13 +187,16 @@ def score_text(experiment: Experiment, state, workdir: str) -> tuple[dict, np.nd
   c = experiment.config.prompts
   held = experiment.held_out(c.num_prompts)
   tokens, groups = _text_prompts(held)
-  judge, judge_state = compose.load_run(c.segmenter_workdir, "segmenter_workdir")
-  if judge.spec.size != experiment.spec.size or not hasattr(judge.family, "segment"):
+  size = experiment.spec.size
+  train_it = (
+    f"train it: python main.py --config=configs/segment.py --workdir={c.segmenter_workdir} "
+    f"--config.model.image_size={size} --config.data.resize=resize"
+  )
+  judge, judge_state = compose.load_run(c.segmenter_workdir, "prompts.segmenter_workdir", train_it)
+  if judge.spec.size != size or getattr(judge.family, "num_mask_classes", None) != 11:
     raise ConfigError(
       f"prompts.segmenter_workdir={c.segmenter_workdir} must hold a segmenter of "
-      f"{experiment.spec.size}x{experiment.spec.size} scenes: python main.py "
-      f"--config=configs/segment.py --workdir={c.segmenter_workdir} "
-      f"--config.model.image_size={experiment.spec.size} --config.data.resize=resize"
+      f"digit_scenes' 11 classes at {size}x{size}; {train_it}"
     )
   logging.info("Drawing %d samples, one per held-out prompt", len(tokens))
   samples = compose._draw(experiment, state, experiment.keys.quality_samples, len(tokens), tokens)
@@ -218,11 +226,11 @@ def score_text(experiment: Experiment, state, workdir: str) -> tuple[dict, np.nd
 
 def score_speech(experiment: Experiment, state, workdir: str) -> tuple[dict, np.ndarray, list]:
   c = experiment.config
+  network = features_lib.cnn_network(c.eval.cnn_workdir)  # Before minutes of sampling.
   held = experiment.held_out(c.prompts.num_prompts)
   samples = compose._draw(
     experiment, state, experiment.keys.quality_samples, len(held["audio"]), held["audio"]
   )
-  network = features_lib.cnn_network(c.eval.cnn_workdir)
   apply = jax.jit(network.apply)
 
   def run(images):

@@ -21,8 +21,10 @@ from imgen.data.spec import LABEL
 from imgen.data.spec import TENSOR
 from imgen.data.spec import DataSpec
 from imgen.data.spec import Field
+from imgen.errors import ConfigError
 from imgen.families.multimodal import SpeechToImageFamily
 from imgen.families.multimodal import TextToImageFamily
+from imgen.families.multimodal import parse_prompts
 from imgen.models import unet
 
 
@@ -214,3 +216,14 @@ def test_speech_prompts_mode_classifies_samples_of_held_out_voices(
 
   held_out = {speech.VOICES.index(v) for v in speech.TEST_VOICES}
   assert {int(v) for v in record["accuracy_by_voice"]} <= held_out
+
+
+def test_a_prompt_the_grammar_cannot_read_is_a_one_line_config_error():
+  with pytest.raises(ConfigError, match="sample.prompt 'a purple dragon'") as e:
+    parse_prompts("a green 5 on grass|a purple dragon")
+  assert "\n" not in str(e.value)
+  assert parse_prompts(" a green 5 on grass | a red 3 ") == ["a green 5 on grass", "a red 3"]
+  # What parse reads as a synonym reaches the model as the word it was trained on.
+  np.testing.assert_array_equal(
+    captions.encode("a red 3 in the center."), captions.encode("a red 3 in the centre")
+  )

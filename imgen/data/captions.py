@@ -348,9 +348,14 @@ TOKEN_LENGTH = 56  # max_caption_tokens: 49 (train), 56 (held_out) with 4 digits
 
 
 def encode(text: str, length: int = TOKEN_LENGTH) -> np.ndarray:
-  """int32 (length,) ids of `text`'s tokens, padded with PAD."""
+  """int32 (length,) ids of `text`'s tokens, padded with PAD: the words
+  `parse` reads as synonyms ("center", "gray", "big") become the grammar's own,
+  and a final "." is dropped, so a prompt reaches the model as parse reads it."""
+  words = [_SYNONYMS.get(t, t) for t in tokens(text)]
+  while words and words[-1] == ".":
+    words.pop()
   ids, unknown = [], False
-  for word in tokens(text):
+  for word in words:
     if word in _IDS:
       ids.append(_IDS[word])
     else:

@@ -62,7 +62,7 @@ class SpokenMnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       "label": tfds.features.ClassLabel(num_classes=10),
       "audio": tfds.features.Tensor(shape=(speech.CLIP_SAMPLES,), dtype=np.int16, encoding="bytes"),
       "voice": scalar(),  # Index into speech.VOICES.
-      "clip": scalar(),  # Index of the clip in its spoken_digits split.
+      "clip": scalar(),  # Position of the clip in its spoken_digits split's data source.
     }
     return tfds.core.DatasetInfo(
       builder=self,

@@ -40,10 +40,30 @@ def parse_prompts(spec: str) -> list[str]:
     raise ConfigError("sample.prompt is empty; give one or more prompts separated by '|'.")
   for p in prompts:
     try:
+      captions.parse(p)
       captions.encode(p)
     except ValueError as e:
-      raise ConfigError(f"sample.prompt {p!r}: {e}") from e
+      raise ConfigError(
+        f"sample.prompt {p!r}: {e} Write it as the captions do, e.g. 'a large green 5 in the "
+        "centre on grass' (imgen/data/captions.py)."
+      ) from e
   return prompts
+
+
+def check_conditioning(config: ml_collections.ConfigDict, spec: DataSpec) -> None:
+  """A ConfigError for cross-attention that would read nothing or cannot split into heads."""
+  m, c = config.model, config.condition
+  sizes = [spec.size // 2**level for level in range(len(m.channel_mults))]
+  if not m.cross_attention_resolutions or set(m.cross_attention_resolutions) - set(sizes):
+    raise ConfigError(
+      f"model.cross_attention_resolutions={tuple(m.cross_attention_resolutions)}; the U-Net's "
+      f"resolutions are {sizes}: name one or more of them."
+    )
+  widths = {m.channels * k for k in m.channel_mults}
+  if any(w % m.heads for w in widths):
+    raise ConfigError(f"model.heads={m.heads} does not divide the U-Net widths {sorted(widths)}.")
+  if "heads" in c and c.width % c.heads:
+    raise ConfigError(f"condition.heads={c.heads} does not divide condition.width={c.width}.")
 
 
 class _SequenceConditioned(DiffusionFamily):
@@ -73,6 +93,7 @@ class _SequenceConditioned(DiffusionFamily):
 
   def make_model(self, config: ml_collections.ConfigDict, **overrides):
     m = config.model
+    check_conditioning(config, self.spec)
     unet = super().make_model(
       config,
       num_classes=None,
@@ -178,7 +199,7 @@ class SpeechToImageFamily(_SequenceConditioned):
   def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
     self.mel = dict(config.condition.mel)
     self._grid_clips = None
-    self._clip_source = (config.data.name, config.data.data_dir)
+    self._clip_source = (config.data.name, config.data.data_dir, config.data.eval_split)
     super().__init__(config, spec)
 
   def make_encoder(self, c):
@@ -188,17 +209,19 @@ class SpeechToImageFamily(_SequenceConditioned):
     return audio.log_mel(raw.astype(jnp.float32) / 32768.0, **self.mel)
 
   def grid_conditions(self) -> np.ndarray:
-    """Row d: a held-out speaker's clip of digit d (the first of each digit in the test split)."""
+    """Row d: a held-out speaker's clip of digit d (the first of each digit in data.eval_split)."""
     if self._grid_clips is None:
       from imgen import data  # pylint: disable=g-import-not-at-top
 
-      name, data_dir = self._clip_source
-      source = data.get_builder(name, data_dir).as_data_source(split="test")
+      name, data_dir, split = self._clip_source
+      source = data.get_builder(name, data_dir).as_data_source(split=split)
       first = {}
       for i in range(len(source)):
         example = source[i]
         first.setdefault(int(example["label"]), np.asarray(example["audio"], np.int32))
         if len(first) == 10:
           break
-      self._grid_clips = np.stack([first[d] for d in sorted(first)])
+      if len(first) < 10:
+        raise ConfigError(f"{name}'s {split} split lacks clips of some digits: {sorted(first)}.")
+      self._grid_clips = np.stack([first[d] for d in range(10)])
     return self._grid_clips
