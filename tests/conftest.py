@@ -1,16 +1,23 @@
-"""Shared fixtures: the embedded datasets, prepared once per test session, and
-a smoke-sized classifier that serves as the feature network of the metrics.
+"""Shared fixtures: the embedded datasets and one smoke run per family, made once
+per test session and shared by every pytest-xdist worker.
 
-The test run keeps one persistent XLA compilation cache, which its workers and
-the `main.py` subprocesses of the tests share through the environment: the many
-runs of the same smoke configs compile each program once (measured: the
-diffusion smoke run takes 40 s instead of 75 s once its programs are cached).
+The main pytest process makes one session folder (`IMGEN_TEST_SHARED`) that its
+workers and the `main.py` subprocesses of the tests inherit through the
+environment. It holds:
+- `xla-cache/`: the persistent XLA compilation cache, so the many runs of the
+  same smoke configs compile each program once (in any process);
+- `tfds/`: the embedded datasets, prepared once (imgen's own preparation lock
+  makes the other workers wait for the first);
+- `smoke/<family>/`: one smoke run per family, trained by the first worker that
+  asks for it while the others wait on its lock file, then read by all.
 """
 
+import json
 import os
 import shutil
 import tempfile
 
+from helpers import file_lock
 from helpers import smoke_config
 import jax
 import pytest
@@ -21,13 +28,12 @@ from imgen import train
 
 runtime.configure_xla()  # The CPU settings main.py makes, before any test computes.
 
-# One folder per test run: the first process to load this file (pytest's main
-# process) makes it, and its pytest-xdist workers inherit it through the environment.
-_OWNS_CACHE = "IMGEN_TEST_XLA_CACHE" not in os.environ
-if _OWNS_CACHE:
-  os.environ["IMGEN_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="imgen-test-xla-cache-")
+_OWNS_SHARED = "IMGEN_TEST_SHARED" not in os.environ
+if _OWNS_SHARED:
+  os.environ["IMGEN_TEST_SHARED"] = tempfile.mkdtemp(prefix="imgen-tests-")
+SHARED = os.environ["IMGEN_TEST_SHARED"]
 _CACHE = {
-  "jax_compilation_cache_dir": os.environ["IMGEN_TEST_XLA_CACHE"],
+  "jax_compilation_cache_dir": os.path.join(SHARED, "xla-cache"),
   "jax_persistent_cache_min_compile_time_secs": 0,
   "jax_persistent_cache_min_entry_size_bytes": 0,
 }
@@ -42,13 +48,13 @@ def pytest_sessionstart(session):
 
 def pytest_sessionfinish(session, exitstatus):
   del session, exitstatus
-  if _OWNS_CACHE:  # The main process, after its workers.
-    shutil.rmtree(_CACHE["jax_compilation_cache_dir"], ignore_errors=True)
+  if _OWNS_SHARED:  # The main process, after its workers.
+    shutil.rmtree(SHARED, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("tfds"))
+def data_dir():
+  path = os.path.join(SHARED, "tfds")
   data.get_builder("embedded_mnist", path)
   return path
 
@@ -61,16 +67,26 @@ def cnn_workdir(smoke_run):
 
 
 @pytest.fixture(scope="session")
-def smoke_run(data_dir, tmp_path_factory):
-  """`smoke_run(family)` -> (config, workdir, returned metrics) of one smoke run
-  per family, shared by the tests that inspect it."""
+def smoke_run(data_dir):
+  """`smoke_run(family)` -> (config, workdir, returned metrics) of the one smoke
+  run per family in the session, shared by every test (and worker) that
+  inspects it. Tests may add files to its workdir, never change its checkpoints."""
   runs = {}
 
   def run(family: str):
     if family not in runs:
       config = smoke_config(family, data_dir)
-      workdir = str(tmp_path_factory.mktemp(f"smoke-{family}"))
-      runs[family] = (config, workdir, train.train_and_evaluate(config, workdir))
+      workdir = os.path.join(SHARED, "smoke", family)
+      done = os.path.join(SHARED, "smoke", f"{family}.json")
+      with file_lock(os.path.join(SHARED, "smoke", f"{family}.lock")):
+        if not os.path.exists(done):
+          shutil.rmtree(workdir, ignore_errors=True)  # A worker that died mid-run.
+          metrics = train.train_and_evaluate(config, workdir)
+          with open(done + ".tmp", "w") as f:
+            json.dump(metrics, f)
+          os.replace(done + ".tmp", done)
+      with open(done) as f:
+        runs[family] = (config, workdir, json.load(f))
     return runs[family]
 
   return run

@@ -2,11 +2,14 @@
 run's final state, and the `main.py` command a user would type."""
 
 import contextlib
+import fcntl
 import os
+import subprocess
 import sys
 from unittest import mock
 
 import jax
+import numpy as np
 import tensorflow_datasets as tfds
 
 from configs import common
@@ -23,12 +26,72 @@ CONDITIONED = ("speech_to_image", "text_to_image")
 TRAINER_FAMILIES = [f for f in FAMILIES if f not in CONDITIONED]
 
 
+@contextlib.contextmanager
+def file_lock(path: str):
+  """Holds an exclusive lock on the file `path` (made if missing): one process
+  of the test session at a time, the others wait."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def nothing_compiled():
+  """Fails the test if a program mapped over the devices is called inside the
+  block: the train, eval and sampling steps all are (`jax.pmap`), and each
+  compiles on its first call, so an error raised in the block came before any
+  of them compiled."""
+  called, real = [], jax.pmap
+
+  def recording(fn, *args, **kwargs):
+    mapped = real(fn, *args, **kwargs)
+
+    def call(*a, **k):
+      called.append(getattr(fn, "__name__", repr(fn)))
+      return mapped(*a, **k)
+
+    return call
+
+  with mock.patch.object(jax, "pmap", recording):
+    try:
+      yield
+    finally:
+      assert not called, f"ran device programs before failing: {called}"
+
+
 def smoke_config(family: str, data_dir: str, **train_overrides):
   """configs/<family>.py:smoke on the test session's data."""
   config = common.default_config(family, "smoke")
   config.data.data_dir = data_dir
   config.train.update(train_overrides)
   return config
+
+
+def override(config, flag: str) -> None:
+  """Sets `group.field=value` on `config` as main.py's --config.group.field=value
+  would: the value read as the field's type (a number, bool or string; a number
+  or bool where the field is a placeholder)."""
+  key, value = flag.removeprefix("--config.").split("=", 1)
+  *groups, field = key.split(".")
+  target = config
+  for group in groups:
+    target = target[group]
+  current = target[field]
+  if isinstance(current, bool) or (current is None and value in ("true", "false")):
+    target[field] = value == "true"
+  elif isinstance(current, (int, float, str)):
+    target[field] = type(current)(value)
+  else:
+    for kind in (int, float, str):
+      try:
+        target[field] = kind(value)
+        break
+      except ValueError:
+        pass
 
 
 def final_state(config, workdir):
@@ -52,6 +115,24 @@ def main_command(family, workdir, data_dir, *overrides) -> list[str]:
     f"--config.data.data_dir={data_dir}",
     *overrides,
   ]
+
+
+def replica_states(family: str, data_dir: str, out: str, *overrides: str) -> dict:
+  """Two train steps on 4 replicas and on 1 of `family`'s smoke config with
+  `overrides` ('group.field=value'): tests/replicas.py in a process of 4 CPU
+  devices. {'one/<path>' | 'four/<path>': leaf, '<one|four>_metrics/<name>': value}."""
+  env = {**os.environ, "JAX_NUM_CPU_DEVICES": "4", "JAX_PLATFORMS": "cpu"}
+  script = os.path.join(ROOT, "tests", "replicas.py")
+  done = subprocess.run(
+    [sys.executable, script, out, family, data_dir, *overrides],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  with np.load(out) as f:
+    return {k: f[k] for k in f.files}
 
 
 @contextlib.contextmanager

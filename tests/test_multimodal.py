@@ -3,10 +3,7 @@ and the modes a user runs (sample with a prompt, prompts scored)."""
 
 import json
 import os
-import subprocess
 
-from helpers import ROOT
-from helpers import main_command
 from helpers import smoke_config
 import jax
 import jax.numpy as jnp
@@ -14,6 +11,7 @@ import numpy as np
 import pytest
 
 from imgen import audio
+from imgen import modes
 from imgen import prompts
 from imgen.data import captions
 from imgen.data.spec import IMAGE
@@ -145,70 +143,43 @@ def test_layout_check_reads_digits_colours_and_rough_positions():
   assert prompts.layout_matches(captions.parse("a 3 and a 7").digits, found)  # Unasked: unchecked.
 
 
-def _run(*command):
-  done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
-  assert done.returncode == 0, done.stderr[-3000:]
-  return done
-
-
 def test_text_sample_mode_with_prompts_and_prompts_mode(smoke_run, data_dir, tmp_path):
-  _, workdir, _ = smoke_run("text_to_image")
-  asked = "a green 5 on grass|a red 3 at the top left on brick|a white 0 on the moon"
-  _run(
-    *main_command(
-      "text_to_image",
-      workdir,
-      data_dir,
-      "--mode=sample",
-      f"--config.sample.prompt={asked}",
-      "--config.eval.num_samples=24",
-    )
-  )
+  """--mode=sample with prompts and --mode=prompts, through `modes.run` as main.py runs them."""
+  smoke, workdir, _ = smoke_run("text_to_image")
+  config = smoke.copy_and_resolve_references()
+  config.sample.prompt = "a green 5 on grass|a red 3 at the top left on brick|a white 0 on the moon"
+  config.eval.num_samples = 24
+  modes.run("sample", config, workdir)
   samples = np.load(os.path.join(workdir, "samples", "step0000006", "samples.npz"))["images"]
   assert samples.shape == (24, 32, 32, 3)
   segmenter = str(tmp_path / "segment32")
-  _run(
-    *main_command(
-      "segment", segmenter, data_dir, "--config.model.image_size=32", "--config.data.resize=resize"
-    )
-  )
-  _run(
-    *main_command(
-      "text_to_image",
-      workdir,
-      data_dir,
-      "--mode=prompts",
-      f"--config.prompts.segmenter_workdir={segmenter}",
-    )
-  )
+  segment = smoke_config("segment", data_dir)
+  segment.model.image_size = 32
+  segment.data.resize = "resize"
+  modes.run("train", segment, segmenter)
+  config = smoke.copy_and_resolve_references()
+  config.prompts.segmenter_workdir = segmenter
+  modes.run("prompts", config, workdir)
   with open(os.path.join(workdir, "prompts", "step0000006.json")) as f:
     record = json.load(f)
   seen = record["seen"]["num_prompts"]
   assert seen + record.get("held_out_combinations", {"num_prompts": 0})["num_prompts"] == 16
   assert record["held_out_phrasings"]["num_prompts"] == seen
-  for group in prompts.GROUPS:
-    for scores in (
-      (record[group]["samples"], record[group]["real_scenes"]) if group in record else ()
-    ):
+  groups = [group for group in prompts.GROUPS if group in record]
+  assert {"seen", "held_out_phrasings"} <= set(groups), sorted(record)
+  for group in groups:  # Held-out combinations only where the 16 test scenes have one.
+    for scores in (record[group]["samples"], record[group]["real_scenes"]):
       assert set(scores) >= {"layout_accuracy", "count"}
       assert all(0.0 <= v <= 1.0 for v in scores.values()), scores
   assert np.isfinite(record["fid_segmenter_features"])
 
 
-def test_speech_prompts_mode_classifies_samples_of_held_out_voices(
-  smoke_run, cnn_workdir, data_dir
-):
-  pytest.importorskip("espeakng_loader")
-  _, workdir, _ = smoke_run("speech_to_image")
-  _run(
-    *main_command(
-      "speech_to_image",
-      workdir,
-      data_dir,
-      "--mode=prompts",
-      f"--config.eval.cnn_workdir={cnn_workdir}",
-    )
-  )
+def test_speech_prompts_mode_classifies_samples_of_held_out_voices(smoke_run, cnn_workdir):
+  pytest.importorskip("espeakng_loader", reason='the speech extra: pip install -e ".[speech]"')
+  smoke, workdir, _ = smoke_run("speech_to_image")
+  config = smoke.copy_and_resolve_references()
+  config.eval.cnn_workdir = cnn_workdir
+  modes.run("prompts", config, workdir)
   with open(os.path.join(workdir, "prompts", "step0000006.json")) as f:
     record = json.load(f)
   assert record["num_clips"] == 16 and 0.0 <= record["accuracy"] <= 1.0

@@ -2,15 +2,18 @@
 as a user would run them."""
 
 import glob
+import logging
 import os
+import shutil
 import subprocess
 import sys
 
 from helpers import FAMILIES
 from helpers import ROOT
-from helpers import TRAINER_FAMILIES
 from helpers import final_state
 from helpers import main_command
+from helpers import nothing_compiled
+from helpers import replica_states
 from helpers import smoke_config
 import jax
 from jax import lax
@@ -19,10 +22,12 @@ import numpy as np
 import pytest
 
 from imgen import data
+from imgen import guards
 from imgen import modes
 from imgen import parallel
 from imgen import train
 from imgen.errors import ConfigError
+from imgen.errors import UserError
 from imgen.experiment import Experiment
 from imgen.families import Evaluates
 from imgen.families import Generates
@@ -31,6 +36,11 @@ from imgen.families import Generates
 def _assert_trees_close(a, b, **tol):
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol)
+
+
+def _assert_trees_equal(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -93,20 +103,61 @@ def test_one_device_gradients_skip_the_all_reduce():
   assert "all-reduce" in jax.pmap(with_mean, axis_name=parallel.AXIS).lower(w).compile().as_text()
 
 
-@pytest.mark.parametrize("family", TRAINER_FAMILIES)
-def test_several_steps_per_call_compute_the_same_run(smoke_run, data_dir, tmp_path, family):
-  """Scanned calls of 3 steps (logs, saves and evals at 3 and 6) against the
-  smoke run's one step per call."""
-  scanned = str(tmp_path / "scanned")
-  metrics = train.train_and_evaluate(
-    smoke_config(family, data_dir, log_every=3, steps_per_dispatch=3), scanned
+def _checkpoint_of(workdir: str, step: int, into: str) -> None:
+  """Copies `workdir`'s checkpoint of `step` into a fresh run folder `into`."""
+  shutil.copytree(
+    os.path.join(workdir, "checkpoints", str(step)), os.path.join(into, "checkpoints", str(step))
   )
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_scanned_calls_compute_the_same_run_and_resume_bitwise(
+  smoke_run, data_dir, tmp_path, caplog, family
+):
+  """Calls of 3 scanned steps (logs, saves and evals at 3 and 6) against the
+  smoke run's one step per call; then a run restored from the scanned run's
+  mid-run checkpoint (step 3) and trained on to 6 ends in the scanned run's
+  final state bit for bit: parameters, optimizer, EMA, schedule, statistics."""
+  if family == "speech_to_image":
+    pytest.importorskip("espeakng_loader", reason='the speech extra: pip install -e ".[speech]"')
+  scanned, resumed = str(tmp_path / "scanned"), str(tmp_path / "resumed")
+  config = smoke_config(family, data_dir, log_every=3, steps_per_dispatch=3)
+  metrics = train.train_and_evaluate(config, scanned)
   assert all(np.isfinite(v) for v in metrics.values())
-  config, one, _ = smoke_run(family)
+  smoke, one, _ = smoke_run(family)
   _assert_trees_close(
-    final_state(config, scanned)[0], final_state(config, one)[0], rtol=1e-4, atol=1e-5
+    final_state(smoke, scanned)[0], final_state(smoke, one)[0], rtol=1e-4, atol=1e-5
   )
   assert sorted(os.listdir(os.path.join(scanned, "checkpoints"))) == ["3", "6"]
+
+  _checkpoint_of(scanned, 3, resumed)
+  with caplog.at_level(logging.INFO):
+    train.train_and_evaluate(config, resumed)
+  assert "Resuming from the checkpoint of step 3" in caplog.text
+  state, step = final_state(config, resumed)
+  assert step == 6
+  _assert_trees_equal(state, final_state(config, scanned)[0])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_four_replicas_compute_what_one_computes(smoke_run, data_dir, tmp_path, family):
+  """The same global batches, noise, dropout masks, conditions dropped for
+  guidance (global random draws), synchronised BatchNorm and gradient means:
+  4 replicas of 1/4 of the batch each end where 1 replica of all of it does."""
+  if family == "speech_to_image":
+    pytest.importorskip("espeakng_loader", reason='the speech extra: pip install -e ".[speech]"')
+  smoke_run(family)  # Prepares the data; its one-device program is in the cache.
+  results = replica_states(family, data_dir, str(tmp_path / "states.npz"))
+  names = [k.removeprefix("one/") for k in results if k.startswith("one/")]
+  assert names
+  for name in names:  # Only the order of the reductions differs.
+    np.testing.assert_allclose(
+      results[f"four/{name}"], results[f"one/{name}"], rtol=1e-3, atol=1e-4, err_msg=name
+    )
+  losses = [k for k in results if k.startswith("one_metrics/") and "loss" in k]
+  assert losses, sorted(results)
+  for name in losses:
+    np.testing.assert_allclose(results[name.replace("one", "four", 1)], results[name], rtol=1e-5)
 
 
 def _run_main(workdir, data_dir, devices, *overrides, family="gan"):
@@ -115,57 +166,50 @@ def _run_main(workdir, data_dir, devices, *overrides, family="gan"):
   return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("family", TRAINER_FAMILIES)
-def test_two_processes_of_two_devices_compute_what_one_device_computes(
-  smoke_run, data_dir, tmp_path, family
+@pytest.mark.parametrize(
+  "field,value,message",
+  [
+    ("train.batch_size", 6, "batch_size 6 is not divisible by 4 devices"),
+    ("data.name", "no_such_set", "Unknown dataset 'no_such_set'"),
+    ("model.image_size", 30, "cannot be made by DCGAN"),
+    ("eval.num_samples", 0, "eval.num_samples=0"),
+    ("model.upsample", "fast", "model.upsample 'fast' is unknown"),
+    ("data.train_split", "validation", "has splits ['test', 'train']"),
+    ("train.on_nonfinite", "ignore", "train.on_nonfinite='ignore'; use one of"),
+    ("model.dtype", "float64", "model.dtype 'float64'; use one of"),
+    ("train.steps_per_dispatch", 0, "train.steps_per_dispatch=0"),
+    # The other optimizer values are checked in test_optim.py.
+    ("optim.d.learning_rate", 0.0, "optim.d.learning_rate=0.0; it must be a positive"),
+  ],
+)
+def test_bad_configs_fail_with_a_clear_message(
+  data_dir, tmp_path, monkeypatch, field, value, message
 ):
-  """Every family as one run of 2 local processes (python -m imgen.launch, gloo)
-  of 2 CPU devices each; tests/test_distributed.py checks 1 process of 4 devices
-  against them, and stops and resumes them."""
-  config, one, _ = smoke_run(family)  # Also prepares the data before the processes read it.
-  workdir = str(tmp_path / "four")
-  args = main_command(family, workdir, data_dir)[2:]
-  result = subprocess.run(
-    [sys.executable, "-m", "imgen.launch", "--processes=2", "--cpu_devices=2", "--", *args],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=400,  # The launcher's processes die with it.
-  )
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "process 0/2, devices: [CpuDevice(id=0), CpuDevice(id=1), CpuDevice(id=2048)" in (
-    result.stderr
-  )
-  # Same global batch, noise, dropout masks and synced BatchNorm: only summation order differs.
-  _assert_trees_close(
-    final_state(config, workdir)[0], final_state(config, one)[0], rtol=1e-3, atol=1e-4
-  )
+  """What main.py runs (`modes.run`), in this process: a UserError (main.py
+  prints it as one line) before any program is built for the devices."""
+  monkeypatch.setattr(jax, "device_count", lambda: 4)  # As if the run had 4 devices.
+  config = smoke_config("gan", data_dir)
+  group, name = field.rsplit(".", 1)
+  config[group][name] = value
+  with nothing_compiled(), pytest.raises(UserError) as error:
+    modes.run("train", config, str(tmp_path / "bad"))
+  assert message in str(error.value)
 
 
 @pytest.mark.parametrize(
   "override,message",
   [
-    ("--config.train.batch_size=6", "batch_size 6 is not divisible by 4 devices"),
-    ("--config.data.name=no_such_set", "Unknown dataset 'no_such_set'"),
-    ("--config.model.image_size=30", "cannot be made by DCGAN"),
     ("--config.train.num_stepz=3", "num_stepz"),
-    ("--config.eval.num_samples=0", "eval.num_samples=0"),
-    ("--config.model.upsample=fast", "model.upsample 'fast' is unknown"),
-    ("--config.data.train_split=validation", "has splits ['test', 'train']"),
-    ("--config.train.on_nonfinite=ignore", "train.on_nonfinite='ignore'; use one of"),
     ("--config.train.batch_size=eight", "invalid literal for int()"),
-    ("--config.model.dtype=float64", "model.dtype 'float64'; use one of"),
-    ("--config.train.steps_per_dispatch=0", "train.steps_per_dispatch=0"),
-    # The other optimizer values are checked in test_optim.py.
-    ("--config.optim.d.learning_rate=0", "optim.d.learning_rate=0.0; it must be a positive"),
   ],
 )
-def test_bad_configs_fail_with_a_clear_message(data_dir, tmp_path, override, message):
-  result = _run_main(str(tmp_path / "bad"), data_dir, 4, override)
-  assert result.returncode != 0
+def test_bad_overrides_fail_with_one_line_from_main(data_dir, tmp_path, override, message):
+  """Mistakes in the flags themselves, caught by main.py's parser: one of the
+  few tests that start a real main.py for an error."""
+  result = _run_main(str(tmp_path / "bad"), data_dir, 1, override)
+  assert result.returncode == 2
   assert message in result.stderr, result.stderr[-2000:]
   assert "Traceback" not in result.stderr
-  assert "First call" not in result.stderr  # Nothing compiled.
 
 
 def test_bad_files_fail_with_a_clear_message(data_dir, tmp_path):
@@ -196,16 +240,21 @@ def test_bad_files_fail_with_a_clear_message(data_dir, tmp_path):
   assert (tmp_path / "new" / "run").is_dir()
 
 
-@pytest.mark.parametrize("family", TRAINER_FAMILIES)
-def test_bfloat16_step_keeps_float32_state_and_close_losses(data_dir, family):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bfloat16_step_keeps_float32_state_and_close_losses(smoke_run, data_dir, family):
   """model.dtype=bfloat16 computes activations in bf16: the first step's losses
-  stay within 2% of float32's, and parameters and optimizer state stay float32."""
+  stay within 2% of float32's, and parameters and optimizer state stay float32.
+  The steps are the trainer's (guarded, donated): float32's is the smoke run's program."""
+  if family == "speech_to_image":
+    pytest.importorskip("espeakng_loader", reason='the speech extra: pip install -e ".[speech]"')
+  smoke_run(family)
   results = {}
   for dtype in ("float32", "bfloat16"):
     config = smoke_config(family, data_dir)
     config.model.dtype = dtype
     experiment = Experiment.create(config)
-    step = parallel.pmap_step(experiment.family.make_train_step(), donate=False)
+    guarded = guards.guard_nonfinite(experiment.family.make_train_step())
+    step = parallel.pmap_step(guarded, donate=True)
     state = parallel.replicate(experiment.family.init_state(experiment.keys.init))
     batch = next(data.prefetch_to_device(experiment.train_batches(0)))
     state, metrics = step(state, batch, experiment.keys.step)

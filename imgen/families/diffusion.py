@@ -347,16 +347,17 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
   # --- images --------------------------------------------------------------------------------
 
   def _denoising(self, params, images, labels, key):
-    s, n = self.schedule, images.shape[0]
+    s, n, levels = self.schedule, images.shape[0], len(SHOWN_LEVELS)
+    # All levels in one network call on stacked rows: the same math as a call per level.
+    t = jnp.repeat(jnp.array([int(f * (s.num_steps - 1)) for f in SHOWN_LEVELS], jnp.int32), n)
+    noise = [jax.random.normal(jax.random.fold_in(key, i), images.shape) for i in range(levels)]
+    stacked = jnp.concatenate([images] * levels)
+    xt = diffusion.q_sample(s, stacked, t, jnp.concatenate(noise))
+    tiled = jax.tree.map(lambda v: jnp.concatenate([v] * levels), labels)
+    x0 = jnp.clip(diffusion.x0_from_eps(s, xt, t, self.predictor(params, tiled)(xt, t)), -1.0, 1.0)
     rows = [images]
-    predict = self.predictor(params, labels)
-    for i, fraction in enumerate(SHOWN_LEVELS):
-      t = jnp.full((n,), int(fraction * (s.num_steps - 1)), jnp.int32)
-      xt = diffusion.q_sample(
-        s, images, t, jax.random.normal(jax.random.fold_in(key, i), images.shape)
-      )
-      x0 = jnp.clip(diffusion.x0_from_eps(s, xt, t, predict(xt, t)), -1.0, 1.0)
-      rows += [jnp.clip(xt, -1.0, 1.0), x0]
+    for i in range(levels):
+      rows += [jnp.clip(xt[i * n : (i + 1) * n], -1.0, 1.0), x0[i * n : (i + 1) * n]]
     return jnp.concatenate(rows)
 
   def show(self, state: SingleNetworkState, key, batch) -> dict[str, np.ndarray]:

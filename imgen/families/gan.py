@@ -227,6 +227,12 @@ class GANFamily(Family, Generates):
       raise ConfigError("objective.gp_weight and objective.r1_gamma cannot be negative.")
     if o.r1_subsample < 1:
       raise ConfigError(f"objective.r1_subsample={o.r1_subsample}; it must be a positive integer.")
+    per_device = config.train.batch_size // jax.device_count()
+    if o.r1_gamma > 0 and per_device % o.r1_subsample:  # Else the rows would differ with devices.
+      raise ConfigError(
+        f"objective.r1_subsample={o.r1_subsample} must divide the batch of each device "
+        f"({per_device})."
+      )
     if not (0 < o.topk_min <= 1 and 0 < o.topk_decay <= 1 and o.topk_every >= 1):
       raise ConfigError(
         f"objective.topk_min={o.topk_min}, topk_decay={o.topk_decay}, topk_every="
