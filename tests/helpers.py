@@ -117,14 +117,17 @@ def main_command(family, workdir, data_dir, *overrides) -> list[str]:
   ]
 
 
-def replica_states(family: str, data_dir: str, out: str, *overrides: str) -> dict:
-  """Two train steps on 4 replicas and on 1 of `family`'s smoke config with
-  `overrides` ('group.field=value'): tests/replicas.py in a process of 4 CPU
-  devices. {'one/<path>' | 'four/<path>': leaf, '<one|four>_metrics/<name>': value}."""
+def four_and_one_replicas(family: str, data_dir: str, out: str, *flags: str):
+  """Two train steps of `family`'s smoke config (with `flags`, main.py's
+  --config.x=y) on 4 replicas, in a process of 4 CPU devices (tests/replicas.py
+  writes them to `out`), and on this process's one device, from the same global
+  batches and keys: ({'<path>': leaf, 'metrics/<name>': value} of 4, of 1)."""
+  import replicas  # pylint: disable=g-import-not-at-top
+
   env = {**os.environ, "JAX_NUM_CPU_DEVICES": "4", "JAX_PLATFORMS": "cpu"}
   script = os.path.join(ROOT, "tests", "replicas.py")
   done = subprocess.run(
-    [sys.executable, script, out, family, data_dir, *overrides],
+    [sys.executable, script, out, family, data_dir, *flags],
     env=env,
     capture_output=True,
     text=True,
@@ -132,7 +135,10 @@ def replica_states(family: str, data_dir: str, out: str, *overrides: str) -> dic
   )
   assert done.returncode == 0, done.stderr[-3000:]
   with np.load(out) as f:
-    return {k: f[k] for k in f.files}
+    four = {k: f[k] for k in f.files}
+  one = replicas.train_steps(family, data_dir, list(flags), devices=1)
+  assert sorted(four) == sorted(one)
+  return four, one
 
 
 @contextlib.contextmanager

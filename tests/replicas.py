@@ -1,11 +1,12 @@
-"""Two train steps of a family on 4 replicas and on 1, in one process of 4 CPU
-devices: `python tests/replicas.py OUT.npz FAMILY DATA_DIR [group.field=value ...]`.
+"""Train steps of a family's smoke config on several replicas, fed the same
+global batches and keys as on one: what the 4-vs-1 replica tests compare.
 
-The steps are the trainer's own (the guarded step, buffers donated), fed the
-same global batches and keys; the 1-replica program is the one the family's
-smoke run compiled (read from the shared compilation cache). Writes the
-states' leaves (`one/<path>`, `four/<path>`) and the first step's metrics to
-OUT.npz for `tests/test_train.py` to compare.
+`python tests/replicas.py OUT.npz FAMILY DATA_DIR [group.field=value ...]`
+runs them on the 4 CPU devices of its own process (JAX_NUM_CPU_DEVICES=4) and
+writes the state's leaves and the first step's metrics to OUT.npz; the test
+runs the same steps on its own single device, whose program the family's
+smoke run has already compiled. The steps are the trainer's: the guarded step,
+buffers donated.
 """
 
 import os
@@ -27,10 +28,11 @@ STEPS = 2
 
 
 def _on_devices(batch, devices: int, grouped: bool):
-  """A batch laid out for 4 devices, (4, [k,] b, ...) -> (devices, [k,] 4b / devices, ...)."""
+  """A batch as the pipeline lays it out for this process's L devices,
+  (L, [k,] b, ...), -> (devices, [k,] L * b / devices, ...)."""
 
   def relayout(x):
-    if grouped:  # (4, k, b, ...) -> (k, 4b, ...) -> (devices, k, 4b / devices, ...).
+    if grouped:  # (L, k, b, ...) -> (k, L * b, ...) -> (devices, k, L * b / devices, ...).
       x = np.swapaxes(x, 0, 1).reshape(x.shape[1], -1, *x.shape[3:])
       return np.swapaxes(x.reshape(x.shape[0], devices, -1, *x.shape[2:]), 0, 1)
     return x.reshape(devices, -1, *x.shape[2:])
@@ -38,39 +40,38 @@ def _on_devices(batch, devices: int, grouped: bool):
   return jax.tree.map(relayout, batch)
 
 
-def run(family: str, data_dir: str, overrides: list[str]) -> dict[str, np.ndarray]:
-  assert jax.local_device_count() == 4, jax.devices()
+def train_steps(family: str, data_dir: str, overrides: list[str], devices: int) -> dict:
+  """{'<path>': leaf of the state, 'metrics/<name>': first step's value} after
+  `STEPS` train steps on the first `devices` local devices."""
   config = smoke_config(family, data_dir)
   for flag in overrides:
     override(config, flag)
   experiment = Experiment.create(config)
   family_ = experiment.family
-  grouped = family_.batches_per_step > 1
   step = guards.guard_nonfinite(family_.make_train_step())
+  call = parallel.pmap(
+    step,
+    axis_name=parallel.AXIS,
+    in_axes=(0, 0, None),
+    donate_argnums=(0,),
+    devices=jax.local_devices()[:devices],
+  )
   initial = family_.init_state(experiment.keys.init)
+  state = jax.tree.map(lambda x: np.stack([np.asarray(x)] * devices), initial)
   batches = experiment.train_batches(0)
-  batches = [next(batches) for _ in range(STEPS)]
   out = {}
-  for name, devices in (("four", 4), ("one", 1)):
-    call = parallel.pmap(
-      step,
-      axis_name=parallel.AXIS,
-      in_axes=(0, 0, None),
-      donate_argnums=(0,),
-      devices=jax.local_devices()[:devices],
-    )
-    state = jax.tree.map(lambda x, n=devices: np.stack([np.asarray(x)] * n), initial)
-    for i, batch in enumerate(batches):
-      state, metrics = call(state, _on_devices(batch, devices, grouped), experiment.keys.step)
-      if i == 0:
-        for key, value in jax.device_get(metrics).items():
-          out[f"{name}_metrics/{key}"] = np.asarray(value)[0]
-    for path, leaf in jax.tree_util.tree_leaves_with_path(jax.device_get(state)):
-      out[f"{name}/{jax.tree_util.keystr(path)}"] = np.asarray(leaf)[0]
+  for i in range(STEPS):
+    batch = _on_devices(next(batches), devices, family_.batches_per_step > 1)
+    state, metrics = call(state, batch, experiment.keys.step)
+    if i == 0:
+      out.update({f"metrics/{k}": np.asarray(v)[0] for k, v in jax.device_get(metrics).items()})
+  for path, leaf in jax.tree_util.tree_leaves_with_path(jax.device_get(state)):
+    out[jax.tree_util.keystr(path)] = np.asarray(leaf)[0]
   return out
 
 
 if __name__ == "__main__":
   runtime.configure_xla()  # Before the backend starts; the cache folder comes from the environment.
-  out_path, family_name, data_folder, *rest = sys.argv[1:]
-  np.savez(out_path, **run(family_name, data_folder, rest))
+  assert jax.local_device_count() == 4, jax.devices()
+  out_path, family_name, data_folder, *flags = sys.argv[1:]
+  np.savez(out_path, **train_steps(family_name, data_folder, flags, devices=4))

@@ -11,9 +11,8 @@ import sys
 from helpers import FAMILIES
 from helpers import ROOT
 from helpers import final_state
-from helpers import main_command
+from helpers import four_and_one_replicas
 from helpers import nothing_compiled
-from helpers import replica_states
 from helpers import smoke_config
 import jax
 from jax import lax
@@ -147,17 +146,15 @@ def test_four_replicas_compute_what_one_computes(smoke_run, data_dir, tmp_path, 
   if family == "speech_to_image":
     pytest.importorskip("espeakng_loader", reason='the speech extra: pip install -e ".[speech]"')
   smoke_run(family)  # Prepares the data; its one-device program is in the cache.
-  results = replica_states(family, data_dir, str(tmp_path / "states.npz"))
-  names = [k.removeprefix("one/") for k in results if k.startswith("one/")]
-  assert names
-  for name in names:  # Only the order of the reductions differs.
-    np.testing.assert_allclose(
-      results[f"four/{name}"], results[f"one/{name}"], rtol=1e-3, atol=1e-4, err_msg=name
-    )
-  losses = [k for k in results if k.startswith("one_metrics/") and "loss" in k]
-  assert losses, sorted(results)
+  four, one = four_and_one_replicas(family, data_dir, str(tmp_path / "four.npz"))
+  states = [k for k in one if not k.startswith("metrics/")]
+  assert states
+  for name in states:  # Only the order of the reductions differs.
+    np.testing.assert_allclose(four[name], one[name], rtol=1e-3, atol=1e-4, err_msg=name)
+  losses = [k for k in one if k.startswith("metrics/") and "loss" in k]
+  assert losses, sorted(one)
   for name in losses:
-    np.testing.assert_allclose(results[name.replace("one", "four", 1)], results[name], rtol=1e-5)
+    np.testing.assert_allclose(four[name], one[name], rtol=1e-5, err_msg=name)
 
 
 def _run_main(workdir, data_dir, devices, *overrides, family="gan"):
