@@ -12,6 +12,7 @@ from helpers import FAMILIES
 from helpers import ROOT
 from helpers import final_state
 from helpers import four_and_one_replicas
+from helpers import main_command
 from helpers import nothing_compiled
 from helpers import smoke_config
 import jax
