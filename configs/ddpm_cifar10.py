@@ -57,7 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.vb_timesteps = 1000  # The whole bound, every level (Ho et al. evaluate it so).
   if arg == "smoke":
     diffusion.shrink_for_smoke(config)
-    config.model.update(channel_mults=(1, 2, 2, 2), attention_resolutions=(16,))
+    config.model.update(channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(16,))
     config.sample.update(sampler="ddim")
     config.eval.vb_timesteps = 3
   elif arg:

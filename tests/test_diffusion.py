@@ -227,14 +227,17 @@ def test_guidance_scale_0_is_the_unconditional_model_and_1_the_conditional():
   params = _noisy_params(family, jax.random.key(1))
   x = jax.random.normal(jax.random.key(2), (4, 8, 8, 1))
   t, labels = jnp.array([3, 7, 12, 19]), jnp.array([0, 3, 5, 9])
-  eps = lambda y, guidance=1.0: np.asarray(
-    jax.jit(lambda p, x, y: family.predictor(p, y, guidance)(x, t))(params, x, y)
-  )
   null = jnp.full((4,), 10)
-  unconditional, conditional = eps(null), eps(labels)
+
+  @jax.jit  # One program for the four predictions.
+  def predictions(params, x):
+    eps = lambda y, guidance=1.0: family.predictor(params, y, guidance)(x, t)
+    return eps(null), eps(labels), eps(labels, 0.0), eps(labels, 2.0)
+
+  unconditional, conditional, scale_0, scale_2 = map(np.asarray, predictions(params, x))
   assert np.abs(conditional - unconditional).max() > 1e-3  # The labels matter.
-  np.testing.assert_allclose(eps(labels, 0.0), unconditional, atol=1e-5)
-  np.testing.assert_allclose(eps(labels, 2.0), 2 * conditional - unconditional, atol=1e-4)
+  np.testing.assert_allclose(scale_0, unconditional, atol=1e-5)
+  np.testing.assert_allclose(scale_2, 2 * conditional - unconditional, atol=1e-4)
 
 
 def test_inpainting_keeps_the_known_pixels_exactly():
@@ -443,8 +446,8 @@ def test_the_unet_is_the_ddpm_layout():
     axis_name=None,
   )
   x, t = jnp.zeros((2, 8, 8, 3)), jnp.array([0, 999])
-  variables = model.init(jax.random.key(0), x, t)
-  out = model.apply(variables, x, t)
+  variables = jax.jit(model.init)(jax.random.key(0), x, t)
+  out = jax.jit(model.apply)(variables, x, t)
   assert out.shape == x.shape
   np.testing.assert_allclose(np.asarray(out), 0.0, atol=1e-6)  # The last layer starts at ~0.
   emb = np.asarray(unet.timestep_embedding(jnp.array([0, 5]), 8))
