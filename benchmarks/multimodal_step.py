@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import peer_counts  # noqa: E402
 from benchmarks import timing  # noqa: E402
 from benchmarks import torch_unet  # noqa: E402
 from configs import common  # noqa: E402
@@ -230,6 +231,10 @@ def measure(modality: str) -> tuple[list[str], list[str], list[str]]:
   batch, per_call = config.train.batch_size, config.train.steps_per_dispatch
   if batch % jax.local_device_count():
     raise app.UsageError(f"--batch_size={batch}: use a multiple of {jax.local_device_count()}.")
+  if FLAGS.torch:  # A ratio only against the same network.
+    import torch  # pylint: disable=g-import-not-at-top
+
+    peer_counts.check_conditioned(torch, config, spec)
   rng = np.random.default_rng(0)
   size = m.image_size
   images = rng.uniform(-1, 1, (batch, size, size, channels)).astype(np.float32)

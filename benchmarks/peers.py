@@ -12,7 +12,9 @@ overrides it). The peers (benchmarks/torch_dcgan.py, torch_vae.py,
 torch_cnn.py) are the same networks and steps in PyTorch eager (and with
 `--torch_compile`, under `torch.compile`). imgen and its peers alternate
 `rounds` times in one process (same threads, same machine state) and the
-ratio of their medians is printed, with a markdown row for BENCHMARKS.md.
+ratio of their medians is printed, with a markdown row for BENCHMARKS.md. A
+peer whose parameter count differs from imgen's network is refused
+(benchmarks/peer_counts.py).
 """
 
 import os
@@ -25,6 +27,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import peer_counts  # noqa: E402
 from benchmarks import timing  # noqa: E402
 from benchmarks import torch_cnn  # noqa: E402
 from benchmarks import torch_dcgan  # noqa: E402
@@ -93,6 +96,10 @@ def measure(family: str, size: int) -> str:
     instance, images, guard=True, steps_per_call=per_call, **fields
   )
   calls = -(-FLAGS.steps // per_call)
+  if FLAGS.torch or FLAGS.torch_compile:  # A ratio only against the same network.
+    import torch  # pylint: disable=g-import-not-at-top
+
+    peer_counts.check_family(torch, config, spec)
   peers = {"eager": _peer(family, config, False)} if FLAGS.torch else {}
   if FLAGS.torch_compile:
     peers["compiled"] = _peer(family, config, True)
