@@ -81,7 +81,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg == "smoke":
     diffusion.shrink_for_smoke(config)
     config.data.name += "/tiny"
-    config.model.update(attention_resolutions=(16,), cross_attention_resolutions=(16,))
+    config.model.update(attention_resolutions=(), cross_attention_resolutions=(16,))
     config.condition.update(width=16, depth=1, heads=2)
     config.model.heads = 2
     config.sample.prompt = "a large green 5 in the centre on grass|a red 3 at the top on brick"

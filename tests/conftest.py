@@ -8,23 +8,22 @@ environment. It holds:
   same smoke configs compile each program once (in any process);
 - `tfds/`: the embedded datasets, prepared once (imgen's own preparation lock
   makes the other workers wait for the first);
-- `smoke/<family>/`: one smoke run per family, trained by the first worker that
-  asks for it while the others wait on its lock file, then read by all.
+- `runs/<name>/`: training runs several tests read (one smoke run per family,
+  and a few others), trained by the first worker that asks for one while the
+  others wait on its lock file, then read by all.
 """
 
-import json
 import os
 import shutil
 import tempfile
 
-from helpers import file_lock
+from helpers import shared_training
 from helpers import smoke_config
 import jax
 import pytest
 
 from imgen import data
 from imgen import runtime
-from imgen import train
 
 runtime.configure_xla()  # The CPU settings main.py makes, before any test computes.
 
@@ -69,24 +68,55 @@ def cnn_workdir(smoke_run):
 @pytest.fixture(scope="session")
 def smoke_run(data_dir):
   """`smoke_run(family)` -> (config, workdir, returned metrics) of the one smoke
-  run per family in the session, shared by every test (and worker) that
-  inspects it. Tests may add files to its workdir, never change its checkpoints."""
+  run per family in the session (`shared_training`)."""
   runs = {}
 
   def run(family: str):
     if family not in runs:
       config = smoke_config(family, data_dir)
-      workdir = os.path.join(SHARED, "smoke", family)
-      done = os.path.join(SHARED, "smoke", f"{family}.json")
-      with file_lock(os.path.join(SHARED, "smoke", f"{family}.lock")):
-        if not os.path.exists(done):
-          shutil.rmtree(workdir, ignore_errors=True)  # A worker that died mid-run.
-          metrics = train.train_and_evaluate(config, workdir)
-          with open(done + ".tmp", "w") as f:
-            json.dump(metrics, f)
-          os.replace(done + ".tmp", done)
-      with open(done) as f:
-        runs[family] = (config, workdir, json.load(f))
+      runs[family] = (config, *shared_training(f"smoke-{family}", config))
     return runs[family]
 
   return run
+
+
+# The slowest tests first, those of different families next to each other (the
+# workers start on them together and would otherwise wait for the same smoke
+# run); with one test at a time per worker (`--maxschedchunk=1` in pyproject),
+# no worker is left with a long test at the end. Substrings of test ids.
+SLOW_FIRST = (
+  "test_two_processes_train_as_one_of_four_devices",
+  "test_scanned_calls_compute_the_same_run_and_resume_bitwise[text_to_image]",
+  "test_scanned_calls_compute_the_same_run_and_resume_bitwise[speech_to_image]",
+  "test_text_sample_mode_with_prompts_and_prompts_mode",
+  "test_speech_prompts_mode_classifies_samples_of_held_out_voices",
+  "test_four_replicas_compute_what_one_computes[text_to_image]",
+  "test_four_replicas_compute_what_one_computes[speech_to_image]",
+  "test_scanned_calls_compute_the_same_run_and_resume_bitwise[diffusion]",
+  "test_the_conditional_model_trains_samples_given_classes_and_inpaints",
+  "test_four_replicas_compute_what_one_computes[diffusion]",
+  "test_the_paper_config_trains_on_a_cifar_shaped_mock",
+  "test_new_objectives_on_four_devices[resnet_hinge]",
+  "test_bfloat16_step_keeps_float32_state_and_close_losses[text_to_image]",
+  "test_new_objectives_resume_bitwise[resnet_hinge]",
+  "test_bfloat16_step_keeps_float32_state_and_close_losses[speech_to_image]",
+  "test_bfloat16_step_keeps_float32_state_and_close_losses[diffusion]",
+  "test_guidance_scale_zero_is_the_unconditional_model",
+  "test_texture_mode_writes_scores_and_the_grid",
+  "test_compose_mode_scores_every_blend",
+  "test_the_segmentation_step_benchmark_runs",
+  "test_the_sngan_step_benchmark_runs",
+  "test_four_replicas_compute_what_one_computes[segment]",
+  "test_sigterm_then_sigkill_then_resume_is_bitwise_identical",
+  "test_the_suite_measures_a_family",
+  "test_the_train_step_benchmark_runs",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+  del session, config
+
+  def rank(item):
+    return next((i for i, slow in enumerate(SLOW_FIRST) if slow in item.nodeid), len(SLOW_FIRST))
+
+  items.sort(key=rank)  # Stable: the rest keep their order.

@@ -3,7 +3,9 @@ run's final state, and the `main.py` command a user would type."""
 
 import contextlib
 import fcntl
+import json
 import os
+import shutil
 import subprocess
 import sys
 from unittest import mock
@@ -16,14 +18,10 @@ from configs import common
 from imgen import checkpoints
 from imgen import data
 from imgen import families
+from imgen import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAMILIES = sorted(families.FAMILIES)  # Each family's default config is configs/<family>.py.
-# The diffusion family with text or speech conditioning: the trainer's generic
-# checks (faults, several devices, bfloat16, scanned calls) run on `diffusion`,
-# whose code they share; tests/test_multimodal.py covers what they add.
-CONDITIONED = ("speech_to_image", "text_to_image")
-TRAINER_FAMILIES = [f for f in FAMILIES if f not in CONDITIONED]
 
 
 @contextlib.contextmanager
@@ -61,6 +59,29 @@ def nothing_compiled():
       yield
     finally:
       assert not called, f"ran device programs before failing: {called}"
+
+
+def shared_folder(name: str) -> str:
+  """`name` in the session folder that every process of the test run shares."""
+  return os.path.join(os.environ["IMGEN_TEST_SHARED"], name)
+
+
+def shared_training(name: str, config) -> tuple[str, dict]:
+  """(workdir, returned metrics) of `train.train_and_evaluate(config)` in
+  `runs/<name>` of the session folder (tests/conftest.py): trained by the first
+  process of the session that asks for `name` while the others wait on its lock
+  file, then read by all. Tests may add files to it, never change its checkpoints."""
+  workdir = shared_folder(os.path.join("runs", name))
+  done = workdir + ".json"
+  with file_lock(workdir + ".lock"):
+    if not os.path.exists(done):
+      shutil.rmtree(workdir, ignore_errors=True)  # A worker that died mid-run.
+      metrics = train.train_and_evaluate(config, workdir)
+      with open(done + ".tmp", "w") as f:
+        json.dump(metrics, f)
+      os.replace(done + ".tmp", done)
+  with open(done) as f:
+    return workdir, json.load(f)
 
 
 def smoke_config(family: str, data_dir: str, **train_overrides):
@@ -124,10 +145,13 @@ def four_and_one_replicas(family: str, data_dir: str, out: str, *flags: str):
   batches and keys: ({'<path>': leaf, 'metrics/<name>': value} of 4, of 1)."""
   import replicas  # pylint: disable=g-import-not-at-top
 
+  one, initial = replicas.train_steps(family, data_dir, list(flags), devices=1)
+  initial_path = out + ".initial.npz"
+  np.savez(initial_path, **{f"leaf_{i}": x for i, x in enumerate(initial)})
   env = {**os.environ, "JAX_NUM_CPU_DEVICES": "4", "JAX_PLATFORMS": "cpu"}
   script = os.path.join(ROOT, "tests", "replicas.py")
   done = subprocess.run(
-    [sys.executable, script, out, family, data_dir, *flags],
+    [sys.executable, script, out, initial_path, family, data_dir, *flags],
     env=env,
     capture_output=True,
     text=True,
@@ -136,7 +160,6 @@ def four_and_one_replicas(family: str, data_dir: str, out: str, *flags: str):
   assert done.returncode == 0, done.stderr[-3000:]
   with np.load(out) as f:
     four = {k: f[k] for k in f.files}
-  one = replicas.train_steps(family, data_dir, list(flags), devices=1)
   assert sorted(four) == sorted(one)
   return four, one
 

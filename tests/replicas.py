@@ -1,12 +1,12 @@
 """Train steps of a family's smoke config on several replicas, fed the same
 global batches and keys as on one: what the 4-vs-1 replica tests compare.
 
-`python tests/replicas.py OUT.npz FAMILY DATA_DIR [group.field=value ...]`
-runs them on the 4 CPU devices of its own process (JAX_NUM_CPU_DEVICES=4) and
-writes the state's leaves and the first step's metrics to OUT.npz; the test
-runs the same steps on its own single device, whose program the family's
-smoke run has already compiled. The steps are the trainer's: the guarded step,
-buffers donated.
+`python tests/replicas.py OUT.npz INITIAL.npz FAMILY DATA_DIR [group.field=value ...]`
+runs them on the 4 CPU devices of its own process (JAX_NUM_CPU_DEVICES=4),
+from the initial state's leaves in INITIAL.npz, and writes the state's leaves
+and the first step's metrics to OUT.npz; the test runs the same steps on its
+own single device, whose programs the family's smoke run has already compiled.
+The steps are the trainer's: the guarded step, buffers donated.
 """
 
 import os
@@ -40,9 +40,13 @@ def _on_devices(batch, devices: int, grouped: bool):
   return jax.tree.map(relayout, batch)
 
 
-def train_steps(family: str, data_dir: str, overrides: list[str], devices: int) -> dict:
+def train_steps(
+  family: str, data_dir: str, overrides: list[str], devices: int, initial: list | None = None
+) -> tuple[dict, list]:
   """{'<path>': leaf of the state, 'metrics/<name>': first step's value} after
-  `STEPS` train steps on the first `devices` local devices."""
+  `STEPS` train steps on the first `devices` local devices, from the leaves of
+  the initial state `initial` (default: the family's own `init_state`), and
+  the initial state's leaves."""
   config = smoke_config(family, data_dir)
   for flag in overrides:
     override(config, flag)
@@ -56,8 +60,12 @@ def train_steps(family: str, data_dir: str, overrides: list[str], devices: int) 
     donate_argnums=(0,),
     devices=jax.local_devices()[:devices],
   )
-  initial = family_.init_state(experiment.keys.init)
-  state = jax.tree.map(lambda x: np.stack([np.asarray(x)] * devices), initial)
+  if initial is None:
+    start = jax.device_get(family_.init_state(experiment.keys.init))
+  else:  # Given: no initialisation compiled here (in a process of 4 devices, nothing is cached).
+    shapes = jax.eval_shape(family_.init_state, experiment.keys.init)
+    start = jax.tree.unflatten(jax.tree.structure(shapes), initial)
+  state = jax.tree.map(lambda x: np.stack([np.asarray(x)] * devices), start)
   batches = experiment.train_batches(0)
   out = {}
   for i in range(STEPS):
@@ -67,11 +75,13 @@ def train_steps(family: str, data_dir: str, overrides: list[str], devices: int) 
       out.update({f"metrics/{k}": np.asarray(v)[0] for k, v in jax.device_get(metrics).items()})
   for path, leaf in jax.tree_util.tree_leaves_with_path(jax.device_get(state)):
     out[jax.tree_util.keystr(path)] = np.asarray(leaf)[0]
-  return out
+  return out, [np.asarray(x) for x in jax.tree.leaves(start)]
 
 
 if __name__ == "__main__":
   runtime.configure_xla()  # Before the backend starts; the cache folder comes from the environment.
   assert jax.local_device_count() == 4, jax.devices()
-  out_path, family_name, data_folder, *flags = sys.argv[1:]
-  np.savez(out_path, **train_steps(family_name, data_folder, flags, devices=4))
+  out_path, initial_path, family_name, data_folder, *flags = sys.argv[1:]
+  with np.load(initial_path) as f:
+    leaves = [f[f"leaf_{i}"] for i in range(len(f.files))]
+  np.savez(out_path, **train_steps(family_name, data_folder, flags, 4, leaves)[0])

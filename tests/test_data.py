@@ -169,7 +169,7 @@ class _Fields(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fields_builder(tmp_path_factory):
   builder = _Fields(data_dir=str(tmp_path_factory.mktemp("fields")))
   builder.download_and_prepare()

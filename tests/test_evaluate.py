@@ -3,11 +3,14 @@
 import json
 import logging
 import os
+import pathlib
 import subprocess
 import sys
 
 from helpers import ROOT
 from helpers import main_command
+from helpers import shared_folder
+from helpers import shared_training
 from helpers import smoke_config
 import numpy as np
 import pytest
@@ -33,13 +36,12 @@ def _config(family, data_dir, cnn_workdir, tmp_path, **eval_overrides):
 EMA = "--config.optim.g.ema_decay=0.5"  # The GAN samples from EMA weights, standing statistics.
 
 
-@pytest.fixture(scope="module")
-def gan_run(data_dir, cnn_workdir, tmp_path_factory):
-  tmp = tmp_path_factory.mktemp("gan")
-  config = _config("gan", data_dir, cnn_workdir, tmp)
+@pytest.fixture(scope="session")
+def gan_run(data_dir, cnn_workdir):
+  """A smoke GAN with an EMA, evaluated with every metric (shared by the workers)."""
+  config = _config("gan", data_dir, cnn_workdir, pathlib.Path(shared_folder("gan-metrics")))
   config.optim.g.ema_decay = 0.5
-  workdir = str(tmp / "run")
-  return config, workdir, train.train_and_evaluate(config, workdir)
+  return config, *shared_training("gan-metrics", config)
 
 
 def test_training_logs_metrics_and_keeps_the_best_checkpoint(gan_run):

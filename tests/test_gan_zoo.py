@@ -10,6 +10,7 @@ from helpers import four_and_one_replicas
 from helpers import mock_cifar10
 from helpers import nothing_compiled
 from helpers import override
+from helpers import shared_training
 from helpers import smoke_config
 import jax
 import jax.numpy as jnp
@@ -208,15 +209,12 @@ def _variant_config(name, data_dir, **train_overrides):
   return config
 
 
-@pytest.fixture(scope="module")
-def variant_runs(data_dir, tmp_path_factory):
-  """One straight 6-step run per variant, on one device."""
-  runs = {}
-  for name in VARIANTS:
-    workdir = str(tmp_path_factory.mktemp(name))
-    train.train_and_evaluate(_variant_config(name, data_dir), workdir)
-    runs[name] = workdir
-  return runs
+@pytest.fixture(scope="session")
+def variant_runs(data_dir):
+  """One straight 6-step run per variant, on one device (shared by the workers)."""
+  return {
+    name: shared_training(f"gan-{name}", _variant_config(name, data_dir))[0] for name in VARIANTS
+  }
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))

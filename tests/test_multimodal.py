@@ -42,17 +42,20 @@ def _tokens(*texts):
   return jnp.asarray(np.stack([captions.encode(t) for t in texts]))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def text_model():
   family = _text_family()
   params = family.init_state(jax.random.key(0)).net.params
-  # Trained-looking weights: the zero-initialised last layers would hide the condition.
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(1), len(leaves))
-  params = jax.tree.unflatten(
-    tree, [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
-  )
-  return family, params
+
+  @jax.jit  # One program, not one per leaf.
+  def perturbed(params):
+    # Trained-looking weights: the zero-initialised last layers would hide the condition.
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    noisy = [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
+    return jax.tree.unflatten(tree, noisy)
+
+  return family, perturbed(params)
 
 
 def test_guidance_scale_zero_is_the_unconditional_model(text_model):
@@ -62,11 +65,16 @@ def test_guidance_scale_zero_is_the_unconditional_model(text_model):
   cond = family.sample_condition(
     _tokens("a green 5 on grass", "a red 3 at the top on brick"), None, 2
   )
-  unconditional = family.predictor(params, family.null_condition(cond))(x, t)
-  np.testing.assert_allclose(family.predictor(params, cond, 0.0)(x, t), unconditional, atol=1e-5)
-  conditional = family.predictor(params, cond, 1.0)(x, t)
+
+  @jax.jit  # One program for the four predictions.
+  def predictions(params, x):
+    unconditional = family.predictor(params, family.null_condition(cond))(x, t)
+    scaled = [family.predictor(params, cond, scale)(x, t) for scale in (0.0, 1.0, 3.0)]
+    return unconditional, *scaled
+
+  unconditional, scale_0, conditional, guided = predictions(params, x)
+  np.testing.assert_allclose(scale_0, unconditional, atol=1e-5)
   assert np.abs(np.asarray(conditional - unconditional)).max() > 1e-3
-  guided = family.predictor(params, cond, 3.0)(x, t)
   np.testing.assert_allclose(guided, unconditional + 3 * (conditional - unconditional), atol=1e-4)
 
 
@@ -78,7 +86,7 @@ def test_unconditional_rows_ignore_their_text_and_conditional_rows_read_it(text_
   eps = lambda keep: family.model.apply(
     {"params": params}, x, t, {"inputs": texts, "keep": jnp.array([keep, keep])}
   )
-  dropped, kept = eps(False), eps(True)
+  dropped, kept = jax.jit(lambda: (eps(False), eps(True)))()
   np.testing.assert_array_equal(dropped[0], dropped[1])
   assert np.abs(np.asarray(kept[0] - kept[1])).max() > 1e-3
 
@@ -98,12 +106,15 @@ def test_cross_attention_ignores_masked_context_positions():
   x, t = jax.random.normal(jax.random.key(0), (2, 16, 16, 3)), jnp.array([1, 2])
   context = jax.random.normal(jax.random.key(1), (2, 5, 12))
   mask = jnp.array([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], bool)
-  params = net.init(jax.random.key(2), x, t, context=context, context_mask=mask)["params"]
-  params = jax.tree.map(lambda p: p + 0.1, params)
+  init = jax.jit(lambda: net.init(jax.random.key(2), x, t, context=context, context_mask=mask))
+  params = jax.tree.map(lambda p: p + 0.1, init()["params"])
   garbage = jnp.where(mask[..., None], context, 1e3)
   out = lambda c: net.apply({"params": params}, x, t, context=c, context_mask=mask)
-  np.testing.assert_allclose(out(context), out(garbage), atol=1e-6)
-  assert np.abs(np.asarray(out(context) - out(context.at[:, 0].add(1.0)))).max() > 1e-4
+  plain, masked_garbage, changed = jax.jit(
+    lambda: [out(c) for c in (context, garbage, context.at[:, 0].add(1.0))]
+  )()
+  np.testing.assert_allclose(plain, masked_garbage, atol=1e-6)
+  assert np.abs(np.asarray(plain - changed)).max() > 1e-4
 
 
 def test_the_speech_condition_is_the_log_mel_of_the_clip():

@@ -4,6 +4,7 @@ independent computations, and the two modes run as a user runs them."""
 import json
 import os
 
+from helpers import shared_training
 from helpers import smoke_config
 import jax
 import jax.numpy as jnp
@@ -246,13 +247,12 @@ def test_texture_crops_of_a_file_and_bad_exemplars(tmp_path):
     sources.get_builder("texture_crops/no/such.png", str(tmp_path / "tfds"))
 
 
-@pytest.fixture(scope="module")
-def texture_run(data_dir, tmp_path_factory):
+@pytest.fixture(scope="session")
+def texture_run(data_dir):
+  """The spatial GAN's smoke run (shared by the workers)."""
   config = texture_config.get_config("smoke")
   config.data.data_dir = data_dir
-  workdir = str(tmp_path_factory.mktemp("texture"))
-  train.train_and_evaluate(config, workdir)
-  return config, workdir
+  return config, shared_training("texture", config)[0]
 
 
 def test_texture_mode_writes_scores_and_the_grid(texture_run):

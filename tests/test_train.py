@@ -246,14 +246,20 @@ def test_bfloat16_step_keeps_float32_state_and_close_losses(smoke_run, data_dir,
   if family == "speech_to_image":
     pytest.importorskip("espeakng_loader", reason='the speech extra: pip install -e ".[speech]"')
   smoke_run(family)
-  results = {}
+  results, initial = {}, None
   for dtype in ("float32", "bfloat16"):
     config = smoke_config(family, data_dir)
     config.model.dtype = dtype
     experiment = Experiment.create(config)
     guarded = guards.guard_nonfinite(experiment.family.make_train_step())
     step = parallel.pmap_step(guarded, donate=True)
-    state = parallel.replicate(experiment.family.init_state(experiment.keys.init))
+    if initial is None:  # float32 parameters in both: bfloat16's initialisation is the same.
+      initial = jax.device_get(experiment.family.init_state(experiment.keys.init))
+    else:
+      shapes = jax.eval_shape(experiment.family.init_state, experiment.keys.init)
+      for x, y in zip(jax.tree.leaves(shapes), jax.tree.leaves(initial), strict=True):
+        assert (x.shape, x.dtype) == (y.shape, y.dtype)
+    state = parallel.replicate(initial)
     batch = next(data.prefetch_to_device(experiment.train_batches(0)))
     state, metrics = step(state, batch, experiment.keys.step)
     floats = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
