@@ -20,7 +20,6 @@ import jax
 from ml_collections import config_flags
 
 from imgen import distributed
-from imgen import launch
 from imgen import modes
 from imgen import runtime
 from imgen import writers
@@ -89,11 +88,10 @@ def main(argv):
     )
   except UserError as e:
     _fail(str(e))
-  if modes.MODES[FLAGS.mode].needs_run and not FLAGS.workdir:
-    _fail(f"--mode={FLAGS.mode} needs the --workdir of a run.")
-  if jax.process_count() > 1 and not FLAGS.workdir:
-    _fail("A run of several processes needs --workdir: one folder that every process reaches.")
-  workdir = FLAGS.workdir or launch.default_workdir(FLAGS["config"].config_filename)
+  try:
+    workdir = modes.choose_workdir(FLAGS.mode, FLAGS.workdir, FLAGS["config"].config_filename)
+  except UserError as e:
+    _fail(str(e))
   logging.info(
     "JAX %s, process %d/%d, devices: %s",
     jax.__version__,

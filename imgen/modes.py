@@ -41,6 +41,7 @@ from imgen import checkpoints
 from imgen import compose
 from imgen import images as image_lib
 from imgen import inpaint
+from imgen import launch
 from imgen import parallel
 from imgen import prompts
 from imgen import segmentation
@@ -191,6 +192,18 @@ def check_workdir(workdir: str) -> None:
     raise ConfigError(
       f"--workdir={workdir} cannot be used: {e.strerror or e}. Pass a folder you can write to."
     ) from e
+
+
+def choose_workdir(mode: str, workdir: str | None, config_file: str) -> str:
+  """`--workdir`, or for a mode that starts a run on one process a new folder
+  under runs/ (`launch.default_workdir`); a ConfigError where one is needed."""
+  if mode in MODES and MODES[mode].needs_run and not workdir:
+    raise ConfigError(f"--mode={mode} needs the --workdir of a run.")
+  if jax.process_count() > 1 and not workdir:
+    raise ConfigError(
+      "A run of several processes needs --workdir: one folder that every process reaches."
+    )
+  return workdir or launch.default_workdir(config_file)
 
 
 def run(mode: str, config: ml_collections.ConfigDict, workdir: str) -> Any:

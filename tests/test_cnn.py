@@ -34,20 +34,34 @@ def test_confusion_image_is_row_normalised():
 
 
 def test_models_shapes_and_dropout_only_in_training():
+  """Each classifier: logits and features of the right shapes; in evaluation
+  exactly the network without dropout; in training, masks that change with the key."""
   x = jax.random.normal(jax.random.key(0), (4, 28, 28, 1))
   for name, make in CLASSIFIERS.items():
-    model = make(num_classes=10, width=4, dropout=0.5)
-    variables = model.init(jax.random.key(1), x)
-    assert model.apply(variables, x).shape == (4, 10), name
-    features, logits = model.apply(variables, x, features=True)
-    assert features.ndim == 2 and logits.shape == (x.shape[0], 10), name
-    np.testing.assert_array_equal(model.apply(variables, x), model.apply(variables, x))
-    train = [
-      model.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": k})[0]
-      for k in jax.random.split(jax.random.key(2))
-    ]
-    if name == "simple":
-      assert not np.allclose(train[0], train[1])
+    model, without = make(num_classes=10, width=4, dropout=0.5), make(num_classes=10, width=4)
+    without = without.clone(dropout=0.0)
+    variables = jax.jit(model.init)(jax.random.key(1), x)
+
+    @jax.jit
+    def outputs(variables, model=model, without=without):
+      train = lambda net, key: net.apply(
+        variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": key}
+      )[0]
+      keys = jax.random.split(jax.random.key(2))
+      return (
+        model.apply(variables, x),
+        model.apply(variables, x, features=True),
+        without.apply(variables, x),
+        [train(model, k) for k in keys],
+        train(without, keys[0]),
+      )
+
+    evaluated, (features, logits), plain, (train_a, train_b), train_plain = outputs(variables)
+    assert evaluated.shape == (4, 10) and features.ndim == 2 and features.shape[0] == 4, name
+    np.testing.assert_allclose(logits, evaluated, rtol=1e-6, err_msg=name)
+    np.testing.assert_array_equal(evaluated, plain, err_msg=name)  # No dropout in evaluation.
+    assert not np.allclose(train_a, train_b), name  # A mask per key...
+    assert not np.allclose(train_a, train_plain), name  # ...that changes the output.
 
 
 def test_dropout_masks_do_not_depend_on_the_device_count():

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 from helpers import ROOT
 from helpers import final_state
@@ -135,15 +134,18 @@ class Launched:
       self._queue.put(line)
     self._queue.put(None)
 
-  def read_until(self, marker: str | None, timeout: float = 300) -> str:
+  def read_until(self, marker: str | None, silence: float = 300) -> str:
     """Reads the log up to and including the first line with `marker` (None: to
-    the end); fails the test after `timeout` seconds without it."""
-    deadline = time.monotonic() + timeout
+    the end); fails the test only if the run logs nothing for `silence` seconds,
+    so a busy machine slows the test down but does not fail it."""
     while True:
       try:
-        line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+        line = self._queue.get(timeout=silence)
       except queue.Empty:
-        pytest.fail(f"No {marker!r} in {timeout} s; the log ends:\n{''.join(self.lines[-30:])}")
+        pytest.fail(
+          f"No {marker!r}, and nothing logged for {silence} s; the log ends:\n"
+          + "".join(self.lines[-30:])
+        )
       if line is None:
         return ""
       self.lines.append(line)
@@ -152,9 +154,9 @@ class Launched:
       if marker is not None and marker in line:
         return line
 
-  def finish(self, timeout: float = 300) -> str:
-    self.read_until(None, timeout)
-    self.process.wait(timeout=60)
+  def finish(self) -> str:
+    self.read_until(None)
+    self.process.wait(timeout=300)  # Its output has ended: the processes are exiting.
     return "".join(self.lines)
 
   def kill(self) -> None:
@@ -215,7 +217,7 @@ def test_two_processes_train_as_one_of_four_devices_stop_together_and_resume_exa
     env={**os.environ, "JAX_NUM_CPU_DEVICES": "4", "JAX_PLATFORMS": "cpu"},
     capture_output=True,
     text=True,
-    timeout=300,
+    timeout=900,  # A guard against a hang, far above the ~15 s it takes.
   )
   assert four.returncode == 0, four.stderr[-3000:]
 
@@ -263,7 +265,8 @@ def test_two_processes_train_as_one_of_four_devices_stop_together_and_resume_exa
 
   # SIGKILL to both: the next launch resumes from the newest checkpoint, exactly.
   run = launched(workdir, data_dir)
-  assert f"Resuming from the checkpoint of step {stopped}" in run.read_until("Resuming")
+  resuming = run.read_until("Resuming")
+  assert f"Resuming from the checkpoint of step {stopped}" in resuming, "".join(run.lines[-40:])
   run.read_until(f"step {(stopped + 30) // 10 * 10}/")  # A logged step, a checkpoint after it.
   for pid in run.pids:
     os.kill(pid, signal.SIGKILL)

@@ -5,7 +5,6 @@ import logging
 import os
 import pathlib
 import subprocess
-import sys
 
 from helpers import ROOT
 from helpers import main_command
@@ -169,9 +168,11 @@ def test_fingerprint_changes_with_any_weight():
   assert features.fingerprint(weights) != features.fingerprint(changed)
 
 
-def test_eval_mode_needs_a_workdir():
-  cmd = [sys.executable, "main.py", "--config=configs/gan.py:smoke", "--mode=eval"]
-  result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
-  assert result.returncode == 2
-  assert "--mode=eval needs the --workdir of a run" in result.stderr
-  assert "Traceback" not in result.stderr
+def test_modes_of_a_run_need_its_workdir_and_training_gets_a_new_one():
+  """What main.py asks before anything else: the modes that read a run need its --workdir."""
+  for mode in ("eval", "sample"):
+    with pytest.raises(ConfigError, match=f"--mode={mode} needs the --workdir of a run"):
+      modes.choose_workdir(mode, None, "configs/gan.py:smoke")
+  assert modes.choose_workdir("eval", "runs/x", "configs/gan.py") == "runs/x"
+  new = modes.choose_workdir("train", None, "configs/gan.py:smoke")
+  assert new.startswith(os.path.join("runs", "gan-")) and not os.path.exists(new)
