@@ -1,5 +1,7 @@
-"""What several test files share: every registered family's smoke config, a
-run's final state, and the `main.py` command a user would type."""
+"""What several test files share: every registered family's smoke config, the
+training runs the session shares between its workers, a run's final state, the
+`main.py` command a user would type, the check that an error came before any
+device program ran, and the 4-vs-1 replica runs."""
 
 import contextlib
 import fcntl
