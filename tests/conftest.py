@@ -25,19 +25,6 @@ import pytest
 from imgen import data
 from imgen import runtime
 
-# LLVM at -O0 for the test session (and its main.py subprocesses, which inherit
-# XLA_FLAGS): XLA's HLO passes all run, only the machine code is less optimised.
-# Compiling is most of the suite's time: a U-Net smoke run takes 27 s instead of
-# 36 s (2026-12-06), while the few steps each test runs barely slow down. Results
-# differ from the default level by rounding (~3e-7 in a smoke run's parameters);
-# every comparison in the tests is within one level. IMGEN_TEST_XLA_O2=1 runs
-# the suite at XLA's default level instead.
-if os.environ.get("IMGEN_TEST_XLA_O2") != "1" and "xla_backend_optimization_level" not in (
-  os.environ.get("XLA_FLAGS", "")
-):
-  os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
-  ).strip()
 runtime.configure_xla()  # The CPU settings main.py makes, before any test computes.
 
 _OWNS_SHARED = "IMGEN_TEST_SHARED" not in os.environ
