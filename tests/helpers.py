@@ -14,6 +14,7 @@ from unittest import mock
 
 import jax
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 
 from configs import common
@@ -61,6 +62,23 @@ def nothing_compiled():
       yield
     finally:
       assert not called, f"ran device programs before failing: {called}"
+
+
+def needs_extra(family: str) -> None:
+  """Skips the test where `family` needs an optional extra that is not installed."""
+  if family == "speech_to_image":
+    pytest.importorskip("espeakng_loader", reason='the speech extra: pip install -e ".[speech]"')
+
+
+def assert_trees_close(a, b, **tolerance) -> None:
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tolerance)
+
+
+def assert_trees_equal(a, b) -> None:
+  """Bit for bit, leaf by leaf."""
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def shared_folder(name: str) -> str:

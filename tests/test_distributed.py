@@ -10,6 +10,7 @@ import sys
 import threading
 
 from helpers import ROOT
+from helpers import assert_trees_close
 from helpers import final_state
 from helpers import main_command
 from helpers import smoke_config
@@ -180,11 +181,6 @@ def launched():
     run.kill()
 
 
-def _assert_trees_close(a, b, **tolerance):
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tolerance)
-
-
 def _checkpoint(workdir: str, step: int, config):
   manager = checkpoints.make_manager(workdir, keep=10, create=False)
   target = final_state(config, workdir)[0]
@@ -234,7 +230,7 @@ def test_two_processes_train_as_one_of_four_devices_stop_together_and_resume_exa
   assert len(os.listdir(os.path.join(straight, "tensorboard"))) == 1  # Process 0's only.
   # The devices see the same rows and noise; only the order of the reductions
   # differs, which 150 steps of a GAN amplify past any tolerance: compare at 20.
-  _assert_trees_close(
+  assert_trees_close(
     _checkpoint(straight, 20, config), final_state(config, one)[0], rtol=1e-3, atol=1e-4
   )
   for name in ("test/fid", "test/kid"):

@@ -10,8 +10,10 @@ import subprocess
 import flax
 from helpers import FAMILIES
 from helpers import ROOT
+from helpers import assert_trees_equal
 from helpers import final_state
 from helpers import main_command
+from helpers import needs_extra
 from helpers import smoke_config
 import jax
 import numpy as np
@@ -33,11 +35,6 @@ def _config(family, data_dir, **train_overrides):
   config = smoke_config(family, data_dir, **train_overrides)
   config.eval.update(every_steps=1000, sample_every=1000)
   return config
-
-
-def _assert_bitwise_equal(a, b):
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def _start(family, workdir, data_dir):
@@ -93,7 +90,7 @@ def test_sigterm_then_sigkill_then_resume_is_bitwise_identical(data_dir, tmp_pat
   train.train_and_evaluate(_config(family, data_dir, **LONG), straight)
   killed_state, step = final_state(_config(family, data_dir), workdir)
   assert step == 150
-  _assert_bitwise_equal(killed_state, final_state(_config(family, data_dir), straight)[0])
+  assert_trees_equal(killed_state, final_state(_config(family, data_dir), straight)[0])
 
 
 def _damage(workdir: str, step: int) -> None:
@@ -122,7 +119,7 @@ def test_damaged_checkpoint_falls_back_to_an_intact_one(data_dir, tmp_path, capl
   manager = checkpoints.make_manager(workdir, keep=3)
   redone = checkpoints.restore(manager, straight, 6)
   manager.close()
-  _assert_bitwise_equal(redone, straight)  # Step 6 again, exactly.
+  assert_trees_equal(redone, straight)  # Step 6 again, exactly.
 
   for step in (3, 6, 7):
     _damage(workdir, step)
@@ -149,8 +146,7 @@ def _poison_step(monkeypatch, step: int):
 def test_nonfinite_update_stops_the_run_and_keeps_the_last_good_checkpoint(
   smoke_run, data_dir, tmp_path, monkeypatch, family
 ):
-  if family == "speech_to_image":
-    pytest.importorskip("espeakng_loader", reason='the speech extra: pip install -e ".[speech]"')
+  needs_extra(family)
   smoke_run(family)  # The same train step (6 steps, checkpoints every 3): compiled once.
   config = _config(family, data_dir)
   if family == "vae":

@@ -4,6 +4,7 @@ and the modes a user runs (sample with a prompt, prompts scored)."""
 import json
 import os
 
+from helpers import needs_extra
 from helpers import smoke_config
 import jax
 import jax.numpy as jnp
@@ -186,7 +187,7 @@ def test_text_sample_mode_with_prompts_and_prompts_mode(smoke_run, data_dir, tmp
 
 
 def test_speech_prompts_mode_classifies_samples_of_held_out_voices(smoke_run, cnn_workdir):
-  pytest.importorskip("espeakng_loader", reason='the speech extra: pip install -e ".[speech]"')
+  needs_extra("speech_to_image")
   smoke, workdir, _ = smoke_run("speech_to_image")
   config = smoke.copy_and_resolve_references()
   config.eval.cnn_workdir = cnn_workdir

@@ -10,9 +10,12 @@ import sys
 
 from helpers import FAMILIES
 from helpers import ROOT
+from helpers import assert_trees_close
+from helpers import assert_trees_equal
 from helpers import final_state
 from helpers import four_and_one_replicas
 from helpers import main_command
+from helpers import needs_extra
 from helpers import nothing_compiled
 from helpers import smoke_config
 import jax
@@ -33,20 +36,9 @@ from imgen.families import Evaluates
 from imgen.families import Generates
 
 
-def _assert_trees_close(a, b, **tol):
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol)
-
-
-def _assert_trees_equal(a, b):
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_smoke_run_writes_everything(smoke_run, family):
-  if family == "speech_to_image":
-    pytest.importorskip("espeakng_loader", reason='the speech extra: pip install -e ".[speech]"')
+  needs_extra(family)
   config, workdir, metrics = smoke_run(family)
   assert all(np.isfinite(v) for v in metrics.values()), metrics
   experiment = Experiment.create(config)
@@ -118,14 +110,13 @@ def test_scanned_calls_compute_the_same_run_and_resume_bitwise(
   smoke run's one step per call; then a run restored from the scanned run's
   mid-run checkpoint (step 3) and trained on to 6 ends in the scanned run's
   final state bit for bit: parameters, optimizer, EMA, schedule, statistics."""
-  if family == "speech_to_image":
-    pytest.importorskip("espeakng_loader", reason='the speech extra: pip install -e ".[speech]"')
+  needs_extra(family)
   scanned, resumed = str(tmp_path / "scanned"), str(tmp_path / "resumed")
   config = smoke_config(family, data_dir, log_every=3, steps_per_dispatch=3)
   metrics = train.train_and_evaluate(config, scanned)
   assert all(np.isfinite(v) for v in metrics.values())
   smoke, one, _ = smoke_run(family)
-  _assert_trees_close(
+  assert_trees_close(
     final_state(smoke, scanned)[0], final_state(smoke, one)[0], rtol=1e-4, atol=1e-5
   )
   assert sorted(os.listdir(os.path.join(scanned, "checkpoints"))) == ["3", "6"]
@@ -136,7 +127,7 @@ def test_scanned_calls_compute_the_same_run_and_resume_bitwise(
   assert "Resuming from the checkpoint of step 3" in caplog.text
   state, step = final_state(config, resumed)
   assert step == 6
-  _assert_trees_equal(state, final_state(config, scanned)[0])
+  assert_trees_equal(state, final_state(config, scanned)[0])
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -144,8 +135,7 @@ def test_four_replicas_compute_what_one_computes(smoke_run, data_dir, tmp_path, 
   """The same global batches, noise, dropout masks, conditions dropped for
   guidance (global random draws), synchronised BatchNorm and gradient means:
   4 replicas of 1/4 of the batch each end where 1 replica of all of it does."""
-  if family == "speech_to_image":
-    pytest.importorskip("espeakng_loader", reason='the speech extra: pip install -e ".[speech]"')
+  needs_extra(family)
   smoke_run(family)  # Prepares the data; its one-device program is in the cache.
   four, one = four_and_one_replicas(family, data_dir, str(tmp_path / "four.npz"))
   states = [k for k in one if not k.startswith("metrics/")]
@@ -243,8 +233,7 @@ def test_bfloat16_step_keeps_float32_state_and_close_losses(smoke_run, data_dir,
   """model.dtype=bfloat16 computes activations in bf16: the first step's losses
   stay within 2% of float32's, and parameters and optimizer state stay float32.
   The steps are the trainer's (guarded, donated): float32's is the smoke run's program."""
-  if family == "speech_to_image":
-    pytest.importorskip("espeakng_loader", reason='the speech extra: pip install -e ".[speech]"')
+  needs_extra(family)
   smoke_run(family)
   results, initial = {}, None
   for dtype in ("float32", "bfloat16"):
