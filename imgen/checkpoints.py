@@ -32,6 +32,10 @@ def make_manager(
     enable_async_checkpointing=True,
     create=create,
     cleanup_tmp_directories=create,  # Leftovers of a save that a crash cut short.
+    # Orbax names its cross-process barriers after the step; the managers of
+    # checkpoints/ and best/ save the same step concurrently, and without their
+    # own prefixes their barriers collided and a 2-process run could hang.
+    multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=folder),
   )
   if create:
     os.makedirs(workdir, exist_ok=True)

@@ -35,6 +35,10 @@ _CACHE = {
   "jax_compilation_cache_dir": os.path.join(SHARED, "xla-cache"),
   "jax_persistent_cache_min_compile_time_secs": 0,
   "jax_persistent_cache_min_entry_size_bytes": 0,
+  # A size limit turns on JAX's file lock around cache reads and writes. Without
+  # it an entry is written in place while another process may read it, and
+  # deserialising a half-written executable crashed a worker (a segfault).
+  "jax_compilation_cache_max_size": 64 * 2**30,
 }
 
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from unittest import mock
 
 from helpers import FAMILIES
 from helpers import ROOT
@@ -29,6 +30,7 @@ from imgen import guards
 from imgen import modes
 from imgen import parallel
 from imgen import train
+from imgen import train_state
 from imgen.errors import ConfigError
 from imgen.errors import UserError
 from imgen.experiment import Experiment
@@ -60,6 +62,19 @@ def test_smoke_run_writes_everything(smoke_run, family):
   assert os.path.exists(os.path.join(workdir, "config.json"))
   state, step = final_state(config, workdir)
   assert step == 6 and int(state.step) == 6
+
+
+@pytest.mark.parametrize("family", ["gan", "diffusion"])
+def test_initialisation_compiled_for_compile_time_gives_the_same_parameters(data_dir, family):
+  """`TrainState.create` compiles the initialisation at LLVM -O1 on CPU: the same
+  parameters, bit for bit, as XLA's default level (a GAN with BatchNorm; a U-Net
+  with its zero-initialised outputs, attention and embeddings)."""
+  assert jax.default_backend() != "cpu" or train_state._init_compiler_options()
+  experiment = Experiment.create(smoke_config(family, data_dir))
+  fast = experiment.family.init_state(experiment.keys.init)
+  with mock.patch.object(train_state, "_init_compiler_options", lambda: None):
+    default = experiment.family.init_state(experiment.keys.init)
+  assert_trees_equal(fast, default)
 
 
 def test_resuming_another_model_says_what_differs(data_dir, tmp_path):
