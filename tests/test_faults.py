@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import subprocess
+from unittest import mock
 
 import flax
 from helpers import FAMILIES
@@ -23,7 +24,9 @@ from imgen import checkpoints
 from imgen import data
 from imgen import guards
 from imgen import train
+from imgen.data import sources
 from imgen.errors import ConfigError
+from imgen.errors import DataError
 from imgen.experiment import Experiment
 
 # A run long enough to be killed in the middle: 150 steps, checkpoints every 20.
@@ -207,4 +210,30 @@ def test_damaged_embedded_dataset_is_rebuilt(tmp_path, caplog):
   (info,) = glob.glob(os.path.join(data_dir, "sklearn_digits", "*", "dataset_info.json"))
   with open(info, "w") as f:
     f.write("{not json")
+  assert data.get_builder("sklearn_digits", data_dir).damage() is None
+
+
+def test_preparing_data_deletes_only_what_it_verified_as_damaged(tmp_path, caplog):
+  """A dataset that cannot be made (an exemplar that is not an image) and a
+  failure that is not damage (an I/O error opening a prepared dataset) are
+  one-line errors that leave the prepared files where they are."""
+  data_dir = str(tmp_path / "tfds")
+  readme = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")
+  with caplog.at_level(logging.WARNING), pytest.raises(DataError) as e:
+    data.get_builder(f"texture_crops/{readme}", data_dir)
+  assert "\n" not in str(e.value) and "README.md" in str(e.value)
+  assert "damaged" not in caplog.text
+
+  data.get_builder("sklearn_digits", data_dir)
+  (info,) = glob.glob(os.path.join(data_dir, "sklearn_digits", "*", "dataset_info.json"))
+  original = sources.EMBEDDED["sklearn_digits"]
+
+  class Unreachable(original):
+    def __init__(self, **kwargs):
+      raise OSError(5, "Input/output error")
+
+  with mock.patch.dict(sources.EMBEDDED, {"sklearn_digits": Unreachable}):
+    with caplog.at_level(logging.WARNING), pytest.raises(DataError, match="Input/output error"):
+      data.get_builder("sklearn_digits", data_dir)
+  assert os.path.isfile(info) and "damaged" not in caplog.text
   assert data.get_builder("sklearn_digits", data_dir).damage() is None

@@ -2,6 +2,8 @@
 
 import contextlib
 import fcntl
+import glob
+import json
 import os
 import shutil
 
@@ -15,6 +17,7 @@ from imgen.data import speech
 from imgen.data import spoken_mnist
 from imgen.data import textures
 from imgen.errors import DataError
+from imgen.errors import UserError
 from imgen.errors import one_line
 
 EMBEDDED = {
@@ -59,7 +62,10 @@ def _embedded_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
     raise DataError(f"Dataset {name!r} has no variant {variant!r}; known: {known}.")
   config_name = getattr(config, "name", config) or (variants[0] if variants else None)
   folder = os.path.join(data_dir, base, *([config_name] if config_name else []))
-  make = lambda **kw: builder_class(**kw, **({"config": config} if config else {}))
+  extra = {"config": config} if config else {}
+  if getattr(builder_class, "READS_DATASETS", False):  # Builders made of other datasets.
+    extra["get_builder"] = get_builder
+  make = lambda **kw: builder_class(**kw, **extra)
   with _preparing(data_dir, base):
     return _prepared(name, folder, make, data_dir)
 
@@ -90,12 +96,32 @@ def _preparing(data_dir: str, base: str):
       fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _unreadable_info(folder: str) -> str | None:
+  """The first `dataset_info.json` under `folder` that does not read as JSON."""
+  for path in sorted(glob.glob(os.path.join(folder, "**", "dataset_info.json"), recursive=True)):
+    try:
+      with open(path) as f:
+        json.load(f)
+    except (OSError, ValueError):
+      return path
+  return None
+
+
 def _prepared(name: str, folder: str, make, data_dir: str) -> tfds.core.DatasetBuilder:
+  """The builder of `folder`, prepared; rebuilt only where its files were
+  verified as damaged (records that do not read back, metadata that is not JSON).
+  Any other failure is reported and nothing is deleted."""
   try:
     builder = make(data_dir=data_dir)
+  except UserError:
+    raise  # What was asked for cannot be made (an exemplar that is not an image, ...).
+  except Exception as e:
+    unreadable = _unreadable_info(folder)
+    if unreadable is None:
+      raise DataError(f"Cannot open dataset {name!r} in {folder}: {one_line(e)}") from e
+    builder, damage = None, f"{unreadable} is not JSON"
+  else:
     damage = builder.damage() if builder.is_prepared() else None
-  except Exception as e:  # An unreadable dataset_info.json fails in the constructor.
-    builder, damage = None, f"{type(e).__name__}: {one_line(e)}"
   if damage:
     logging.warning("The prepared %s in %s is damaged (%s); rebuilding it.", name, folder, damage)
     shutil.rmtree(folder)

@@ -46,9 +46,12 @@ class SpokenMnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     ),
   ]
 
-  def __init__(self, **kwargs):
+  READS_DATASETS = True  # `imgen.data.sources` passes its get_builder (the clips' builder).
+
+  def __init__(self, *, get_builder=None, **kwargs):
     kwargs.setdefault("file_format", "array_record")
     self._root = kwargs.get("data_dir")
+    self._get_builder = get_builder
     super().__init__(**kwargs)
 
   @property
@@ -72,9 +75,7 @@ class SpokenMnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing is downloaded.
-    from imgen.data import sources  # pylint: disable=g-import-not-at-top (a cycle)
-
-    clips = sources.get_builder(self.builder_config.speech, self._root)
+    clips = self._get_builder(self.builder_config.speech, self._root)
     images, labels = embedded.EmbeddedMnist.load()
     indices = dict(zip(("train", "test"), embedded.mnist_split(labels), strict=True))
     return {
