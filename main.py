@@ -7,7 +7,7 @@ python main.py --config=configs/diffusion.py --workdir=runs/x --mode=inpaint  # 
 python main.py --config=configs/segment.py --workdir=runs/x --mode=segment    # masks and overlays
 python main.py --config=configs/texture.py --workdir=runs/x --mode=texture    # textures, scored
 python main.py --config=configs/compose.py --workdir=runs/x --mode=compose    # composed scenes
-python -m imgen.launch --processes=2 -- --config=configs/gan.py   # 2 local processes, one run
+python -m imgen.core.launch --processes=2 -- --config=configs/gan.py   # 2 local processes, one run
 """
 
 import os
@@ -19,11 +19,11 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from imgen import distributed
 from imgen import modes
-from imgen import runtime
-from imgen import writers
-from imgen.errors import UserError
+from imgen.core import distributed
+from imgen.core import runtime
+from imgen.core import writers
+from imgen.core.errors import UserError
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run folder; default: a new one under runs/.")
@@ -89,6 +89,7 @@ def main(argv):
   except UserError as e:
     _fail(str(e))
   try:
+    modes.check_mode(FLAGS.mode, FLAGS.config, FLAGS["config"].config_filename)
     workdir = modes.choose_workdir(FLAGS.mode, FLAGS.workdir, FLAGS["config"].config_filename)
   except UserError as e:
     _fail(str(e))
@@ -101,7 +102,7 @@ def main(argv):
   )
   logging.info("Config:\n%s", FLAGS.config)
   try:
-    modes.run(FLAGS.mode, FLAGS.config, workdir)
+    modes.run(FLAGS.mode, FLAGS.config, workdir, FLAGS["config"].config_filename)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -26,10 +26,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import timing  # noqa: E402
 from benchmarks import torch_unet  # noqa: E402
 from configs import diffusion as diffusion_config  # noqa: E402
-from imgen import parallel  # noqa: E402
-from imgen import runtime  # noqa: E402
+from imgen.core import parallel  # noqa: E402
+from imgen.core import runtime  # noqa: E402
 from imgen.data import DataSpec  # noqa: E402
-from imgen.evaluate import make_sampler  # noqa: E402
+from imgen.evaluation.evaluate import make_sampler  # noqa: E402
 from imgen.families.diffusion import DiffusionFamily  # noqa: E402
 
 flags.DEFINE_integer("image_size", 28, "Resolution.")

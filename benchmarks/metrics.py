@@ -22,9 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from imgen import metrics  # noqa: E402
-from imgen import parallel  # noqa: E402
-from imgen import runtime  # noqa: E402
+from imgen.core import parallel  # noqa: E402
+from imgen.core import runtime  # noqa: E402
+from imgen.methods import metrics  # noqa: E402
 from imgen.models import inception  # noqa: E402
 from imgen.models.classifiers import SimpleCNN  # noqa: E402
 

@@ -49,17 +49,17 @@ from benchmarks import peer_counts  # noqa: E402
 from benchmarks import timing  # noqa: E402
 from benchmarks import torch_unet  # noqa: E402
 from configs import common  # noqa: E402
-from imgen import audio  # noqa: E402
 from imgen import families  # noqa: E402
-from imgen import parallel  # noqa: E402
-from imgen import runtime  # noqa: E402
+from imgen.core import parallel  # noqa: E402
+from imgen.core import runtime  # noqa: E402
 from imgen.data import captions  # noqa: E402
 from imgen.data import speech  # noqa: E402
 from imgen.data.spec import IMAGE  # noqa: E402
 from imgen.data.spec import TENSOR  # noqa: E402
 from imgen.data.spec import DataSpec  # noqa: E402
 from imgen.data.spec import Field  # noqa: E402
-from imgen.evaluate import make_sampler  # noqa: E402
+from imgen.evaluation.evaluate import make_sampler  # noqa: E402
+from imgen.methods import audio  # noqa: E402
 
 MODALITIES = {"text": "text_to_image", "speech": "speech_to_image"}
 flags.DEFINE_enum("modality", "all", [*MODALITIES, "all"], "Which conditioned family.")

@@ -5,7 +5,7 @@
 
 Each layout trains the family's default config (`configs/<family>.py`) for
 `steps` steps through `main.py` (the 2-process layout through
-`python -m imgen.launch`), evaluations and grids off; the rate is the
+`python -m imgen.core.launch`), evaluations and grids off; the rate is the
 TensorBoard `steps_per_sec` of the last logging interval (`steps / 2` steps,
 after compiling). The layouts alternate, round by round, on the same machine.
 Fake CPU devices share its cores: the ratio is the cost of crossing processes
@@ -51,7 +51,7 @@ def _run(family: str, processes: int, workdir: str) -> float:
     cmd = [sys.executable, "main.py", *args]
     env["JAX_NUM_CPU_DEVICES"] = "4"
   else:
-    cmd = [sys.executable, "-m", "imgen.launch", f"--processes={processes}", "--cpu_devices=2"]
+    cmd = [sys.executable, "-m", "imgen.core.launch", f"--processes={processes}", "--cpu_devices=2"]
     cmd += ["--", *args]
   result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
   if result.returncode:

@@ -34,7 +34,7 @@ from benchmarks import torch_dcgan  # noqa: E402
 from benchmarks import torch_vae  # noqa: E402
 from configs import common  # noqa: E402
 from imgen import families  # noqa: E402
-from imgen import runtime  # noqa: E402
+from imgen.core import runtime  # noqa: E402
 from imgen.data import DataSpec  # noqa: E402
 
 FAMILIES = ("gan", "vae", "cnn")

@@ -37,13 +37,13 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import common  # noqa: E402
 from imgen import data  # noqa: E402
-from imgen import evaluate  # noqa: E402
 from imgen import families  # noqa: E402
-from imgen import guards  # noqa: E402
-from imgen import parallel  # noqa: E402
-from imgen import runtime  # noqa: E402
-from imgen import train  # noqa: E402
-from imgen.experiment import Experiment  # noqa: E402
+from imgen.core import guards  # noqa: E402
+from imgen.core import parallel  # noqa: E402
+from imgen.core import runtime  # noqa: E402
+from imgen.evaluation import evaluate  # noqa: E402
+from imgen.evaluation.experiment import Experiment  # noqa: E402
+from imgen.modes import train  # noqa: E402
 
 flags.DEFINE_list("families", list(families.FAMILIES), "Families to measure.")
 flags.DEFINE_integer("size", 28, "Resolution.")

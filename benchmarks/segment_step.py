@@ -27,7 +27,7 @@ from benchmarks import timing  # noqa: E402
 from benchmarks import torch_segunet  # noqa: E402
 from configs import segment as segment_config  # noqa: E402
 from imgen import data  # noqa: E402
-from imgen import runtime  # noqa: E402
+from imgen.core import runtime  # noqa: E402
 from imgen.data.spec import MASK  # noqa: E402
 from imgen.data.spec import DataSpec  # noqa: E402
 from imgen.data.spec import Field  # noqa: E402

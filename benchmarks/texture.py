@@ -26,10 +26,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import timing  # noqa: E402
 from benchmarks import torch_texture  # noqa: E402
 from configs import texture as texture_config  # noqa: E402
-from imgen import runtime  # noqa: E402
-from imgen import texture  # noqa: E402
+from imgen.core import runtime  # noqa: E402
 from imgen.data import DataSpec  # noqa: E402
 from imgen.families.gan import GANFamily  # noqa: E402
+from imgen.methods import texture  # noqa: E402
 
 flags.DEFINE_integer("steps", 10, "Timed calls per round.")
 flags.DEFINE_integer("rounds", 1, "Alternating imgen/PyTorch rounds.")

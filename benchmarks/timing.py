@@ -5,9 +5,9 @@ import time
 import jax
 import numpy as np
 
-from imgen import guards
-from imgen import parallel
-from imgen import train
+from imgen.core import guards
+from imgen.core import parallel
+from imgen.modes import train
 
 
 def import_torch(peer: str):

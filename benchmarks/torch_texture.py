@@ -7,7 +7,7 @@
   all but the first, LeakyReLU 0.2) and a 1x1 convolution to a map of logits.
   The step is imgen's: D on a real and a fake batch (non-saturating BCE over
   every logit), then G through the updated D, Adam for both.
-- The random multi-scale feature network of `imgen/texture.py`: the Gram
+- The random multi-scale feature network of `imgen/methods/texture.py`: the Gram
   loss and its input gradient, the work of one optimiser step.
 PyTorch is a benchmark-only extra, imported lazily.
 """

@@ -20,8 +20,8 @@ middle's attention) at `cross_attention` resolutions multi-head cross-attention
 (GroupNorm, q from the image, k and v from the context, masked softmax, an
 output projection, residual). `build_text_encoder` and `build_audio_encoder`
 are imgen's `TextEncoder` and `AudioEncoder`, `LogMel` its log-mel spectrogram
-(`imgen/audio.py`: the same frames, periodic Hann window, power and HTK
-filterbank, the latter taken from `imgen.audio.mel_filterbank` as a constant),
+(`imgen/methods/audio.py`: the same frames, periodic Hann window, power and HTK
+filterbank, the latter taken from `imgen.methods.audio.mel_filterbank` as a constant),
 and `build_conditioned` the `ConditionedUNet` with its learned null context.
 `conditioned_steps_per_second` is the families' step: besides the above, one
 of each row's captions drawn per step (text) or the log-mel of the int16 clip
@@ -302,7 +302,7 @@ def build_audio_encoder(torch, n_mels, width):
 
 
 class LogMel:
-  """imgen.audio.log_mel in PyTorch: (N, T) in [-1, 1] -> (N, frames, n_mels)."""
+  """imgen.methods.audio.log_mel in PyTorch: (N, T) in [-1, 1] -> (N, frames, n_mels)."""
 
   def __init__(
     self,
@@ -316,7 +316,7 @@ class LogMel:
     f_max=8000.0,
     eps=1e-5,
   ):
-    from imgen import audio  # pylint: disable=g-import-not-at-top
+    from imgen.methods import audio  # pylint: disable=g-import-not-at-top
 
     self.torch, self.n_fft, self.hop, self.eps = torch, n_fft, hop, eps
     self.window = torch.hann_window(n_fft, periodic=True)

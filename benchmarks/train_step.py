@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import timing  # noqa: E402
 from benchmarks import torch_dcgan  # noqa: E402
 from configs import gan as gan_config  # noqa: E402
-from imgen import runtime  # noqa: E402
+from imgen.core import runtime  # noqa: E402
 from imgen.data import DataSpec  # noqa: E402
 from imgen.families.gan import GANFamily  # noqa: E402
 

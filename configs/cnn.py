@@ -23,6 +23,7 @@ from configs import common
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.family = "cnn"
+  config.modes = "train,eval"  # The --mode values it is for.
   config.seed = 0
   config.data = common.data()
 

@@ -22,7 +22,7 @@ def data(name: str = "embedded_mnist", resize: str = "pad") -> ml_collections.Co
 
 
 def optimizer(learning_rate: float, **overrides) -> ml_collections.ConfigDict:
-  """One network's optimizer (`imgen/optim.py`); `overrides` set any field."""
+  """One network's optimizer (`imgen/core/optim.py`); `overrides` set any field."""
   group = ml_collections.ConfigDict(
     dict(
       name="adam",  # 'adam', 'adamw' or 'sgd'.

@@ -15,7 +15,7 @@ It reads three kinds of trained runs (train them first, with these workdirs):
 It writes workdir/compose/: blends.png (the same scenes pasted, alpha-blended
 and Poisson-blended, their true masks and the segmenter's masks of the
 Poisson scenes), scenes_<blend>.png, scenes.npz (images, masks, layouts,
-predictions) and scores.json (mIoU and FID per blend; `imgen/compose.py`).
+predictions) and scores.json (mIoU and FID per blend; `imgen/modes/compose.py`).
 Measured 2026-12-01, one run, 1,000 scenes (brick, grass and gravel GANs of
 configs/texture.py, the conditional GAN of configs/gan_conditional.py, issue
 15's digit segmenter), 3m30s: segmenter mIoU paste 0.516, alpha 0.514,
@@ -30,6 +30,7 @@ import ml_collections
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.family = "compose"  # A mode over other runs: it trains nothing.
+  config.modes = "compose"  # The --mode values it is for.
   config.compose = ml_collections.ConfigDict(
     dict(
       texture_workdirs="runs/texture_brick,runs/texture_grass,runs/texture_gravel",

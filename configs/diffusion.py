@@ -62,7 +62,7 @@ def sampler_group(**overrides) -> ml_collections.ConfigDict:
 
 
 def inpaint_group(**overrides) -> ml_collections.ConfigDict:
-  """--mode=inpaint: held-out images completed under masks (imgen/inpaint.py)."""
+  """--mode=inpaint: held-out images completed under masks (imgen/modes/inpaint.py)."""
   group = sampler_group()
   group.update(
     dict(
@@ -79,6 +79,7 @@ def inpaint_group(**overrides) -> ml_collections.ConfigDict:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.family = "diffusion"
+  config.modes = "train,eval,sample,inpaint"  # The --mode values it is for.
   config.seed = 0
   config.data = common.data()
 

@@ -31,6 +31,7 @@ from configs import common
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.family = "gan"
+  config.modes = "train,eval,sample"  # The --mode values it is for.
   config.seed = 0
   config.data = common.data()
 

@@ -32,6 +32,7 @@ DIGIT_CLASSES = "background," + ",".join(str(d) for d in range(10))
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.family = "segment"
+  config.modes = "train,eval,segment"  # The --mode values it is for.
   config.seed = 0
   config.data = common.data("digit_scenes")
   config.data.mask_key = "mask"  # The integer (H, W) feature to predict.

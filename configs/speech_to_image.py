@@ -36,6 +36,7 @@ from configs import diffusion
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = diffusion.get_config()
   config.family = "speech_to_image"
+  config.modes = "train,eval,sample,inpaint,prompts"  # The --mode values it is for.
   config.data = common.data("spoken_mnist")
   config.model.cross_attention_resolutions = (14, 7)
   config.model.heads = 4

@@ -57,6 +57,7 @@ PROMPTS = "|".join(
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = diffusion.get_config()
   config.family = "text_to_image"
+  config.modes = "train,eval,sample,inpaint,prompts"  # The --mode values it is for.
   config.data = common.data("scene_captions", resize="resize")
   config.model.image_size = 32
   config.model.attention_resolutions = (8,)

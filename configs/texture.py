@@ -41,6 +41,7 @@ from configs import gan
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = gan.get_config()
+  config.modes = "train,eval,sample,texture"
   config.texture = texture_group()
   config.data = common.data("texture_crops/" + config.texture.get_ref("exemplar"))
 
@@ -75,7 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def random_features(seed: int, kernel_sizes: str, channels: int, levels: int):
-  """A random multi-scale feature network (`imgen.texture.RandomFeatures`)."""
+  """A random multi-scale feature network (`imgen.methods.texture.RandomFeatures`)."""
   return ml_collections.ConfigDict(
     dict(seed=seed, kernel_sizes=kernel_sizes, channels=channels, levels=levels)
   )

@@ -25,6 +25,7 @@ from configs import common
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.family = "vae"
+  config.modes = "train,eval,sample"  # The --mode values it is for.
   config.seed = 0
   config.data = common.data()
   config.data.binarize = "dynamic"  # 'dynamic', 'fixed' (threshold 1/2) or 'none'.

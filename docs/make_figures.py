@@ -3,7 +3,7 @@
   python docs/make_figures.py            # writes docs/digit_scenes.png, docs/texture_mosaic.png
 
 The first 16 test examples of each, every row of images over a row of their
-masks in `imgen.masks.PALETTE`. The datasets are prepared first if need be.
+masks in `imgen.methods.masks.PALETTE`. The datasets are prepared first if need be.
 """
 
 import os
@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from imgen import data  # noqa: E402
-from imgen import images  # noqa: E402
+from imgen.core import images  # noqa: E402
 from imgen.data import scenes  # noqa: E402
 
 if __name__ == "__main__":

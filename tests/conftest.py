@@ -23,7 +23,7 @@ import jax
 import pytest
 
 from imgen import data
-from imgen import runtime
+from imgen.core import runtime
 
 runtime.configure_xla()  # The CPU settings main.py makes, before any test computes.
 

@@ -18,10 +18,10 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import common
-from imgen import checkpoints
 from imgen import data
 from imgen import families
-from imgen import train
+from imgen.core import checkpoints
+from imgen.modes import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAMILIES = sorted(families.FAMILIES)  # Each family's default config is configs/<family>.py.

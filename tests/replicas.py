@@ -19,10 +19,10 @@ from helpers import smoke_config  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from imgen import guards  # noqa: E402
-from imgen import parallel  # noqa: E402
-from imgen import runtime  # noqa: E402
-from imgen.experiment import Experiment  # noqa: E402
+from imgen.core import guards  # noqa: E402
+from imgen.core import parallel  # noqa: E402
+from imgen.core import runtime  # noqa: E402
+from imgen.evaluation.experiment import Experiment  # noqa: E402
 
 STEPS = 2
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from configs import cnn as cnn_config
-from imgen import parallel
+from imgen.core import parallel
+from imgen.core.errors import ConfigError
 from imgen.data import DataSpec
-from imgen.errors import ConfigError
 from imgen.families import cnn
 from imgen.models.classifiers import CLASSIFIERS
 from imgen.models.classifiers import Dropout

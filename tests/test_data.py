@@ -6,9 +6,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 from imgen import data
+from imgen.core.errors import ConfigError
+from imgen.core.errors import DataError
 from imgen.data import pipeline
-from imgen.errors import ConfigError
-from imgen.errors import DataError
 
 
 def _iterator(builder, size=32, spec=None, **overrides):

@@ -16,16 +16,16 @@ import scipy.stats
 from configs import ddpm_cifar10
 from configs import diffusion as diffusion_config
 from configs import diffusion_conditional
-from imgen import diffusion
-from imgen import inpaint
 from imgen import modes
-from imgen import parallel
-from imgen import train
+from imgen.core import parallel
+from imgen.core.errors import ConfigError
 from imgen.data import VALID
 from imgen.data.spec import DataSpec
-from imgen.errors import ConfigError
 from imgen.families.diffusion import DiffusionFamily
+from imgen.methods import diffusion
 from imgen.models import unet
+from imgen.modes import inpaint
+from imgen.modes import train
 
 LINEAR = diffusion.Schedule.create("linear", 1000)
 

@@ -20,12 +20,12 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from imgen import checkpoints
 from imgen import data
-from imgen import distributed
-from imgen import launch
-from imgen.errors import ConfigError
-from imgen.experiment import Experiment
+from imgen.core import checkpoints
+from imgen.core import distributed
+from imgen.core import launch
+from imgen.core.errors import ConfigError
+from imgen.evaluation.experiment import Experiment
 
 
 def test_a_run_is_single_process_unless_flags_the_environment_or_a_cluster_say_otherwise():
@@ -112,7 +112,7 @@ FLAGS = [
 
 
 class Launched:
-  """`python -m imgen.launch` of 2 processes of 2 CPU devices on the GAN smoke
+  """`python -m imgen.core.launch` of 2 processes of 2 CPU devices on the GAN smoke
   config: its log is read line by line (by a thread, so a silent process cannot
   block the test past its timeout); its processes die with the test."""
 
@@ -120,7 +120,7 @@ class Launched:
     args = main_command("gan", workdir, data_dir, *FLAGS, *overrides)[2:]
     env = {k: v for k, v in os.environ.items() if k != "JAX_NUM_CPU_DEVICES"}
     self.process = subprocess.Popen(
-      [sys.executable, "-m", "imgen.launch", "--processes=2", "--cpu_devices=2", "--", *args],
+      [sys.executable, "-m", "imgen.core.launch", "--processes=2", "--cpu_devices=2", "--", *args],
       cwd=ROOT,
       env=env,
       stderr=subprocess.PIPE,

@@ -14,11 +14,11 @@ from helpers import smoke_config
 import numpy as np
 import pytest
 
-from imgen import evaluate
-from imgen import features
 from imgen import modes
-from imgen import train
-from imgen.errors import ConfigError
+from imgen.core.errors import ConfigError
+from imgen.evaluation import evaluate
+from imgen.evaluation import features
+from imgen.modes import train
 
 METRICS = ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall", "num_samples")
 
@@ -59,7 +59,7 @@ def test_training_logs_metrics_and_keeps_the_best_checkpoint(gan_run):
 
 def test_eval_mode_repeats_the_numbers_training_logged(gan_run):
   config, workdir, results = gan_run
-  record = modes.evaluate_checkpoint(config, workdir)
+  record = modes.run("eval", config, workdir)
   assert record["step"] == 6
   assert record["results"] == {k: v for k, v in results.items() if k.startswith("test/")}
   with open(os.path.join(workdir, "eval", "step0000006_vs_test.json")) as f:
@@ -67,22 +67,22 @@ def test_eval_mode_repeats_the_numbers_training_logged(gan_run):
 
   untrained = config.copy_and_resolve_references()
   untrained.eval.checkpoint_step = 0
-  ceiling = modes.evaluate_checkpoint(untrained, workdir)["results"]
+  ceiling = modes.run("eval", untrained, workdir)["results"]
   assert ceiling["test/fid"] != results["test/fid"]
 
   best = config.copy_and_resolve_references()
   best.eval.best = True
-  assert modes.evaluate_checkpoint(best, workdir)["step"] in (3, 6)
+  assert modes.run("eval", best, workdir)["step"] in (3, 6)
 
   missing = config.copy_and_resolve_references()
   missing.eval.checkpoint_step = 4
   with pytest.raises(ConfigError, match=r"no checkpoint of step 4; it has \[3, 6\]"):
-    modes.evaluate_checkpoint(missing, workdir)
+    modes.run("eval", missing, workdir)
 
 
 def test_real_split_against_itself_is_the_known_floor(data_dir, cnn_workdir, tmp_path, monkeypatch):
   config = _config("gan", data_dir, cnn_workdir, tmp_path, real_split="test")
-  results = modes.evaluate_checkpoint(config, str(tmp_path / "floor"))["results"]
+  results = modes.run("eval", config, str(tmp_path / "floor"))["results"]
   assert abs(results["test/fid"]) < 1e-6
   assert results["test/precision"] == 1.0 and results["test/recall"] == 1.0
   assert results["test/num_samples"] == 1000
@@ -95,7 +95,7 @@ def test_real_split_against_itself_is_the_known_floor(data_dir, cnn_workdir, tmp
     raise AssertionError("features recomputed")
 
   monkeypatch.setattr(evaluate.SampleQuality, "_features", fail)
-  again = modes.evaluate_checkpoint(config, str(tmp_path / "floor"))["results"]
+  again = modes.run("eval", config, str(tmp_path / "floor"))["results"]
   assert again == results
 
 
@@ -103,7 +103,7 @@ def test_sample_mode_writes_grids_and_an_npz(gan_run, smoke_run):
   config, workdir, _ = gan_run
   config = config.copy_and_resolve_references()
   config.eval.update(num_samples=20, grid_samples=16)
-  out = modes.sample_checkpoint(config, workdir)
+  out = modes.run("sample", config, workdir)
   assert sorted(os.listdir(out)) == ["samples.npz", "samples_000.png", "samples_001.png"]
   with np.load(os.path.join(out, "samples.npz")) as f:
     images = f["images"]
@@ -112,7 +112,7 @@ def test_sample_mode_writes_grids_and_an_npz(gan_run, smoke_run):
   assert images.std() > 0  # Not a constant image.
 
   vae, vae_workdir, _ = smoke_run("vae")
-  vae_out = modes.sample_checkpoint(vae, vae_workdir)
+  vae_out = modes.run("sample", vae, vae_workdir)
   for name in ("reconstructions.png", "interpolations.png", "samples.npz"):
     assert os.path.exists(os.path.join(vae_out, name)), name
 
@@ -127,7 +127,7 @@ def test_samples_do_not_depend_on_the_device_count(gan_run, data_dir):
   result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "CpuDevice(id=3)" in result.stderr
-  one = modes.sample_checkpoint(config, workdir)
+  one = modes.run("sample", config, workdir)
   with np.load(os.path.join(one, "samples.npz")) as a:
     with np.load(os.path.join(four, "samples", "step0000006", "samples.npz")) as b:
       difference = np.abs(a["images"].astype(int) - b["images"].astype(int))
@@ -137,8 +137,8 @@ def test_samples_do_not_depend_on_the_device_count(gan_run, data_dir):
 def test_missing_feature_network(data_dir, tmp_path, caplog):
   absent = str(tmp_path / "no_cnn")
   config = _config("gan", data_dir, absent, tmp_path)
-  with pytest.raises(ConfigError, match="holds no trained classifier.*configs/cnn.py"):
-    modes.evaluate_checkpoint(config, str(tmp_path / "run"))
+  with pytest.raises(ConfigError, match="holds no trained run.*configs/cnn.py"):
+    modes.run("eval", config, str(tmp_path / "run"))
   # Training goes on without the metrics, and says so.
   with caplog.at_level(logging.WARNING):
     results = train.train_and_evaluate(config, str(tmp_path / "run"))
@@ -149,15 +149,15 @@ def test_missing_feature_network(data_dir, tmp_path, caplog):
 def test_modes_fail_clearly(gan_run, data_dir, cnn_workdir, tmp_path):
   config = _config("gan", data_dir, cnn_workdir, tmp_path)
   with pytest.raises(ConfigError, match="has no checkpoints/ folder.*checkpoint_step=0"):
-    modes.evaluate_checkpoint(config, str(tmp_path / "empty"))
+    modes.run("eval", config, str(tmp_path / "empty"))
   with pytest.raises(ConfigError, match="cnn family makes no images"):
-    modes.sample_checkpoint(_config("cnn", data_dir, cnn_workdir, tmp_path), str(tmp_path))
+    modes.run("sample", _config("cnn", data_dir, cnn_workdir, tmp_path), str(tmp_path))
   not_a_cnn = _config("gan", data_dir, gan_run[1], tmp_path)
-  with pytest.raises(ConfigError, match="holds a 'gan' run, not a classifier"):
+  with pytest.raises(ConfigError, match="holds a 'gan' run, not a 'cnn' one"):
     features.create(not_a_cnn.eval)
   unknown = _config("gan", data_dir, cnn_workdir, tmp_path, metrics="fid,lpips")
   with pytest.raises(ConfigError, match=r"names \['lpips'\]; known: fid, kid, is, pr"):
-    modes.evaluate_checkpoint(unknown, gan_run[1])
+    modes.run("eval", unknown, gan_run[1])
 
 
 def test_fingerprint_changes_with_any_weight():

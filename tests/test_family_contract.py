@@ -18,22 +18,22 @@ import numpy as np
 import pytest
 
 from configs import common
-from imgen import checkpoints
 from imgen import families
 from imgen import modes
-from imgen import parallel
+from imgen.core import checkpoints
+from imgen.core import parallel
+from imgen.core.errors import ConfigError
+from imgen.core.optim import make_optimizer
+from imgen.core.train_state import SingleNetworkState
+from imgen.core.train_state import TrainState
 from imgen.data import VALID
 from imgen.data import DataSpec
-from imgen.errors import ConfigError
-from imgen.evaluate import host_samples
-from imgen.evaluate import make_sampler
-from imgen.experiment import Experiment
+from imgen.evaluation.evaluate import host_samples
+from imgen.evaluation.evaluate import make_sampler
+from imgen.evaluation.experiment import Experiment
 from imgen.families import Evaluates
 from imgen.families import Family
 from imgen.families import Generates
-from imgen.optim import make_optimizer
-from imgen.train_state import SingleNetworkState
-from imgen.train_state import TrainState
 
 
 class Autoencoder(nn.Module):

@@ -20,14 +20,14 @@ import jax
 import numpy as np
 import pytest
 
-from imgen import checkpoints
 from imgen import data
-from imgen import guards
-from imgen import train
+from imgen.core import checkpoints
+from imgen.core import guards
+from imgen.core.errors import ConfigError
+from imgen.core.errors import DataError
 from imgen.data import sources
-from imgen.errors import ConfigError
-from imgen.errors import DataError
-from imgen.experiment import Experiment
+from imgen.evaluation.experiment import Experiment
+from imgen.modes import train
 
 # A run long enough to be killed in the middle: 150 steps, checkpoints every 20.
 LONG = dict(num_steps=150, checkpoint_every=20, log_every=10)

@@ -23,17 +23,17 @@ from configs import sngan_cifar10
 from configs import sngan_projection_cifar10
 from configs import sngan_stl10
 from configs import wgan_gp_cifar10
-from imgen import augment
 from imgen import modes
-from imgen import parallel
-from imgen import train
+from imgen.core import parallel
+from imgen.core.errors import ConfigError
+from imgen.core.errors import UserError
 from imgen.data import DataSpec
-from imgen.errors import ConfigError
-from imgen.errors import UserError
-from imgen.experiment import Experiment
+from imgen.evaluation.experiment import Experiment
 from imgen.families import gan
+from imgen.methods import augment
 from imgen.models import dcgan
 from imgen.models.gan_layers import spectral
+from imgen.modes import train
 
 
 def test_hinge_and_wasserstein_losses_on_known_logits():
@@ -245,13 +245,13 @@ def test_new_objectives_on_four_devices(data_dir, tmp_path, name):
 def test_conditional_samples_one_class_per_row(variant_runs, data_dir, cnn_workdir):
   config = _variant_config("resnet_hinge", data_dir)
   config.eval.update(classes="3,5", num_samples=32, metrics="fid", cnn_workdir=cnn_workdir)
-  out = modes.sample_checkpoint(config, variant_runs["resnet_hinge"])
+  out = modes.run("sample", config, variant_runs["resnet_hinge"])
   with np.load(os.path.join(out, "samples.npz")) as f:
     labels, images = f["labels"], f["images"]
   assert images.shape == (32, 28, 28, 1)
   np.testing.assert_array_equal(labels[:16], [3] * 8 + [5] * 8)  # Rows of 8: 3, 5, 3, 5.
   assert sorted(os.listdir(out))[:2] == ["samples.npz", "samples_000.png"]
-  record = modes.evaluate_checkpoint(config, variant_runs["resnet_hinge"])
+  record = modes.run("eval", config, variant_runs["resnet_hinge"])
   accuracy = record["results"]["test/cond_accuracy"]
   assert 0.0 <= accuracy <= 1.0
 

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from imgen import features
-from imgen.errors import ConfigError
+from imgen.core.errors import ConfigError
+from imgen.evaluation import features
 from imgen.models import inception
 
 # torchvision's Inception3 source comments give these shapes (299x299 input).

@@ -13,7 +13,7 @@ import scipy.spatial.distance
 import scipy.special
 import scipy.stats
 
-from imgen import metrics
+from imgen.methods import metrics
 
 
 def _features(seed: int, n: int = 300, d: int = 16, shift: float = 0.0) -> np.ndarray:
@@ -148,7 +148,7 @@ def test_precision_recall_known_cases():
 _SHARDED_CHECK = """
 import json, sys
 import jax, numpy as np
-from imgen import metrics
+from imgen.methods import metrics
 rng = np.random.default_rng(7)
 real, fake = rng.standard_normal((300, 16)), rng.standard_normal((280, 16)) + 0.3
 key = jax.random.key(0)

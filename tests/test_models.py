@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from imgen.errors import ConfigError
+from imgen.core.errors import ConfigError
 from imgen.models import dcgan
 
 

@@ -11,20 +11,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from imgen import audio
 from imgen import modes
-from imgen import prompts
+from imgen.core.errors import ConfigError
 from imgen.data import captions
 from imgen.data.spec import IMAGE
 from imgen.data.spec import LABEL
 from imgen.data.spec import TENSOR
 from imgen.data.spec import DataSpec
 from imgen.data.spec import Field
-from imgen.errors import ConfigError
 from imgen.families.multimodal import SpeechToImageFamily
 from imgen.families.multimodal import TextToImageFamily
 from imgen.families.multimodal import parse_prompts
+from imgen.methods import audio
 from imgen.models import unet
+from imgen.modes import prompts
 
 
 def _text_family():

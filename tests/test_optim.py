@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from configs import common
-from imgen import guards
-from imgen.errors import ConfigError
-from imgen.optim import make_optimizer
-from imgen.train_state import SingleNetworkState
-from imgen.train_state import TrainState
+from imgen.core import guards
+from imgen.core.errors import ConfigError
+from imgen.core.optim import make_optimizer
+from imgen.core.train_state import SingleNetworkState
+from imgen.core.train_state import TrainState
 
 
 def _state(params, **group) -> TrainState:

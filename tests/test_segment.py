@@ -16,20 +16,20 @@ from PIL import Image
 import pytest
 
 from imgen import data
-from imgen import masks as mask_lib
 from imgen import modes
+from imgen.core.errors import ConfigError
+from imgen.core.errors import DataError
 from imgen.data import embedded
 from imgen.data import pipeline
 from imgen.data import scenes
 from imgen.data.spec import MASK
 from imgen.data.spec import DataSpec
 from imgen.data.spec import Field
-from imgen.errors import ConfigError
-from imgen.errors import DataError
-from imgen.experiment import Experiment
+from imgen.evaluation.experiment import Experiment
 from imgen.families.segment import SegmentationFamily
 from imgen.families.segment import pixel_cross_entropy
 from imgen.families.segment import soft_dice
+from imgen.methods import masks as mask_lib
 from imgen.models.layers import max_pool_2x2
 from imgen.models.seg_unet import SegUNet
 from imgen.models.seg_unet import UpConv2x2

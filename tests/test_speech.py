@@ -7,10 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from imgen import audio
 from imgen import data
+from imgen.core.errors import DataError
 from imgen.data import speech
-from imgen.errors import DataError
+from imgen.methods import audio
 
 SR = 22_050
 

@@ -14,15 +14,16 @@ import scipy.ndimage
 
 from configs import compose as compose_config
 from configs import texture as texture_config
-from imgen import compose
 from imgen import modes
-from imgen import texture
-from imgen import texture_map
-from imgen import train
+from imgen.core.errors import ConfigError
 from imgen.data import sources
 from imgen.data import textures
-from imgen.errors import ConfigError
+from imgen.evaluation import features as features_lib
+from imgen.methods import texture
+from imgen.methods import texture_map
 from imgen.models import sgan
+from imgen.modes import compose
+from imgen.modes import train
 
 
 def test_gram_matches_numpy():
@@ -299,7 +300,7 @@ def test_compose_mode_scores_every_blend(texture_run, smoke_run, data_dir, tmp_p
 def test_the_trained_classifier_serves_as_the_feature_network(cnn_workdir):
   config = texture_config.texture_group()
   config.update(network="cnn", steps_per_scale=8, scales=2)
-  features = texture.make_features(config, 1, cnn_workdir)
+  features = texture.make_features(config, 1, lambda: features_lib.trained_cnn(cnn_workdir))
   levels = features(jnp.zeros((1, 40, 40, 1)), None)
   assert [f.shape[-1] for f in levels] == [4, 8]  # The smoke CNN's two blocks (width 4).
   exemplar = np.tanh(np.random.default_rng(11).standard_normal((32, 32, 1))).astype(np.float32)

@@ -26,16 +26,16 @@ import numpy as np
 import pytest
 
 from imgen import data
-from imgen import guards
 from imgen import modes
-from imgen import parallel
-from imgen import train
-from imgen import train_state
-from imgen.errors import ConfigError
-from imgen.errors import UserError
-from imgen.experiment import Experiment
+from imgen.core import guards
+from imgen.core import parallel
+from imgen.core import train_state
+from imgen.core.errors import ConfigError
+from imgen.core.errors import UserError
+from imgen.evaluation.experiment import Experiment
 from imgen.families import Evaluates
 from imgen.families import Generates
+from imgen.modes import train
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -9,8 +9,8 @@ import pytest
 from scipy import stats
 
 from configs import vae as vae_config
+from imgen.core.errors import ConfigError
 from imgen.data import DataSpec
-from imgen.errors import ConfigError
 from imgen.families import vae
 from imgen.models.conv_vae import VAE
 

@@ -17,7 +17,7 @@ TensorFlow to encode (the `Image` feature does).
 import numpy as np
 import tensorflow_datasets as tfds
 
-from imgen.errors import one_line
+from imgen.core.errors import one_line
 
 _SPLIT_SEED = 20151119  # Fixed forever: changing it changes the test split.
 

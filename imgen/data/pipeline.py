@@ -21,14 +21,14 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
-from imgen import parallel
+from imgen.core import parallel
+from imgen.core.errors import ConfigError
+from imgen.core.errors import DataError
 from imgen.data.spec import IMAGE
 from imgen.data.spec import LABEL
 from imgen.data.spec import MASK
 from imgen.data.spec import VALID
 from imgen.data.spec import DataSpec
-from imgen.errors import ConfigError
-from imgen.errors import DataError
 
 RESIZE_METHODS = ("resize", "pad")
 

@@ -288,9 +288,9 @@ def example_grid(
   builder: tfds.core.DatasetBuilder, split: str = "test", num: int = 16
 ) -> np.ndarray:
   """uint8 grid: rows of 8 examples of `split`, each over a row of their masks
-  (in `imgen.masks.PALETTE`), for README's figures."""
-  from imgen import images  # pylint: disable=g-import-not-at-top
-  from imgen import masks  # pylint: disable=g-import-not-at-top
+  (in `imgen.methods.masks.PALETTE`), for README's figures."""
+  from imgen.core import images  # pylint: disable=g-import-not-at-top
+  from imgen.methods import masks  # pylint: disable=g-import-not-at-top
 
   source = builder.as_data_source(split=split)
   examples = [source[i] for i in range(num)]

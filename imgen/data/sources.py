@@ -10,15 +10,15 @@ import shutil
 from absl import logging
 import tensorflow_datasets as tfds
 
+from imgen.core.errors import DataError
+from imgen.core.errors import UserError
+from imgen.core.errors import one_line
 from imgen.data import embedded
 from imgen.data import scene_captions
 from imgen.data import scenes
 from imgen.data import speech
 from imgen.data import spoken_mnist
 from imgen.data import textures
-from imgen.errors import DataError
-from imgen.errors import UserError
-from imgen.errors import one_line
 
 EMBEDDED = {
   **embedded.BUILDERS,

@@ -20,7 +20,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from imgen.errors import DataError
+from imgen.core.errors import DataError
 
 IMAGE, LABEL, MASK, TENSOR = "image", "label", "mask", "tensor"
 VALID = "_valid"  # Padding validity of held-out rows; no dataset may have a feature of this name.

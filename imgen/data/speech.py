@@ -49,9 +49,9 @@ import sys
 import numpy as np
 import tensorflow_datasets as tfds
 
+from imgen.core.errors import ConfigError
+from imgen.core.errors import DataError
 from imgen.data import embedded
-from imgen.errors import ConfigError
-from imgen.errors import DataError
 
 SAMPLE_RATE = 22_050  # eSpeak NG's only output rate.
 CLIP_SECONDS = 1.5

@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from imgen.core.errors import DataError
 from imgen.data import embedded
-from imgen.errors import DataError
 
 BUNDLED = ("brick", "grass", "gravel")
 EXEMPLAR_SCALE = 0.5  # 512x512 -> 256x256: a brick is ~15 px wide, a 64-px crop holds several.

@@ -9,8 +9,8 @@ tests, and its line below.
 
 import ml_collections
 
+from imgen.core.errors import ConfigError
 from imgen.data.spec import DataSpec
-from imgen.errors import ConfigError
 from imgen.families.base import Evaluates
 from imgen.families.base import Family
 from imgen.families.base import Generates

@@ -24,7 +24,8 @@ instead of looking for `None`.
 - `Segments`: `segment(state, images)`, per-pixel labels of images of any
   size (`--mode=segment`), for a family trained on the dataset's masks
   (`mask_field`, values 0 .. `num_mask_classes` - 1, checked on every split
-  before anything compiles).
+  before anything compiles), and `features(state, images)`, its feature space
+  (FID of generated scenes in `--mode=compose` and `--mode=prompts`).
 
 Per-replica functions run under `jax.pmap` with axis `parallel.AXIS`: they
 average (`lax.pmean`) or sum (`lax.psum`) over it themselves, and draw their
@@ -41,8 +42,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from imgen.core.errors import ConfigError
 from imgen.data.spec import DataSpec
-from imgen.errors import ConfigError
 
 State = Any  # A pytree with an integer `step`.
 Batch = dict[str, jax.Array]  # Field name -> (rows on this replica, ...).
@@ -105,6 +106,21 @@ class Generates(abc.ABC):
   """A family that makes images (samples for grids and sample-quality metrics)."""
 
   num_classes: int | None = None  # Set by class-conditional families.
+  # What families drawn given more than a class read: 'text' (token ids) or
+  # 'speech' (clips); None for class-conditional and unconditional ones.
+  condition_kind: str | None = None
+
+  def condition_rows(self, num: int) -> np.ndarray | None:
+    """The condition of each of `num` samples of the grids and `--mode=sample`
+    for families with a `condition_kind`; None: class rows (`eval.classes`) or
+    no condition."""
+    del num
+    return None
+
+  def grid_size(self) -> int | None:
+    """Samples per grid when the family decides it (one row per prompt); None:
+    `eval.grid_samples`, or one row per class for class-conditional families."""
+    return None
 
   @abc.abstractmethod
   def generate(
@@ -145,6 +161,11 @@ class Segments(abc.ABC):
   def segment(self, state: State, images: jax.Array) -> np.ndarray:
     """Labels (N, H, W) of [-1, 1] images (N, H, W, C) of any size, from an
     unreplicated `state`, on the host."""
+
+  @abc.abstractmethod
+  def features(self, state: State, images: jax.Array) -> np.ndarray:
+    """(N, D) float64 features of [-1, 1] images from an unreplicated `state`:
+    the space in which the modes that judge generated scenes score FID."""
 
 
 def class_count(config: ml_collections.ConfigDict, spec: DataSpec) -> int | None:

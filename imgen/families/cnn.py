@@ -13,17 +13,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from imgen import parallel
+from imgen.core import parallel
+from imgen.core.errors import ConfigError
+from imgen.core.optim import make_optimizer
+from imgen.core.train_state import SingleNetworkState
+from imgen.core.train_state import TrainState
 from imgen.data import VALID
 from imgen.data.spec import DataSpec
-from imgen.errors import ConfigError
 from imgen.families.base import Evaluates
 from imgen.families.base import Family
 from imgen.models import compute_dtype
 from imgen.models.classifiers import CLASSIFIERS
-from imgen.optim import make_optimizer
-from imgen.train_state import SingleNetworkState
-from imgen.train_state import TrainState
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -5,7 +5,7 @@ Training (Ho et al. 2020, Algorithm 1): a level t ~ U{0..T-1} and noise eps
 per image, x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, and the simple loss
 ||target - net(x_t, t)||^2 averaged over pixels, where the target is eps
 (`diffusion.prediction='epsilon'`) or v = sqrt(abar) eps - sqrt(1 - abar) x_0
-('v', Salimans & Ho 2022). The math lives in `imgen.diffusion`, the network in
+('v', Salimans & Ho 2022). The math lives in `imgen.methods.diffusion`, the network in
 `imgen.models.unet`.
 
 - `model.conditional`: the U-Net gets the dataset's `label`, replaced by the
@@ -22,7 +22,7 @@ per image, x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, and the simple loss
   levels per image drawn uniformly (an unbiased estimate), or all of them
   when it is T - 1 or more. Conditional models are scored given the true label.
 - `inpaint`: the known pixels, noised to each step's level, are put back after
-  every step (`--mode=inpaint`, `imgen.inpaint`).
+  every step (`--mode=inpaint`, `imgen.modes.inpaint`).
 - With `optim.ema_decay` the samples and the evaluation use the EMA weights.
 """
 
@@ -34,22 +34,22 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from imgen import diffusion
-from imgen import parallel
+from imgen.core import parallel
+from imgen.core.errors import ConfigError
+from imgen.core.optim import make_optimizer
+from imgen.core.train_state import SingleNetworkState
+from imgen.core.train_state import TrainState
 from imgen.data import VALID
 from imgen.data.spec import DataSpec
-from imgen.errors import ConfigError
 from imgen.families.base import Evaluates
 from imgen.families.base import Family
 from imgen.families.base import Generates
 from imgen.families.base import Inpaints
 from imgen.families.base import class_count
 from imgen.families.base import reject_condition
+from imgen.methods import diffusion
 from imgen.models import compute_dtype
 from imgen.models import unet
-from imgen.optim import make_optimizer
-from imgen.train_state import SingleNetworkState
-from imgen.train_state import TrainState
 
 SAMPLERS = ("ddim", "ddpm")
 SHOWN_LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)  # Fractions of T in the `denoising` grid.

@@ -23,7 +23,7 @@ through D separately, so BatchNorm sees them apart.
   of positions; `model.spectral_norm` normalises D's layers (dcgan, resnet).
 - `model.conditional`: G with conditional BatchNorm and a projection D, on the
   dataset's `label`; fakes are drawn for uniformly random classes.
-- `objective.diffaugment`: DiffAugment (`imgen.augment`) on every image D sees.
+- `objective.diffaugment`: DiffAugment (`imgen.methods.augment`) on every image D sees.
 - G and D have their own optimizers (`optim.g`, `optim.d`); with
   `optim.g.ema_decay` samples and metrics come from G's EMA weights. Those
   weights never ran in training, so the running BatchNorm statistics of the
@@ -41,21 +41,21 @@ import ml_collections
 import numpy as np
 import optax
 
-from imgen import augment
-from imgen import parallel
+from imgen.core import parallel
+from imgen.core.errors import ConfigError
+from imgen.core.optim import make_optimizer
+from imgen.core.train_state import TrainState
 from imgen.data.spec import DataSpec
-from imgen.errors import ConfigError
 from imgen.families.base import Family
 from imgen.families.base import Generates
 from imgen.families.base import class_count
 from imgen.families.base import reject_condition
+from imgen.methods import augment
 from imgen.models import compute_dtype
 from imgen.models import dcgan
 from imgen.models import resnet_gan
 from imgen.models import sgan
 from imgen.models.layers import IMPLEMENTATIONS as UPSAMPLE_IMPLEMENTATIONS
-from imgen.optim import make_optimizer
-from imgen.train_state import TrainState
 
 
 def _dcgan(config: ml_collections.ConfigDict, image, num_classes, dtype):

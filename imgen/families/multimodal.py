@@ -7,14 +7,14 @@ with cross-attention to a sequence from an encoder trained with it.
   `diffusion.label_dropout` for classifier-free guidance.
 - `speech_to_image`: the int16 clip `audio` of `spoken_mnist` (a spoken digit
   paired with an MNIST image of it), as a log-mel spectrogram computed in JAX
-  (`imgen.audio`) inside the step, through `AudioEncoder`.
+  (`imgen.methods.audio`) inside the step, through `AudioEncoder`.
 
 Everything else (training, the bound, DDIM/DDPM sampling, guidance,
 inpainting) is `imgen.families.diffusion`'s. Sampling takes `condition` rows of
 the raw inputs (token ids, or int16 clips); the grids show `condition_rows`:
 the prompts of `sample.prompt` (text) or held-out speakers' clips of each
 digit (speech), one prompt per row of 8. `--mode=prompts` scores samples
-drawn from the held-out split's conditions (`imgen.prompts`).
+drawn from the held-out split's conditions (`imgen.modes.prompts`).
 """
 
 import jax
@@ -22,12 +22,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from imgen import audio
-from imgen import parallel
+from imgen.core import parallel
+from imgen.core.errors import ConfigError
 from imgen.data import captions
 from imgen.data.spec import DataSpec
-from imgen.errors import ConfigError
 from imgen.families.diffusion import DiffusionFamily
+from imgen.methods import audio
 from imgen.models import conditioned
 
 GRID_COLUMNS = 8
@@ -151,13 +151,13 @@ class _SequenceConditioned(DiffusionFamily):
     rows = self.grid_conditions()
     return rows[(np.arange(num) // GRID_COLUMNS) % len(rows)]
 
-  @property
   def grid_size(self) -> int:
     return GRID_COLUMNS * len(self.grid_conditions())
 
 
 class TextToImageFamily(_SequenceConditioned):
   input_field = "captions"
+  condition_kind = "text"
   default_data = "scene_captions"
 
   def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
@@ -194,6 +194,7 @@ class TextToImageFamily(_SequenceConditioned):
 
 class SpeechToImageFamily(_SequenceConditioned):
   input_field = "audio"
+  condition_kind = "speech"
   default_data = "spoken_mnist"
 
   def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):

@@ -12,7 +12,7 @@ image's size, values 0 .. model.num_classes - 1) is the target. Losses
 Both are means over images, so a step computes the same on any number of
 devices. The held-out evaluation sums the confusion matrix over every valid
 pixel of the split and reports per-class IoU, mean IoU, per-class and mean
-Dice, pixel accuracy and the cross-entropy (`imgen.masks`).
+Dice, pixel accuracy and the cross-entropy (`imgen.methods.masks`).
 """
 
 import jax
@@ -21,22 +21,22 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from imgen import masks as mask_lib
-from imgen import parallel
+from imgen.core import parallel
+from imgen.core.errors import ConfigError
+from imgen.core.optim import make_optimizer
+from imgen.core.train_state import SingleNetworkState
+from imgen.core.train_state import TrainState
 from imgen.data import VALID
 from imgen.data.spec import MASK
 from imgen.data.spec import DataSpec
-from imgen.errors import ConfigError
 from imgen.families.base import Evaluates
 from imgen.families.base import Family
 from imgen.families.base import Segments
 from imgen.families.cnn import confusion_image
+from imgen.methods import masks as mask_lib
 from imgen.models import compute_dtype
 from imgen.models.seg_unet import NORMS
 from imgen.models.seg_unet import SegUNet
-from imgen.optim import make_optimizer
-from imgen.train_state import SingleNetworkState
-from imgen.train_state import TrainState
 
 LOSSES = ("ce", "dice", "ce+dice")
 
@@ -200,6 +200,28 @@ class SegmentationFamily(Family, Evaluates, Segments):
     pad = ((0, 0), (0, -h % unit), (0, -w % unit), (0, 0))
     padded = np.pad(np.asarray(images, np.float32), pad, mode="edge")
     return np.asarray(jnp.argmax(self._logits(state, padded), -1))[:, :h, :w]
+
+  def features(self, state: SingleNetworkState, images: jax.Array) -> np.ndarray:
+    """(N, D): the spatial means of every U-Net block's output for [-1, 1]
+    images, the feature space in which compose and prompts score FID."""
+    model, variables = self.model, state.net.variables()
+
+    @jax.jit
+    def features(x):
+      _, captured = model.apply(
+        variables,
+        x,
+        train=False,
+        capture_intermediates=lambda module, name: (
+          name == "__call__" and "ConvBlock" in type(module).__name__
+        ),
+        mutable=["intermediates"],
+      )
+      leaves = jax.tree.leaves(captured["intermediates"])
+      return jnp.concatenate([leaf.mean(axis=(1, 2)) for leaf in leaves], axis=-1)
+
+    out = [features(images[i : i + 250]) for i in range(0, len(images), 250)]
+    return np.asarray(jnp.concatenate(out), np.float64)
 
   def show(self, state, key, batch) -> dict[str, np.ndarray]:
     """Rows of 8: held-out images, their true masks, the predicted masks."""

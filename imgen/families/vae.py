@@ -26,10 +26,13 @@ import jax.scipy.stats as jstats
 import ml_collections
 import numpy as np
 
-from imgen import parallel
+from imgen.core import parallel
+from imgen.core.errors import ConfigError
+from imgen.core.optim import make_optimizer
+from imgen.core.train_state import SingleNetworkState
+from imgen.core.train_state import TrainState
 from imgen.data import VALID
 from imgen.data.spec import DataSpec
-from imgen.errors import ConfigError
 from imgen.families.base import Evaluates
 from imgen.families.base import Family
 from imgen.families.base import Generates
@@ -37,9 +40,6 @@ from imgen.families.base import reject_condition
 from imgen.models import compute_dtype
 from imgen.models.conv_vae import VAE
 from imgen.models.dcgan import geometry
-from imgen.optim import make_optimizer
-from imgen.train_state import SingleNetworkState
-from imgen.train_state import TrainState
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 BINARIZATIONS = ("dynamic", "fixed", "none")

@@ -2,7 +2,7 @@
 
 import jax.numpy as jnp
 
-from imgen.errors import ConfigError
+from imgen.core.errors import ConfigError
 
 DTYPES = ("float32", "bfloat16", "float16")
 

@@ -13,9 +13,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from imgen.core.parallel import global_draw
 from imgen.models.layers import Conv
 from imgen.models.layers import max_pool_2x2
-from imgen.parallel import global_draw
 
 
 def _norm(train: bool, axis_name: str | None, dtype: jnp.dtype):

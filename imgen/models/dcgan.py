@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from imgen.errors import ConfigError
+from imgen.core.errors import ConfigError
 from imgen.models.gan_layers import Norm
 from imgen.models.gan_layers import Projection
 from imgen.models.gan_layers import spectral

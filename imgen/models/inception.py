@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imgen.errors import ConfigError
+from imgen.core.errors import ConfigError
 
 INPUT_SIZE = 299
 NUM_CLASSES = 1008

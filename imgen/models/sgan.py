@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from imgen.errors import ConfigError
+from imgen.core.errors import ConfigError
 from imgen.models.gan_layers import Norm
 from imgen.models.layers import Conv
 from imgen.models.layers import Conv4x4S2

@@ -35,8 +35,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from imgen import parallel
-from imgen.errors import ConfigError
+from imgen.core import parallel
+from imgen.core.errors import ConfigError
 from imgen.models.layers import Conv
 
 

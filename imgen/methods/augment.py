@@ -23,8 +23,8 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-from imgen import parallel
-from imgen.errors import ConfigError
+from imgen.core import parallel
+from imgen.core.errors import ConfigError
 
 
 def _uniform(key, local_batch, low, high):

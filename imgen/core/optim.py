@@ -17,7 +17,7 @@ import math
 import ml_collections
 import optax
 
-from imgen.errors import ConfigError
+from imgen.core.errors import ConfigError
 
 RULES = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")

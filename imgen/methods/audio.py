@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imgen.errors import ConfigError
+from imgen.core.errors import ConfigError
 
 
 def hz_to_mel(f):

@@ -32,7 +32,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-from imgen.errors import ConfigError
+from imgen.core.errors import ConfigError
 
 SCHEDULES = ("linear", "cosine")
 VARIANCES = ("small", "large")

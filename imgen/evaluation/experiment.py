@@ -7,6 +7,8 @@ so that every mode draws the same noise for the same purpose.
 
 from collections.abc import Iterator
 import dataclasses
+import json
+import os
 from typing import Any
 
 import jax
@@ -15,14 +17,15 @@ import numpy as np
 
 from imgen import data
 from imgen import families
-from imgen import guards
-from imgen import masks
-from imgen import metrics
-from imgen import parallel
+from imgen.core import checkpoints
+from imgen.core import guards
+from imgen.core import parallel
+from imgen.core.errors import ConfigError
 from imgen.data import VALID
 from imgen.data import DataSpec
-from imgen.errors import ConfigError
 from imgen.families import Family
+from imgen.methods import masks
+from imgen.methods import metrics
 
 
 def _validate(config: ml_collections.ConfigDict, builder) -> None:
@@ -87,7 +90,7 @@ GRID_COLUMNS = 8  # Samples per row of a grid.
 
 def _sample_classes(spec: str, family: Family) -> tuple[int, ...] | None:
   """`eval.classes` ('3,5' or '' for all) checked against the family's classes."""
-  num_classes = getattr(family, "num_classes", None)
+  num_classes = family.num_classes if isinstance(family, families.Generates) else None
   if num_classes is None:
     if spec.strip():
       raise ConfigError(
@@ -159,6 +162,61 @@ class Experiment:
       _check_masks(config, builder, spec, family)
     return cls(config, builder, spec, family, Keys.from_seed(config.seed))
 
+  @classmethod
+  def of_run(
+    cls, workdir: str, what: str, hint: str = "train it first.", family: str | None = None
+  ) -> tuple["Experiment", Any, int]:
+    """(experiment, state, step) of the newest checkpoint of the run in `workdir`,
+    made from its own config.json: how a mode reads another trained run (the
+    setting `what` names it; `family`, if given, is the family it must be)."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+      raise ConfigError(f"{what}={workdir} holds no trained run (no config.json); {hint}")
+    with open(path) as f:
+      config = ml_collections.ConfigDict(json.load(f))
+    if family is not None and config.get("family") != family:
+      raise ConfigError(
+        f"{what}={workdir} holds a {config.get('family')!r} run, not a {family!r} one; {hint}"
+      )
+    try:
+      config.eval.checkpoint_step, config.eval.best = None, False
+      experiment = cls.create(config)
+    except (AttributeError, KeyError) as e:  # A config.json of an older imgen lacks fields.
+      raise ConfigError(
+        f"{what}={workdir} holds a run of an older imgen ({e}). Train it again with this one."
+      ) from e
+    state, step, _ = experiment.restore(workdir)
+    return experiment, state, step
+
+  def restore(self, workdir: str) -> tuple[Any, int, str | None]:
+    """(state, step, folder) of the checkpoint in `workdir` that the eval config
+    chooses for the modes other than training (see `imgen.modes`): the newest in
+    checkpoints/, or `eval.checkpoint_step`, or with `eval.best` the one in best/;
+    `eval.checkpoint_step=0` is the untrained model (folder None)."""
+    c = self.config.eval
+    state = self.family.init_state(self.keys.init)
+    if c.checkpoint_step == 0:
+      return state, 0, None
+    folder = "best" if c.best else "checkpoints"
+    hint = (
+      f"Train into it first (python main.py --config=... --workdir={workdir}), or pass "
+      "--config.eval.checkpoint_step=0 to use the untrained model."
+    )
+    if not os.path.isdir(os.path.join(workdir, folder)):
+      raise ConfigError(f"{workdir} has no {folder}/ folder of checkpoints. {hint}")
+    manager = checkpoints.make_manager(workdir, keep=1, create=False, folder=folder)
+    try:
+      available = sorted(manager.all_steps())
+      step = available[-1] if c.checkpoint_step is None and available else c.checkpoint_step
+      if step is None or step not in available:
+        raise ConfigError(
+          f"{workdir}/{folder} has no checkpoint of step {step}; it has {available or 'none'}."
+          + ("" if available else f" {hint}")
+        )
+      return checkpoints.restore(manager, state, step), step, folder
+    finally:
+      manager.close()
+
   @property
   def sample_classes(self) -> tuple[int, ...] | None:
     """The classes a conditional family draws (`eval.classes`, default all);
@@ -176,14 +234,17 @@ class Experiment:
   def condition_rows(self, num: int) -> np.ndarray | None:
     """What each of `num` samples is drawn given: `class_rows`, or the rows of
     a family conditioned on other inputs (text, speech: `condition_rows`)."""
-    rows = getattr(self.family, "condition_rows", None)
-    return self.class_rows(num) if rows is None else rows(num)
+    family = self.family
+    rows = family.condition_rows(num) if isinstance(family, families.Generates) else None
+    return self.class_rows(num) if rows is None else rows
 
   def grid_size(self) -> int:
     """Samples per grid: `eval.grid_samples`, or one row per class (or prompt) when conditional."""
     classes = self.sample_classes
     if classes is None:
-      return getattr(self.family, "grid_size", self.config.eval.grid_samples)
+      family = self.family
+      size = family.grid_size() if isinstance(family, families.Generates) else None
+      return size or self.config.eval.grid_samples
     return GRID_COLUMNS * len(classes)
 
   @property

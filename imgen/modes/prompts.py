@@ -18,7 +18,7 @@ class, colour and position (what a prompt leaves out is not checked; sizes
 are not checked). The same measurement of the real test scenes is the
 ceiling the instrument allows. FID against the real test scenes uses the
 segmenter's features (the spatial means of its blocks' outputs, as
-`imgen.compose`).
+`imgen.modes.compose`).
 
 Speech (`speech_to_image`): one sample per test clip of `spoken_mnist` (held-
 out voices), classified by the in-domain CNN of `eval.cnn_workdir`:
@@ -37,16 +37,16 @@ import ml_collections
 import numpy as np
 import scipy.ndimage
 
-from imgen import checkpoints
-from imgen import compose
-from imgen import features as features_lib
-from imgen import images as image_lib
-from imgen import metrics
+from imgen.core import checkpoints
+from imgen.core import images as image_lib
+from imgen.core.errors import ConfigError
 from imgen.data import captions
-from imgen.errors import ConfigError
-from imgen.experiment import Experiment
-from imgen.families.multimodal import SpeechToImageFamily
-from imgen.families.multimodal import TextToImageFamily
+from imgen.evaluation import features as features_lib
+from imgen.evaluation.evaluate import draw
+from imgen.evaluation.experiment import Experiment
+from imgen.families import Generates
+from imgen.families import Segments
+from imgen.methods import metrics
 
 MIN_AREA = 24  # Pixels (of a 64x64 scene) of the smallest part counted as a digit.
 MERGE_GAP = 3  # Pixels (of 64) between parts of one class that make one digit.
@@ -192,14 +192,20 @@ def score_text(experiment: Experiment, state, workdir: str) -> tuple[dict, np.nd
     f"train it: python main.py --config=configs/segment.py --workdir={c.segmenter_workdir} "
     f"--config.model.image_size={size} --config.data.resize=resize"
   )
-  judge, judge_state = compose.load_run(c.segmenter_workdir, "prompts.segmenter_workdir", train_it)
-  if judge.spec.size != size or getattr(judge.family, "num_mask_classes", None) != 11:
+  judge, judge_state, _ = Experiment.of_run(
+    c.segmenter_workdir, "prompts.segmenter_workdir", train_it
+  )
+  if (
+    judge.spec.size != size
+    or not isinstance(judge.family, Segments)
+    or judge.family.num_mask_classes != 11
+  ):
     raise ConfigError(
       f"prompts.segmenter_workdir={c.segmenter_workdir} must hold a segmenter of "
       f"digit_scenes' 11 classes at {size}x{size}; {train_it}"
     )
   logging.info("Drawing %d samples, one per held-out prompt", len(tokens))
-  samples = compose._draw(experiment, state, experiment.keys.quality_samples, len(tokens), tokens)
+  samples = draw(experiment, state, experiment.keys.quality_samples, len(tokens), tokens)
   novel = held["held_out"] == 1  # The real scene of each prompt, in the order of _text_prompts.
   real = image_lib.to_uint8(np.concatenate([held["image"][i] for i in (~novel, novel, ~novel)]))
   asked = [captions.parse(captions.decode(t)).digits for t in tokens]
@@ -216,9 +222,10 @@ def score_text(experiment: Experiment, state, workdir: str) -> tuple[dict, np.nd
       "real_scenes": _layout_scores([asked[i] for i in rows], [found_real[i] for i in rows]),
     }
   if c.fid:
-    reference = compose.segmenter_features(judge, judge_state, image_lib.to_uint8(held["image"]))
+    real_scenes = image_lib.from_uint8(image_lib.to_uint8(held["image"]))  # As samples are.
+    reference = judge.family.features(judge_state, real_scenes)
     first = groups < 2  # One sample per test scene.
-    fake = compose.segmenter_features(judge, judge_state, samples[first])
+    fake = judge.family.features(judge_state, image_lib.from_uint8(samples[first]))
     record["fid_segmenter_features"] = metrics.fid_from_features(reference, fake)
   texts = [captions.decode(t) for t in tokens]
   return record, samples, texts
@@ -228,7 +235,7 @@ def score_speech(experiment: Experiment, state, workdir: str) -> tuple[dict, np.
   c = experiment.config
   network = features_lib.cnn_network(c.eval.cnn_workdir)  # Before minutes of sampling.
   held = experiment.held_out(c.prompts.num_prompts)
-  samples = compose._draw(
+  samples = draw(
     experiment, state, experiment.keys.quality_samples, len(held["audio"]), held["audio"]
   )
   apply = jax.jit(network.apply)
@@ -260,12 +267,12 @@ def prompts_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Scores (JSON), samples (.npz) and a grid of the first prompts in workdir/prompts."""
   experiment = Experiment.create(config)
   family = experiment.family
-  if not isinstance(family, TextToImageFamily | SpeechToImageFamily):
+  if not isinstance(family, Generates) or family.condition_kind not in ("text", "speech"):
     raise ConfigError(
       f"--mode=prompts scores text_to_image and speech_to_image runs, not {config.family}."
     )
-  state, step, folder = checkpoints.load_chosen(experiment, workdir)
-  score = score_text if isinstance(family, TextToImageFamily) else score_speech
+  state, step, folder = experiment.restore(workdir)
+  score = score_text if family.condition_kind == "text" else score_speech
   record, samples, texts = score(experiment, state, workdir)
   record.update(step=step, checkpoint=checkpoints.describe(step, folder))
   out = os.path.join(workdir, "prompts")

@@ -19,8 +19,8 @@ from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
-from imgen.errors import ConfigError
-from imgen.errors import one_line
+from imgen.core.errors import ConfigError
+from imgen.core.errors import one_line
 
 
 def make_manager(
@@ -180,34 +180,6 @@ class BestCheckpoint:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
-
-
-def load_chosen(experiment, workdir: str):
-  """(state, step, folder) of the checkpoint that the eval config of an
-  `Experiment` chooses for the modes other than training (see `imgen.modes`)."""
-  c = experiment.config.eval
-  state = experiment.family.init_state(experiment.keys.init)
-  if c.checkpoint_step == 0:
-    return state, 0, None
-  folder = "best" if c.best else "checkpoints"
-  hint = (
-    f"Train into it first (python main.py --config=... --workdir={workdir}), or pass "
-    "--config.eval.checkpoint_step=0 to use the untrained model."
-  )
-  if not os.path.isdir(os.path.join(workdir, folder)):
-    raise ConfigError(f"{workdir} has no {folder}/ folder of checkpoints. {hint}")
-  manager = make_manager(workdir, keep=1, create=False, folder=folder)
-  try:
-    available = sorted(manager.all_steps())
-    step = available[-1] if c.checkpoint_step is None and available else c.checkpoint_step
-    if step is None or step not in available:
-      raise ConfigError(
-        f"{workdir}/{folder} has no checkpoint of step {step}; it has {available or 'none'}."
-        + ("" if available else f" {hint}")
-      )
-    return restore(manager, state, step), step, folder
-  finally:
-    manager.close()
 
 
 def describe(step: int, folder: str | None) -> str:

@@ -3,12 +3,12 @@
 For the exemplar of `texture.exemplar` (at `textures.EXEMPLAR_SCALE`, the
 size the GAN's crops were cut at) it writes to `workdir/texture/<exemplar>/`:
 - `optimised.png`: `texture.size` pixels a side by Gram matching
-  (`imgen.texture.synthesize`), with its time (compilation included);
+  (`imgen.methods.texture.synthesize`), with its time (compilation included);
 - `generated.png`: the same size from the spatial GAN's checkpoint in one
   call, and `tiling.png`, its 2x2 tiling at full size;
 - `grid.png`: exemplar | optimised | generated | the 2x2 tiling (at half size);
 - `mapping.png`: the generated texture mapped into the `horse` silhouette and
-  a real digit by each warp of `imgen.texture_map` (identity, smooth,
+  a real digit by each warp of `imgen.methods.texture_map` (identity, smooth,
   outline), shaded;
 - `scores.json`: per image, the relative Gram distance and SIFID to the
   exemplar in the held-out random network (`texture.held_out`), and the seam
@@ -19,6 +19,7 @@ size the GAN's crops were cut at) it writes to `workdir/texture/<exemplar>/`:
   generator's images/s at `texture.timed_sizes` (batch 1 and 8).
 """
 
+import functools
 import os
 import time
 
@@ -28,14 +29,16 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from imgen import checkpoints
-from imgen import images as image_lib
-from imgen import texture
-from imgen import texture_map
+from imgen.core import checkpoints
+from imgen.core import images as image_lib
+from imgen.core.errors import ConfigError
 from imgen.data import embedded
 from imgen.data import textures
-from imgen.errors import ConfigError
-from imgen.experiment import Experiment
+from imgen.evaluation import features as features_lib
+from imgen.evaluation.experiment import Experiment
+from imgen.families.gan import GANFamily
+from imgen.methods import texture
+from imgen.methods import texture_map
 from imgen.models import sgan
 
 GENERATED = 16  # Generated textures the seam ratio is averaged over.
@@ -56,7 +59,8 @@ def texture_generator(experiment: Experiment, state):
   """`generate(key, n, side)`: n textures side x side (N, side, side, C) from the
   spatial GAN's state in one call (side rounded up to G's factor, then cropped:
   such a crop no longer tiles)."""
-  generator = getattr(experiment.family, "generator", None)
+  family = experiment.family
+  generator = family.generator if isinstance(family, GANFamily) else None
   if not isinstance(generator, sgan.Generator):
     raise ConfigError(
       f"--mode=texture needs a spatial GAN (family 'gan', model.name 'sgan'); this config "
@@ -156,16 +160,19 @@ def texture_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
   experiment = Experiment.create(config)
   exemplar = load(t.exemplar)
   channels = exemplar.shape[-1]
-  features = texture.make_features(t, channels, config.eval.cnn_workdir)
+  load_cnn = functools.partial(features_lib.trained_cnn, config.eval.cnn_workdir)
+  features = texture.make_features(t, channels, load_cnn)
   held = texture.RandomFeatures.create(t.held_out, channels, "texture.held_out")
   timed = texture.parse_sizes(t.timed_sizes, "texture.timed_sizes")
-  factor = 2 ** getattr(getattr(experiment.family, "generator", None), "num_up", 0)
+  family = experiment.family
+  generator = family.generator if isinstance(family, GANFamily) else None
+  factor = 2**generator.num_up if isinstance(generator, sgan.Generator) else 1
   if config.model.get("padding") == "wrap" and any(s % factor for s in (t.size, *timed)):
     raise ConfigError(
       f"texture.size={t.size} and texture.timed_sizes={t.timed_sizes!r} must be multiples of "
       f"{factor}: the generator's output tiles only at whole multiples of its upsampling."
     )
-  state, step, folder = checkpoints.load_chosen(experiment, workdir)
+  state, step, folder = experiment.restore(workdir)
   generate = texture_generator(experiment, state)
   key = jax.random.key(t.seed)
 

@@ -42,8 +42,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from imgen import metrics
-from imgen.errors import ConfigError
+from imgen.core.errors import ConfigError
+from imgen.methods import metrics
 
 # (images (N, H, W, C), the smaller side of the images compared) -> per level (N, h, w, D).
 Features = Callable[[jax.Array, int | None], list[jax.Array]]
@@ -141,19 +141,16 @@ def _centre(x: jax.Array, rim: int) -> jax.Array:
   return x[:, rim : x.shape[1] - rim, rim : x.shape[2] - rim] if rim else x
 
 
-def cnn_features(workdir: str) -> Features:
-  """The conv layers (after BatchNorm and ReLU) of the `configs/cnn.py`
-  classifier trained in `workdir`, on grey images; one level per block."""
-  from imgen import features as feature_lib  # pylint: disable=g-import-not-at-top
-
-  network = feature_lib.cnn_network(workdir)
-  params = network.variables["params"]
-  stats = network.variables["batch_stats"]
+def cnn_features(variables: dict, where: str) -> Features:
+  """The conv layers (after BatchNorm and ReLU) of a trained `configs/cnn.py`
+  classifier (its `variables`, read from `where`), on grey images; one level per block."""
+  params = variables["params"]
+  stats = variables["batch_stats"]
   convs = sorted((k for k in params if k.startswith("Conv_")), key=lambda k: int(k[5:]))
   if len(convs) < 2 or any(k.startswith("_Block") for k in params):
     raise ConfigError(
       f"texture.network='cnn' reads the conv layers of configs/cnn.py's SimpleCNN; "
-      f"eval.cnn_workdir={workdir} holds another network."
+      f"{where} holds another network."
     )
 
   def apply(images: jax.Array, side: int | None = None, periodic: bool = False) -> list[jax.Array]:
@@ -176,13 +173,17 @@ def cnn_features(workdir: str) -> Features:
 
 
 def make_features(
-  config: ml_collections.ConfigDict, channels: int, cnn_workdir: str, name: str = "texture"
+  config: ml_collections.ConfigDict,
+  channels: int,
+  load_cnn: Callable[[], tuple[dict, str]],
+  name: str = "texture",
 ) -> Features:
-  """The optimised network of the `texture` group: random or the trained classifier."""
+  """The optimised network of the `texture` group: random, or the trained
+  classifier that `load_cnn()` returns as (its variables, where it was read)."""
   if config.network == "random":
     return RandomFeatures.create(config.features, channels, f"{name}.features")
   if config.network == "cnn":
-    return cnn_features(cnn_workdir)
+    return cnn_features(*load_cnn())
   raise ConfigError(f"{name}.network {config.network!r}; use 'random' or 'cnn'.")
 
 

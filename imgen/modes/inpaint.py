@@ -31,14 +31,14 @@ import scipy.ndimage
 import skimage.metrics
 import skimage.restoration
 
-from imgen import checkpoints
-from imgen import images as image_lib
-from imgen import parallel
-from imgen.errors import ConfigError
-from imgen.evaluate import make_sampler
-from imgen.evaluate import sample_quality
-from imgen.experiment import GRID_COLUMNS
-from imgen.experiment import Experiment
+from imgen.core import checkpoints
+from imgen.core import images as image_lib
+from imgen.core import parallel
+from imgen.core.errors import ConfigError
+from imgen.evaluation.evaluate import make_sampler
+from imgen.evaluation.evaluate import sample_quality
+from imgen.evaluation.experiment import GRID_COLUMNS
+from imgen.evaluation.experiment import Experiment
 from imgen.families import Inpaints
 
 MASKS = ("centre", "boxes", "strokes", "blobs")
@@ -152,7 +152,7 @@ def inpaint_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if c.num_images < 1:
     raise ConfigError(f"inpaint.num_images={c.num_images}; it must be a positive integer.")
   check_mask(c.mask)  # Before the checkpoint is read.
-  state, step, folder = checkpoints.load_chosen(experiment, workdir)
+  state, step, folder = experiment.restore(workdir)
   described = checkpoints.describe(step, folder)
   held = experiment.held_out(c.num_images)
   images = held["image"]

@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imgen.errors import ConfigError
-from imgen.errors import DataError
+from imgen.core.errors import ConfigError
+from imgen.core.errors import DataError
 
 # Class colours: background black, then well-separated hues (tab20's order).
 PALETTE = np.array(

@@ -1,6 +1,7 @@
 """Starts N local processes that form one imgen run, for trying multi-process training by hand.
 
-python -m imgen.launch --processes=2 --cpu_devices=2 -- --config=configs/gan.py --workdir=runs/x
+python -m imgen.core.launch --processes=2 --cpu_devices=2 -- \
+  --config=configs/gan.py --workdir=runs/x
 
 Each process runs `main.py` with the arguments after `--` and joins the run
 through `IMGEN_COORDINATOR_ADDRESS` (127.0.0.1 and a free port),
@@ -137,7 +138,7 @@ class Launch:
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
-    prog="python -m imgen.launch",
+    prog="python -m imgen.core.launch",
     description="Start N local processes of one imgen run (arguments after -- go to main.py).",
   )
   parser.add_argument("--processes", type=int, default=2, help="How many processes.")

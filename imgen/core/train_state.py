@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from imgen.optim import Optimizer
+from imgen.core.optim import Optimizer
 
 PyTree = Any
 
@@ -48,7 +48,9 @@ class TrainState:
     `example` (an input, or a tuple of inputs), jitted."""
     inputs = example if isinstance(example, tuple) else (example,)
     init = lambda k, xs: module.init(k, *xs, train=False)
-    variables = jax.jit(init, compiler_options=_init_compiler_options())(key, inputs)
+    # Under a trace (jax.eval_shape of init_state, a jitted caller) it is inlined.
+    options = None if isinstance(key, jax.core.Tracer) else _init_compiler_options()
+    variables = jax.jit(init, compiler_options=options)(key, inputs)
     params = variables["params"]
     return cls(
       step=jnp.zeros((), jnp.int32),

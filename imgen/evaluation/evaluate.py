@@ -9,7 +9,7 @@ generate, keyed '<split>/<metric>'.
 `SampleQuality` scores a family's samples (generated on all devices, in
 global batches drawn from one key, so any device count gives the same
 samples) against a real split, through a feature network: FID, KID, IS and
-precision/recall from `imgen.metrics`. The features of real splits are
+precision/recall from `imgen.methods.metrics`. The features of real splits are
 computed once per (dataset, split, image format, feature weights) and cached
 under `eval.stats_dir` (default: beside the TFDS data).
 """
@@ -24,19 +24,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from imgen import data
-from imgen import features
-from imgen import metrics
-from imgen import parallel
+from imgen.core import images as image_lib
+from imgen.core import parallel
+from imgen.core.errors import ConfigError
+from imgen.core.errors import UserError
 from imgen.data import VALID
 from imgen.data import sources
-from imgen.errors import ConfigError
-from imgen.errors import UserError
-from imgen.experiment import Experiment
-from imgen.experiment import metric_names
+from imgen.evaluation import features
+from imgen.evaluation.experiment import Experiment
+from imgen.evaluation.experiment import metric_names
+from imgen.evaluation.features import FeatureNetwork
 from imgen.families import Evaluates
 from imgen.families import Family
 from imgen.families import Generates
-from imgen.features import FeatureNetwork
+from imgen.methods import metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +102,17 @@ def host_samples(batches: Iterator[jax.Array], num: int) -> np.ndarray:
   """The first `num` samples of device batches, gathered from every process (N, H, W, C)."""
   parts = [np.asarray(jax.device_get(b)) for b in batches]
   return np.concatenate([parallel.gather(p.reshape(-1, *p.shape[2:])) for p in parts])[:num]
+
+
+def draw(experiment: Experiment, state, key: jax.Array, num: int, condition=None) -> np.ndarray:
+  """`num` uint8 samples (N, H, W, C) of a trained run's generator, from an
+  unreplicated `state`, given `condition` (classes, token ids or clips) if any."""
+  if num == 0:
+    return np.zeros((0, *experiment.spec.image.shape), np.uint8)
+  batch = experiment.config.eval.batch_size
+  sample_batches = make_sampler(experiment.family, experiment.config.family, batch)
+  batches = sample_batches(parallel.replicate(state), key, num, condition)
+  return image_lib.to_uint8(host_samples(batches, num))
 
 
 class SampleQuality:

@@ -14,8 +14,6 @@ the cached feature files of real data, so other weights never reuse them.
 from collections.abc import Callable
 import dataclasses
 import hashlib
-import json
-import os
 from typing import Any
 
 import jax
@@ -23,12 +21,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from imgen import checkpoints
-from imgen import data
-from imgen.data import DataSpec
+from imgen.core.errors import ConfigError
 from imgen.data import ImageSpec
-from imgen.errors import ConfigError
-from imgen.families.cnn import CNNFamily
+from imgen.evaluation.experiment import Experiment
 from imgen.models import inception
 
 
@@ -80,29 +75,8 @@ def cnn_network(workdir: str) -> FeatureNetwork:
     f"--workdir={workdir} (about 5 minutes on a laptop CPU), or point "
     "--config.eval.cnn_workdir at one."
   )
-  config_path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(config_path):
-    raise ConfigError(f"eval.cnn_workdir={workdir} holds no trained classifier. {hint}")
-  with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  if config.get("family") != "cnn":
-    raise ConfigError(
-      f"eval.cnn_workdir={workdir} holds a {config.get('family')!r} run, not a classifier. {hint}"
-    )
-  builder = data.get_builder(config.data.name, config.data.data_dir)
-  data_spec = DataSpec.from_builder(builder, config.data.image_key, config.model.image_size)
-  try:
-    family, spec = CNNFamily(config, data_spec), data_spec.image
-  except (AttributeError, KeyError) as e:  # A config.json of an older imgen lacks fields.
-    raise ConfigError(
-      f"eval.cnn_workdir={workdir} holds a classifier of an older imgen ({e}). Delete it and "
-      f"train it again: python main.py --config=configs/cnn.py --workdir={workdir}"
-    ) from e
-  manager = checkpoints.make_manager(workdir, keep=config.train.keep_checkpoints, create=False)
-  state, step = checkpoints.restore_latest(manager, family.init_state(jax.random.key(0)))
-  manager.close()
-  if step is None:
-    raise ConfigError(f"eval.cnn_workdir={workdir} has no checkpoint yet. {hint}")
+  experiment, state, step = Experiment.of_run(workdir, "eval.cnn_workdir", hint, family="cnn")
+  config, family, spec = experiment.config, experiment.family, experiment.spec.image
   model = family.model
 
   def apply(variables, images):
@@ -117,6 +91,12 @@ def cnn_network(workdir: str) -> FeatureNetwork:
     f"cnn ({workdir}, step {step})",
     config.data.name,
   )
+
+
+def trained_cnn(workdir: str) -> tuple[dict, str]:
+  """(variables, where) of the classifier trained in `workdir`: what
+  `methods.texture.make_features` reads for texture.network='cnn'."""
+  return cnn_network(workdir).variables, f"eval.cnn_workdir={workdir}"
 
 
 def inception_network(weights_path: str | None) -> FeatureNetwork:

@@ -21,7 +21,7 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
-from imgen.errors import UserError
+from imgen.core.errors import UserError
 
 NONFINITE_ACTIONS = ("stop", "skip")
 

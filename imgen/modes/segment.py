@@ -23,13 +23,13 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from imgen import checkpoints
-from imgen import images as image_lib
-from imgen import masks as mask_lib
-from imgen.errors import ConfigError
-from imgen.errors import DataError
-from imgen.experiment import Experiment
+from imgen.core import checkpoints
+from imgen.core import images as image_lib
+from imgen.core.errors import ConfigError
+from imgen.core.errors import DataError
+from imgen.evaluation.experiment import Experiment
 from imgen.families import Segments
+from imgen.methods import masks as mask_lib
 
 
 def _read_folder(folder: str) -> tuple[list[np.ndarray], list[str]]:
@@ -93,7 +93,7 @@ def segment_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
   family = experiment.family
   if not isinstance(family, Segments):
     raise ConfigError(f"The {config.family} family does not segment; --mode=segment needs one.")
-  state, step, folder = checkpoints.load_chosen(experiment, workdir)
+  state, step, folder = experiment.restore(workdir)
   images, names, truth = _inputs(experiment, config.segment.input)
   masks, batch = [], config.eval.batch_size
   for start in range(0, len(images), batch):  # Images of one size go through in batches.

@@ -2,7 +2,7 @@
 
 It knows a family only through the contract of `imgen.families.base`: the
 state, the per-replica train step, `headline`, `show`, and the capabilities
-`Evaluates` and `Generates` (through `imgen.evaluate`).
+`Evaluates` and `Generates` (through `imgen.evaluation.evaluate`).
 """
 
 from collections.abc import Callable, Iterator, Sequence
@@ -15,14 +15,14 @@ from jax import lax
 import ml_collections
 import numpy as np
 
-from imgen import checkpoints
 from imgen import data
-from imgen import guards
-from imgen import parallel
-from imgen import writers
-from imgen.evaluate import Evaluator
-from imgen.evaluate import host_samples
-from imgen.experiment import Experiment
+from imgen.core import checkpoints
+from imgen.core import guards
+from imgen.core import parallel
+from imgen.core import writers
+from imgen.evaluation.evaluate import Evaluator
+from imgen.evaluation.evaluate import host_samples
+from imgen.evaluation.experiment import Experiment
 
 
 def _mean_metrics(host: list[dict]) -> dict[str, float]:

@@ -8,7 +8,7 @@ from absl import logging
 import numpy as np
 from tensorboardX import SummaryWriter
 
-from imgen import images as image_lib
+from imgen.core import images as image_lib
 
 
 def _duration(seconds: float) -> str:

@@ -5,7 +5,7 @@ several processes, before JAX starts a backend, and does nothing otherwise:
 
 - explicitly: a coordinator address, a process count and this process's id,
   as main.py's flags or the environment variables `IMGEN_COORDINATOR_ADDRESS`,
-  `IMGEN_NUM_PROCESSES`, `IMGEN_PROCESS_ID` (what `python -m imgen.launch`
+  `IMGEN_NUM_PROCESSES`, `IMGEN_PROCESS_ID` (what `python -m imgen.core.launch`
   sets for local processes);
 - detected, from the cluster environments JAX's auto-detection reads: a SLURM
   job step of several tasks (`SLURM_NTASKS`), an Open MPI job of several ranks
@@ -28,8 +28,8 @@ import jax
 from jax import lax
 import numpy as np
 
-from imgen import parallel
-from imgen.errors import ConfigError
+from imgen.core import parallel
+from imgen.core.errors import ConfigError
 
 MODES = ("auto", "on", "off")
 ENV = {

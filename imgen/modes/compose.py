@@ -24,7 +24,7 @@ split), and the FID of each blend's scenes against the real test scenes in
 the segmenter's features (the spatial means of its U-Net blocks' outputs),
 beside the FID of real train scenes against the same reference.
 `retextured.png` maps generated textures into the digits the segmenter finds
-in real test scenes (`imgen.texture_map`).
+in real test scenes (`imgen.methods.texture_map`).
 """
 
 import dataclasses
@@ -39,17 +39,15 @@ from jax.scipy.sparse import linalg as sparse_linalg
 import ml_collections
 import numpy as np
 
-from imgen import checkpoints
-from imgen import images as image_lib
-from imgen import masks as mask_lib
-from imgen import metrics
-from imgen import parallel
-from imgen import texture_map
+from imgen.core import images as image_lib
+from imgen.core.errors import ConfigError
 from imgen.data import scenes
-from imgen.errors import ConfigError
-from imgen.evaluate import host_samples
-from imgen.evaluate import make_sampler
-from imgen.experiment import Experiment
+from imgen.evaluation.evaluate import draw
+from imgen.evaluation.experiment import Experiment
+from imgen.families import Segments
+from imgen.methods import masks as mask_lib
+from imgen.methods import metrics
+from imgen.methods import texture_map
 
 BLENDS = ("paste", "alpha", "poisson")
 SIZE = scenes.SIZE
@@ -104,19 +102,6 @@ class Layout:
   digits: np.ndarray  # (N, 4) classes.
   boxes: np.ndarray  # (N, 4, 4) top, left, height, width.
   colours: np.ndarray  # (N, 4, 3) uint8.
-
-
-def load_run(workdir: str, what: str, hint: str = "train it first.") -> tuple[Experiment, object]:
-  """The experiment and newest checkpoint of the run in `workdir` (the setting `what`)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise ConfigError(f"{what}={workdir} holds no run (no config.json); {hint}")
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  config.eval.checkpoint_step, config.eval.best = None, False
-  experiment = Experiment.create(config)
-  state, _, _ = checkpoints.load_chosen(experiment, workdir)
-  return experiment, state
 
 
 def _classes(spec: str) -> tuple[int, ...] | None:
@@ -204,29 +189,6 @@ def _dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
   return out
 
 
-def segmenter_features(experiment: Experiment, state, images: np.ndarray) -> np.ndarray:
-  """(N, D) spatial means of every U-Net block's output for uint8 scenes (N, 64, 64, 3)."""
-  family = experiment.family
-  model, variables = family.model, state.net.variables()
-
-  @jax.jit
-  def features(x):
-    _, captured = model.apply(
-      variables,
-      x,
-      train=False,
-      capture_intermediates=lambda module, name: (
-        name == "__call__" and "ConvBlock" in type(module).__name__
-      ),
-      mutable=["intermediates"],
-    )
-    leaves = jax.tree.leaves(captured["intermediates"])
-    return jnp.concatenate([leaf.mean(axis=(1, 2)) for leaf in leaves], axis=-1)
-
-  out = [features(image_lib.from_uint8(images[i : i + 250])) for i in range(0, len(images), 250)]
-  return np.asarray(jnp.concatenate(out), np.float64)
-
-
 def _segmentation_scores(experiment, state, images: np.ndarray, masks: np.ndarray) -> dict:
   family = experiment.family
   k = family.num_mask_classes
@@ -255,24 +217,24 @@ def compose_scenes(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   backgrounds = np.zeros((c.num_scenes, SIZE, SIZE, 3), np.uint8)
   for j, folder in enumerate(texture_dirs):
-    experiment, state = load_run(folder, "compose.texture_workdirs")
+    experiment, state, _ = Experiment.of_run(folder, "compose.texture_workdirs")
     if experiment.spec.image.size != SIZE or experiment.family.num_classes is not None:
       raise ConfigError(
         f"compose.texture_workdirs: {folder} must hold an unconditional generator of {SIZE}x{SIZE} "
         "textures (configs/texture.py)."
       )
     rows = np.flatnonzero(layout.background == j)
-    images = _draw(experiment, state, jax.random.fold_in(key, j), len(rows), None)
+    images = draw(experiment, state, jax.random.fold_in(key, j), len(rows), None)
     backgrounds[rows] = np.repeat(images, 3, -1) if images.shape[-1] == 1 else images
 
-  experiment, state = load_run(c.digits_workdir, "compose.digits_workdir")
+  experiment, state, _ = Experiment.of_run(c.digits_workdir, "compose.digits_workdir")
   if experiment.family.num_classes != 10:
     raise ConfigError(
       f"compose.digits_workdir={c.digits_workdir} must hold a class-conditional generator of "
       "the ten digits (configs/gan_conditional.py)."
     )
   slots = np.argwhere(layout.digits >= 0)
-  drawn = _draw(
+  drawn = draw(
     experiment, state, jax.random.fold_in(key, 100), len(slots), layout.digits[tuple(slots.T)]
   )
   side = experiment.spec.image.size
@@ -281,10 +243,13 @@ def compose_scenes(config: ml_collections.ConfigDict, workdir: str) -> dict:
   composed, masks = render(backgrounds, mattes, layout, rng)
 
   record = {"mode": "compose", "num_scenes": c.num_scenes, "classes": c.classes or "random"}
-  segment_experiment, segment_state = load_run(c.segment_workdir, "compose.segment_workdir")
+  segment_experiment, segment_state, _ = Experiment.of_run(
+    c.segment_workdir, "compose.segment_workdir"
+  )
   judge = segment_experiment.family
   if (
-    getattr(judge, "num_mask_classes", None) != 11
+    not isinstance(judge, Segments)
+    or judge.num_mask_classes != 11
     or judge.mask_field not in segment_experiment.spec.fields
   ):
     raise ConfigError(
@@ -294,9 +259,9 @@ def compose_scenes(config: ml_collections.ConfigDict, workdir: str) -> dict:
   real = {
     split: _real_scenes(segment_experiment, split, c.num_scenes) for split in ("train", "test")
   }
-  reference = segmenter_features(segment_experiment, segment_state, real["test"][0])
+  reference = judge.features(segment_state, image_lib.from_uint8(real["test"][0]))
   fid = lambda images: metrics.fid_from_features(
-    reference, segmenter_features(segment_experiment, segment_state, images)
+    reference, judge.features(segment_state, image_lib.from_uint8(images))
   )
   results, predictions = {}, {}
   real_scores, real_predicted = _segmentation_scores(
@@ -322,16 +287,6 @@ def compose_scenes(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ),
   )
   return record
-
-
-def _draw(experiment: Experiment, state, key, num: int, condition) -> np.ndarray:
-  """`num` uint8 samples of a run's generator (classes `condition`)."""
-  if num == 0:
-    return np.zeros((0, *experiment.spec.image.shape), np.uint8)
-  batch = experiment.config.eval.batch_size
-  sample_batches = make_sampler(experiment.family, experiment.config.family, batch)
-  batches = sample_batches(parallel.replicate(state), key, num, condition)
-  return image_lib.to_uint8(host_samples(batches, num))
 
 
 def _real_scenes(experiment: Experiment, split: str, num: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,138 @@
+"""What `main.py --mode=...` runs: a registry of modes, each `run(config, workdir)`.
+
+- `train`: train (or resume) in the workdir (`imgen.modes.train`).
+- `eval`: held-out and sample-quality metrics of a saved checkpoint, as JSON.
+- `sample`: `eval.num_samples` samples of a checkpoint as PNG grids and .npz,
+  and the family's other images. Conditional families draw the classes of
+  `eval.classes` (default all), one class per grid row; the .npz holds their
+  `labels`.
+- `inpaint`: held-out images completed under masks and scored against the
+  truth beside a classic baseline (`imgen.modes.inpaint`), for families that inpaint.
+- `segment`: masks of the held-out split (scored), a folder of images or an
+  .npz (`imgen.modes.segment`), for families that segment.
+- `texture`: a texture of the exemplar by optimisation and by the trained
+  spatial GAN, scored and timed (`imgen.modes.texture`).
+- `compose`: scenes assembled from trained texture and digit generators,
+  blended three ways, segmented and scored (`imgen.modes.compose`).
+
+The checkpoint is the newest in `workdir/checkpoints`, or the one of
+`eval.checkpoint_step`, or with `eval.best` the one in `workdir/best`;
+`eval.checkpoint_step=0` means the untrained model (the seed's
+initialisation). Samples and metrics are drawn from the same keys as the
+training-time evaluation, so `--mode=eval` on a run's last checkpoint repeats
+the numbers its training logged. A new mode is a function here and its entry
+in `MODES`. A config says which modes it is for (`config.modes`); any other
+mode is a one-line error that names the right command.
+"""
+
+from collections.abc import Callable
+import dataclasses
+import os
+import tempfile
+from typing import Any
+
+import jax
+import ml_collections
+
+from imgen.core import launch
+from imgen.core.errors import ConfigError
+from imgen.modes import compose
+from imgen.modes import eval as eval_mode
+from imgen.modes import inpaint
+from imgen.modes import prompts
+from imgen.modes import sample
+from imgen.modes import segment as segmentation
+from imgen.modes import texture as synthesis
+from imgen.modes import train
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+  run: Callable[[ml_collections.ConfigDict, str], Any]
+  help: str
+  needs_run: bool  # Works on the --workdir of an earlier run: no default workdir.
+
+
+MODES = {
+  "train": Mode(train.train_and_evaluate, "train (or resume) in --workdir", needs_run=False),
+  "eval": Mode(
+    eval_mode.evaluate_checkpoint, "metrics of a checkpoint as JSON in workdir/eval", True
+  ),
+  "sample": Mode(sample.sample_checkpoint, "eval.num_samples samples as PNG grids and .npz", True),
+  "inpaint": Mode(
+    inpaint.inpaint_checkpoint,
+    "complete held-out images under masks, scored, in workdir/inpaint",
+    True,
+  ),
+  "segment": Mode(
+    segmentation.segment_checkpoint,
+    "masks of the held-out split, a folder or an .npz, in workdir/segment",
+    True,
+  ),
+  "texture": Mode(
+    synthesis.texture_checkpoint,
+    "a texture by optimisation and by the trained spatial GAN, scored, in workdir/texture",
+    True,
+  ),
+  "prompts": Mode(
+    prompts.prompts_checkpoint,
+    "samples of held-out text or speech prompts, scored by a segmenter or classifier",
+    True,
+  ),
+  "compose": Mode(
+    compose.compose_scenes,
+    "scenes from trained generators, blended and segmented, in workdir/compose",
+    False,
+  ),
+}
+
+
+def check_workdir(workdir: str) -> None:
+  """Creates `workdir` and checks that files can be written there, before anything compiles."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    raise ConfigError(
+      f"--workdir={workdir} cannot be used: {e.strerror or e}. Pass a folder you can write to."
+    ) from e
+
+
+def choose_workdir(mode: str, workdir: str | None, config_file: str) -> str:
+  """`--workdir`, or for a mode that starts a run on one process a new folder
+  under runs/ (`launch.default_workdir`); a ConfigError where one is needed."""
+  if mode in MODES and MODES[mode].needs_run and not workdir:
+    raise ConfigError(f"--mode={mode} needs the --workdir of a run.")
+  if jax.process_count() > 1 and not workdir:
+    raise ConfigError(
+      "A run of several processes needs --workdir: one folder that every process reaches."
+    )
+  return workdir or launch.default_workdir(config_file)
+
+
+def check_mode(mode: str, config: ml_collections.ConfigDict, config_file: str) -> None:
+  """A ConfigError naming the right command when `config` is not meant for
+  `mode` (its `modes` field lists the modes it is for)."""
+  if mode not in MODES:
+    raise ConfigError(f"--mode={mode} is unknown; known: {sorted(MODES)}.")
+  declared = [m.strip() for m in config.get("modes", ",".join(MODES)).split(",") if m.strip()]
+  if mode in declared:
+    return
+  other = next((m for m in declared if m != "train"), declared[0] if declared else "train")
+  command = f"python main.py --config={config_file} --mode={other}"
+  if MODES[other].needs_run:
+    command += " --workdir=<its trained run>"
+  raise ConfigError(
+    f"{config_file} is for --mode={','.join(declared)}, not --mode={mode}; for example: {command}"
+  )
+
+
+def run(
+  mode: str, config: ml_collections.ConfigDict, workdir: str, config_file: str = "this config"
+) -> Any:
+  """Runs `mode` (a key of `MODES`) on `config` (read from `config_file`) in
+  `workdir`: what `main.py` does."""
+  check_mode(mode, config, config_file)
+  check_workdir(workdir)
+  return MODES[mode].run(config, workdir)
