@@ -31,6 +31,7 @@ from imgen.data import DataSpec
 from imgen.evaluation.experiment import Experiment
 from imgen.families import gan
 from imgen.methods import augment
+from imgen.methods import gan_losses
 from imgen.models import dcgan
 from imgen.models.gan_layers import spectral
 from imgen.modes import train
@@ -39,23 +40,27 @@ from imgen.modes import train
 def test_hinge_and_wasserstein_losses_on_known_logits():
   real, fake = jnp.array([2.0, 0.5, -1.0]), jnp.array([-3.0, 0.0])
   # max(0, 1 - r): 0, 0.5, 2 -> 2.5/3; max(0, 1 + f): 0, 1 -> 0.5.
-  np.testing.assert_allclose(gan.hinge_d(real, fake), 2.5 / 3 + 0.5, rtol=1e-6)
-  np.testing.assert_allclose(gan.wasserstein_d(real, fake), -1.5 - 0.5, rtol=1e-6)
-  np.testing.assert_allclose(gan.critic_g(fake), 1.5, rtol=1e-6)
+  np.testing.assert_allclose(gan_losses.hinge_d(real, fake), 2.5 / 3 + 0.5, rtol=1e-6)
+  np.testing.assert_allclose(gan_losses.wasserstein_d(real, fake), -1.5 - 0.5, rtol=1e-6)
+  np.testing.assert_allclose(gan_losses.critic_g(fake), 1.5, rtol=1e-6)
 
 
 def test_top_k_keeps_the_fakes_d_finds_most_real_in_the_global_batch():
   # Four replicas of three fakes: the global batch's top 5 are 9, 8, 7, 6, 5.
   logits = jnp.array([[9.0, 0.0, 1.0], [8.0, 2.0, 7.0], [3.0, 6.0, 4.0], [5.0, -1.0, -2.0]])
-  weights = jax.vmap(lambda x: gan.top_k_weights(x, jnp.int32(5)), axis_name=parallel.AXIS)(logits)
+  weights = jax.vmap(lambda x: gan_losses.top_k_weights(x, jnp.int32(5)), axis_name=parallel.AXIS)(
+    logits
+  )
   # G's gradients are averaged over the 4 replicas: each kept fake weighs 4/5 here, 1/5 overall.
   expected = np.where(np.asarray(logits) >= 5.0, 4 / 5, 0.0)
   np.testing.assert_allclose(weights, expected, rtol=1e-6)
-  per_replica = jax.vmap(lambda x, w: gan.critic_g(x, w), axis_name=parallel.AXIS)(logits, weights)
+  per_replica = jax.vmap(lambda x, w: gan_losses.critic_g(x, w), axis_name=parallel.AXIS)(
+    logits, weights
+  )
   np.testing.assert_allclose(np.mean(per_replica), -(9 + 8 + 7 + 6 + 5) / 5, rtol=1e-6)
   o = smoke_config("gan", None).objective
   o.update(topk_min=0.5, topk_decay=0.9, topk_every=10)
-  counts = [int(gan.top_k_count(jnp.int32(s), 64, o)) for s in (0, 9, 10, 25, 1000)]
+  counts = [int(gan_losses.top_k_count(jnp.int32(s), 64, o)) for s in (0, 9, 10, 25, 1000)]
   assert counts == [64, 64, 57, 51, 32]  # floor(64 * 0.9**(s // 10)), at least 32.
 
 
@@ -80,9 +85,9 @@ def test_gradient_penalties_match_finite_differences():
   norms = np.linalg.norm(grads, axis=1)
   x32 = jnp.asarray(x, jnp.float32)
   np.testing.assert_allclose(
-    gan.gradient_penalty(critic, x32), np.mean((norms - 1) ** 2), rtol=1e-4
+    gan_losses.gradient_penalty(critic, x32), np.mean((norms - 1) ** 2), rtol=1e-4
   )
-  np.testing.assert_allclose(gan.r1_penalty(critic, x32), np.mean(norms**2), rtol=1e-4)
+  np.testing.assert_allclose(gan_losses.r1_penalty(critic, x32), np.mean(norms**2), rtol=1e-4)
 
 
 def test_spectral_norm_estimate_matches_the_largest_singular_value():

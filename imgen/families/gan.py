@@ -51,79 +51,13 @@ from imgen.families.base import Generates
 from imgen.families.base import class_count
 from imgen.families.base import reject_condition
 from imgen.methods import augment
+from imgen.methods.gan_losses import LOSSES
+from imgen.methods.gan_losses import gradient_penalty
+from imgen.methods.gan_losses import r1_penalty
+from imgen.methods.gan_losses import top_k_count
+from imgen.methods.gan_losses import top_k_weights
 from imgen.models import compute_dtype
-from imgen.models import dcgan
-from imgen.models import resnet_gan
-from imgen.models import sgan
-from imgen.models.layers import IMPLEMENTATIONS as UPSAMPLE_IMPLEMENTATIONS
-
-
-def _dcgan(config: ml_collections.ConfigDict, image, num_classes, dtype):
-  m = config.model
-  if m.upsample not in UPSAMPLE_IMPLEMENTATIONS:
-    raise ConfigError(
-      f"model.upsample {m.upsample!r} is unknown; known: {sorted(UPSAMPLE_IMPLEMENTATIONS)}."
-    )
-  dcgan.geometry(image.size)
-  common = dict(
-    image_size=image.size, axis_name=parallel.AXIS, dtype=dtype, num_classes=num_classes
-  )
-  g = dcgan.Generator(**common, width=m.g_width, channels=image.channels, upsample=m.upsample)
-  d = dcgan.Discriminator(
-    **common, width=m.d_width, downsample=m.upsample, norm=m.d_norm, spectral_norm=m.spectral_norm
-  )
-  return g, d, m.d_norm == "batch", m.latent_dim
-
-
-def _sgan(config: ml_collections.ConfigDict, image, num_classes, dtype):
-  m = config.model
-  o = config.objective
-  if num_classes is not None:
-    raise ConfigError("The spatial GAN (model.name='sgan') is unconditional.")
-  if "noise_channels" not in m or "padding" not in m:
-    raise ConfigError("model.name='sgan' needs its fields: start from configs/texture.py.")
-  if o.loss == "wgan_gp" or o.r1_gamma > 0 or o.topk_min < 1:
-    raise ConfigError(
-      "The spatial GAN's D scores a map of positions: gradient penalties and top-k, which "
-      "treat one logit per image, are not supported with it."
-    )
-  if m.d_norm not in dcgan.D_NORMS:
-    raise ConfigError(f"model.d_norm {m.d_norm!r}; use one of {dcgan.D_NORMS}.")
-  g = sgan.Generator(
-    image.size,
-    image.channels,
-    tuple(m.g_channels),
-    m.noise_channels,
-    m.padding,
-    m.upsample,
-    parallel.AXIS,
-    dtype,
-  )
-  downsample = "transpose" if m.upsample == "transpose" else "subpixel"
-  d = sgan.Discriminator(tuple(m.d_channels), m.d_norm, downsample, parallel.AXIS, dtype)
-  return g, d, m.d_norm == "batch", g.latent_dim
-
-
-def _resnet(config: ml_collections.ConfigDict, image, num_classes, dtype):
-  m = config.model
-  g_channels, d_channels = tuple(m.g_channels), tuple(m.d_channels)
-  g = resnet_gan.Generator(
-    image.size, image.channels, g_channels, num_classes, parallel.AXIS, dtype=dtype
-  )
-  d = resnet_gan.Discriminator(
-    image.size,
-    d_channels,
-    tuple(bool(x) for x in m.d_downsample),
-    num_classes,
-    m.spectral_norm,
-    m.d_pool,
-    dtype=dtype,
-  )
-  return g, d, False, m.latent_dim
-
-
-# model.name -> (G, D, D has BatchNorm, the size of G's flat noise).
-NETWORKS = {"dcgan": _dcgan, "resnet": _resnet, "sgan": _sgan}
+from imgen.models.gan_networks import NETWORKS
 
 
 @flax.struct.dataclass
@@ -131,81 +65,6 @@ class GANState:
   step: jax.Array
   g: TrainState
   d: TrainState
-
-
-def non_saturating_d(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
-  """BCE of D with real -> 1 and fake -> 0: -log D(x) - log(1 - D(G(z))).
-
-  softplus(-l) = -log(sigmoid(l)) and softplus(l) = -log(1 - sigmoid(l)),
-  written so they stay finite for any logit.
-  """
-  return jnp.mean(jax.nn.softplus(-real_logits)) + jnp.mean(jax.nn.softplus(fake_logits))
-
-
-def _mean(x: jax.Array, weights: jax.Array | None) -> jax.Array:
-  return jnp.mean(x) if weights is None else jnp.sum(weights * x)
-
-
-def non_saturating_g(fake_logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
-  """Non-saturating generator loss: -log D(G(z)), averaged (or summed with `weights`)."""
-  return _mean(jax.nn.softplus(-fake_logits), weights)
-
-
-def hinge_d(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
-  """E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))]."""
-  return jnp.mean(jax.nn.relu(1.0 - real_logits)) + jnp.mean(jax.nn.relu(1.0 + fake_logits))
-
-
-def wasserstein_d(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
-  """The critic's loss E[D(G(z))] - E[D(x)] (the gradient penalty is added apart)."""
-  return jnp.mean(fake_logits) - jnp.mean(real_logits)
-
-
-def critic_g(fake_logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
-  """-E[D(G(z))]: the generator loss of the hinge and Wasserstein GANs."""
-  return -_mean(fake_logits, weights)
-
-
-LOSSES = {  # objective.loss -> (D's loss, G's loss)
-  "non_saturating": (non_saturating_d, non_saturating_g),
-  "hinge": (hinge_d, critic_g),
-  "wgan_gp": (wasserstein_d, critic_g),
-}
-
-
-def input_gradients(logits_fn, x: jax.Array) -> jax.Array:
-  """d logit_i / d x_i for each row i (rows independent: no BatchNorm)."""
-  return jax.grad(lambda x: jnp.sum(logits_fn(x)))(x)
-
-
-def gradient_penalty(logits_fn, x: jax.Array) -> jax.Array:
-  """WGAN-GP's mean of (||d logit_i / d x_i||_2 - 1)^2 over the rows of `x`."""
-  grads = input_gradients(logits_fn, x)
-  norms = optax.safe_norm(grads.reshape(grads.shape[0], -1), 0.0, axis=1)
-  return jnp.mean((norms - 1.0) ** 2)
-
-
-def r1_penalty(logits_fn, x: jax.Array) -> jax.Array:
-  """R1's mean of ||d logit_i / d x_i||_2^2 over the (real) rows of `x`."""
-  grads = input_gradients(logits_fn, x)
-  return jnp.mean(jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=1))
-
-
-def top_k_count(step: jax.Array, batch: int, o: ml_collections.ConfigDict) -> jax.Array:
-  """k of the top-k generator update at train step `step`: the global `batch`
-  times `topk_decay` once every `topk_every` steps, down to `topk_min` of it."""
-  fraction = jnp.maximum(o.topk_min, o.topk_decay ** (step // o.topk_every).astype(jnp.float32))
-  return jnp.maximum(1, jnp.floor(fraction * batch)).astype(jnp.int32)
-
-
-def top_k_weights(logits: jax.Array, k: jax.Array) -> jax.Array:
-  """Weights of this replica's fakes in G's loss: 1/k for the k fakes of the
-  global batch that D scores as most real, 0 for the rest (Sinha et al. 2020),
-  times the device count, since G's gradients are averaged over the devices."""
-  everything = lax.all_gather(lax.stop_gradient(logits), parallel.AXIS).reshape(-1)
-  threshold = jnp.sort(everything)[everything.size - k]
-  replicas = lax.psum(1, parallel.AXIS)
-  return (lax.stop_gradient(logits) >= threshold).astype(jnp.float32) * (replicas / k)
 
 
 _AUX = 1 << 20  # fold_in(step key, _AUX): the stream of every draw but the first noise batch.
