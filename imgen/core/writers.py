@@ -99,5 +99,5 @@ class _ProjectInfoOnly(std_logging.Filter):
 
 def quiet_library_logs(*extra_roots: str) -> None:
   """Hides the INFO chatter of Orbax, TFDS and JAX (hundreds of lines a save)."""
-  package = os.path.dirname(os.path.abspath(__file__))
+  package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # imgen/
   logging.get_absl_handler().addFilter(_ProjectInfoOnly((package, *extra_roots)))
