@@ -88,98 +88,80 @@ def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains `config.family` in `workdir`, resuming from its newest checkpoint.
-
-  Returns the last logged metrics.
-  """
-  experiment = Experiment.create(config)
-  family, keys = experiment.family, experiment.keys
-  state = family.init_state(keys.init)
+def _restore(experiment: Experiment, workdir: str):
+  """(checkpoint manager, state, step) of the newest checkpoint in `workdir`,
+  or of the initialisation when there is none; writes config.json after it."""
+  config = experiment.config
+  state = experiment.family.init_state(experiment.keys.init)
   manager = checkpoints.make_manager(workdir, keep=config.train.keep_checkpoints)
   state, restored = checkpoints.restore_latest(manager, state)
-  start_step = int(state.step)
   if restored is not None:
     logging.info("Resuming from the checkpoint of step %d in %s", restored, workdir)
   if jax.process_index() == 0:  # After the restore: config.json describes the checkpoints.
     _save_config(config, workdir)
-  num_steps = config.train.num_steps
-  if start_step >= num_steps:
-    logging.info("Already trained to step %d (train.num_steps=%d).", start_step, num_steps)
-    manager.close()
-    return {}
+  return manager, state, int(state.step)
 
-  evaluator = Evaluator(experiment, required=False)
-  held_out = experiment.held_out(config.eval.grid_samples)
-  every = (
-    config.train.log_every,
-    config.train.checkpoint_every,
-    config.eval.sample_every,
-    config.eval.every_steps,
-  )
-  per_call = config.train.steps_per_dispatch
-  sizes = lambda: dispatch_sizes(start_step, num_steps, every, per_call)
-  batches = data.prefetch_to_device(stack_steps(experiment.train_batches(start_step), sizes()))
-  guarded_step = guards.guard_nonfinite(family.make_train_step())
-  train_calls = {1: parallel.pmap_step(guarded_step, donate=True)}  # By steps per call.
+
+def _train_calls(experiment: Experiment) -> dict[int, Callable]:
+  """The compiled train calls by steps per call: the guarded step, buffers donated."""
+  guarded_step = guards.guard_nonfinite(experiment.family.make_train_step())
+  calls = {1: parallel.pmap_step(guarded_step, donate=True)}
+  per_call = experiment.config.train.steps_per_dispatch
   if per_call > 1:  # Each compiles on first use.
-    train_calls[per_call] = parallel.pmap_step(scan_steps(guarded_step), donate=True)
-  replicated = parallel.replicate(state)
-  writer = writers.Writer(workdir, enabled=jax.process_index() == 0)
-  best = checkpoints.BestCheckpoint(workdir, config.eval.best_metric, config.eval.best_mode)
-  progress = writers.Progress(start_step, num_steps)
-  buffer, metrics, eval_metrics, skipped = [], {}, {}, 0
-  warned = []  # Whether the missing best metric was reported.
+    calls[per_call] = parallel.pmap_step(scan_steps(guarded_step), donate=True)
+  return calls
 
-  def host_state():
-    return jax.device_get(parallel.unreplicate(replicated))
 
-  def write_images(step: int) -> None:
-    images = {}
-    if evaluator.sampler is not None:
-      num = experiment.grid_size()  # One row per class for conditional families.
-      images["samples"] = host_samples(evaluator.sampler(replicated, keys.sample, num), num)
-    images.update(family.show(host_state(), keys.sample, held_out))
-    paths = writer.images(step, images)
-    if paths:
-      logging.info("Wrote %s", ", ".join(paths))
+class _Run:
+  """What a training run holds between its steps (the replicated state, the
+  unread metrics, the writers) and what it does at a step's boundaries."""
 
-  def evaluate(step: int) -> dict[str, float]:
-    """Held-out and sample-quality metrics; logs them, keeps the best checkpoint."""
-    if not evaluator.active:
-      return {}
-    results, images = evaluator(replicated)
-    writer.images(step, images)
-    logging.info(
-      "eval at step %d | %s", step, " | ".join(f"{k} {v:.4g}" for k, v in results.items())
-    )
-    writer.scalars(step, results)
-    unprefixed = {k.split("/", 1)[1]: v for k, v in results.items()}
-    if best.update(step, unprefixed, host_state()):
-      logging.info("Best %s so far (%.4g): step %d, kept in best/", best.metric, best.value, step)
-    elif best.metric not in unprefixed and not warned:
-      warned.append(best.metric)
-      logging.warning(
-        "eval.best_metric=%r is not among the eval results %s; no best checkpoint is kept.",
-        best.metric,
-        sorted(unprefixed),
-      )
-    return results
+  def __init__(self, experiment: Experiment, workdir: str, manager, state, start_step: int):
+    config = experiment.config
+    self.experiment, self.config, self.manager = experiment, config, manager
+    self.evaluator = Evaluator(experiment, required=False)
+    self.held_out = experiment.held_out(config.eval.grid_samples)
+    self.replicated = parallel.replicate(state)
+    self.writer = writers.Writer(workdir, enabled=jax.process_index() == 0)
+    self.best = checkpoints.BestCheckpoint(workdir, config.eval.best_metric, config.eval.best_mode)
+    self.progress = writers.Progress(start_step, config.train.num_steps)
+    self.start_step = start_step
+    self.buffer, self.metrics, self.eval_metrics = [], {}, {}
+    self.skipped, self.warned_best = 0, False
 
-  def checkpoint(step: int) -> None:
-    checkpoints.save(manager, step, host_state())
+  def host_state(self):
+    return jax.device_get(parallel.unreplicate(self.replicated))
 
-  logging.info(
-    "Training %s from step %d to %d; workdir %s", config.family, start_step, num_steps, workdir
-  )
+  def train(self, call: Callable, batch, n: int, step: int) -> None:
+    """Runs one call of `n` steps ending at `step`; times the first (compiles)."""
+    first = step == self.start_step + n
+    t = time.perf_counter()
+    self.replicated, metrics = call(self.replicated, batch, self.experiment.keys.step)
+    if first:
+      jax.block_until_ready(metrics)
+      seconds = time.perf_counter() - t
+      logging.info("First call (%d step%s, compile included) took %.1fs", n, "s" * (n > 1), seconds)
+      self.progress.start(step)
+    self.buffer.append((n, metrics))
 
-  def check_finite(host: list[dict], step: int) -> int:
+  def log(self, step: int) -> None:
+    """Fetches the buffered metrics, checks them for non-finite values, logs them."""
+    host = _per_step(jax.device_get(self.buffer))
+    self.buffer = []
+    self.skipped += self._check_finite(host, step)
+    self.metrics = _mean_metrics(host)
+    timing = self.progress.update(step)
+    headline = self.experiment.family.headline(self.metrics)
+    logging.info("%s", self.progress.line(step, headline, timing))
+    self.writer.scalars(step, {**self.metrics, **timing, "skipped_updates": self.skipped})
+
+  def _check_finite(self, host: list[dict], step: int) -> int:
     """Stops the run (train.on_nonfinite='stop') or counts the skipped updates."""
     bad, culprits = guards.nonfinite_report(host, step - len(host) + 1)
-    if bad and config.train.on_nonfinite == "stop":
+    if bad and self.config.train.on_nonfinite == "stop":
       raise guards.Diverged(
         f"Non-finite {culprits} at step {bad[0]}: that update was not applied and the run "
-        f"stopped. The newest checkpoint (step {manager.latest_step()}) is from before it. "
+        f"stopped. The newest checkpoint (step {self.manager.latest_step()}) is from before it. "
         "Lower the learning rate, or set --config.train.on_nonfinite=skip to skip such updates."
       )
     if bad:
@@ -188,58 +170,109 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       )
     return len(bad)
 
+  def checkpoint(self, step: int) -> None:
+    checkpoints.save(self.manager, step, self.host_state())
+
+  def write_images(self, step: int) -> None:
+    images, keys = {}, self.experiment.keys
+    if self.evaluator.sampler is not None:
+      num = self.experiment.grid_size()  # One row per class for conditional families.
+      batches = self.evaluator.sampler(self.replicated, keys.sample, num)
+      images["samples"] = host_samples(batches, num)
+    images.update(self.experiment.family.show(self.host_state(), keys.sample, self.held_out))
+    paths = self.writer.images(step, images)
+    if paths:
+      logging.info("Wrote %s", ", ".join(paths))
+
+  def evaluate(self, step: int) -> None:
+    """Held-out and sample-quality metrics; logs them, keeps the best checkpoint."""
+    if not self.evaluator.active:
+      return
+    results, images = self.evaluator(self.replicated)
+    self.writer.images(step, images)
+    logging.info(
+      "eval at step %d | %s", step, " | ".join(f"{k} {v:.4g}" for k, v in results.items())
+    )
+    self.writer.scalars(step, results)
+    self.eval_metrics = results
+    unprefixed = {k.split("/", 1)[1]: v for k, v in results.items()}
+    best = self.best
+    if best.update(step, unprefixed, self.host_state()):
+      logging.info("Best %s so far (%.4g): step %d, kept in best/", best.metric, best.value, step)
+    elif best.metric not in unprefixed and not self.warned_best:
+      self.warned_best = True
+      logging.warning(
+        "eval.best_metric=%r is not among the eval results %s; no best checkpoint is kept.",
+        best.metric,
+        sorted(unprefixed),
+      )
+
+  def after(self, step: int, stop: str | None) -> bool:
+    """Logs, saves, draws and evaluates where `step` falls on their schedules;
+    True when the run stops here (the last step, or a stop signal)."""
+    c, last = self.config, step == self.config.train.num_steps
+    save = step % c.train.checkpoint_every == 0 or last or stop
+    if step % c.train.log_every == 0 or save:  # Never save before checking for NaN.
+      self.log(step)
+    if save:
+      self.checkpoint(step)
+    if stop:
+      logging.warning(
+        "Stopped by %s after step %d; its checkpoint is in %s. Run the same command to resume.",
+        stop,
+        step,
+        self.manager.directory,
+      )
+      return True
+    t = time.perf_counter()
+    if step % c.eval.sample_every == 0 or last:
+      self.write_images(step)
+    if step % c.eval.every_steps == 0 or last:
+      self.evaluate(step)
+    self.progress.exclude(time.perf_counter() - t)
+    return last
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+    self.best.close()
+    self.writer.close()
+    logging.flush()
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains `config.family` in `workdir`, resuming from its newest checkpoint.
+
+  Returns the last logged metrics.
+  """
+  experiment = Experiment.create(config)
+  manager, state, start_step = _restore(experiment, workdir)
+  num_steps = config.train.num_steps
+  if start_step >= num_steps:
+    logging.info("Already trained to step %d (train.num_steps=%d).", start_step, num_steps)
+    manager.close()
+    return {}
+  run = _Run(experiment, workdir, manager, state, start_step)
+  every = (
+    config.train.log_every,
+    config.train.checkpoint_every,
+    config.eval.sample_every,
+    config.eval.every_steps,
+  )
+  sizes = lambda: dispatch_sizes(start_step, num_steps, every, config.train.steps_per_dispatch)
+  batches = data.prefetch_to_device(stack_steps(experiment.train_batches(start_step), sizes()))
+  train_calls = _train_calls(experiment)
+  logging.info(
+    "Training %s from step %d to %d; workdir %s", config.family, start_step, num_steps, workdir
+  )
   with guards.StopSignals() as stops:
     try:
       step = start_step
       for calls, n in enumerate(sizes(), start=1):
-        batch, train_step = next(batches), train_calls[n]
         step += n
-        if step == start_step + n:
-          t = time.perf_counter()
-          replicated, step_metrics = train_step(replicated, batch, keys.step)
-          jax.block_until_ready(step_metrics)
-          logging.info(
-            "First call (%d step%s, compile included) took %.1fs",
-            n,
-            "s" if n > 1 else "",
-            time.perf_counter() - t,
-          )
-          progress.start(step)
-        else:
-          replicated, step_metrics = train_step(replicated, batch, keys.step)
-        buffer.append((n, step_metrics))
-
-        stop = stops.requested(start_step + calls)
-        last = step == num_steps
-        save = step % config.train.checkpoint_every == 0 or last or stop
-        if step % config.train.log_every == 0 or save:  # Never save before checking for NaN.
-          host = _per_step(jax.device_get(buffer))
-          buffer = []
-          skipped += check_finite(host, step)
-          metrics = _mean_metrics(host)
-          timing = progress.update(step)
-          logging.info("%s", progress.line(step, family.headline(metrics), timing))
-          writer.scalars(step, {**metrics, **timing, "skipped_updates": skipped})
-        if save:
-          checkpoint(step)
-        if stop:
-          logging.warning(
-            "Stopped by %s after step %d; its checkpoint is in %s. Run the same command to resume.",
-            stop,
-            step,
-            manager.directory,
-          )
+        run.train(train_calls[n], next(batches), n, step)
+        if run.after(step, stops.requested(start_step + calls)):
           break
-        t = time.perf_counter()
-        if step % config.eval.sample_every == 0 or last:
-          write_images(step)
-        if step % config.eval.every_steps == 0 or last:
-          eval_metrics = evaluate(step)
-        progress.exclude(time.perf_counter() - t)
     finally:
-      manager.wait_until_finished()
-      manager.close()
-      best.close()
-      writer.close()
-      logging.flush()
-  return {**metrics, **eval_metrics}
+      run.close()
+  return {**run.metrics, **run.eval_metrics}
