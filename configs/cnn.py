@@ -1,18 +1,8 @@
 """CNN classifier on the embedded MNIST digits (offline).
 
-  python main.py --config=configs/cnn.py
-  python main.py --config=configs/cnn.py:smoke                  # seconds, for tests
-  python main.py --config=configs/cnn.py --config.model.name=resnet
-
-Default: the seed's CNN (conv-BN-ReLU x2, max-pool, x2; dense 128, dropout
-0.3 with masks drawn for the global batch; softmax), Adam 1e-3 with cosine
-decay, batch 64, 2,000 steps (32 epochs of the 4,000 training digits). Test
-accuracy on the 1,000 held-out digits is logged every 500 steps and at the
-end. Measured 2026-11-25: 97.5% at step 500, 98.5% at 1,000 and 1,500, 98.6%
-at 2,000 (target >= 97%); ~16 steps/s, 2m14s (~10.5 steps/s on the slower VM
-of 2026-11-24). One run. Again 2026-12-02 on a slower VM, 8 steps per call (issue
-18's code before its last change, the loop then unrolled): 97.3% at step 500, 98.5% at 1,000
-and 2,000; 3m14s wall, 11.6-11.8 steps/s.
+python main.py --config=configs/cnn.py
+python main.py --config=configs/cnn.py:smoke                  # seconds, for tests
+python main.py --config=configs/cnn.py --config.model.name=resnet
 """
 
 import ml_collections

@@ -10,20 +10,6 @@ Default: DDPM's U-Net at 28x28 with 32 channels, multipliers (1, 2, 2) over
 (1,112,801 parameters); T = 1000, linear betas, epsilon prediction; Adam 1e-3
 with 100 warm-up steps, clipping at 1, EMA 0.995; batch 64, 1,600 steps;
 samples by DDIM over 50 steps with eta 1.
-
-Measured 2026-12-01, one run, 2 shared CPU cores (Intel Sapphire Rapids VM,
-~0.9 steps/s alone): 1,600 steps in 38m14s from the first step to the last,
-grids every 200 steps included, with the test suite sharing the cores for
-~12 minutes of it (about 29 minutes alone). 1,000 samples against the test
-split in the in-domain CNN's features (runs/cnn; real test digits score FID
-3.26 against the train split): FID 64.1, KID 103 (std 16), IS 8.03,
-precision 0.685, recall 0.893 with eta 1; FID 107.2, IS 7.49 with
-deterministic DDIM (eta 0), whose samples keep speckles of noise that eta 1
-removes. Bound on the test split: 1.83 bits/dim (decoder L_0 0.97, the KL
-terms 0.85, the prior 3e-5). Issue 14's target of FID <= 15 is NOT met: the
-grid (samples_0001600.png) reads as digits for most of its 64, with malformed
-ones among them, and the quality was still rising at the end; this CPU gives
-the U-Net ~1,600 steps in 30 minutes.
 """
 
 import ml_collections

@@ -4,21 +4,6 @@
   python main.py --config=configs/gan.py:smoke     # seconds, for tests
   python main.py --config=configs/gan.py --config.train.num_steps=500
 
-Expected (2-core CPU, measured 2026-11-25): DCGAN at 28x28 (G width 128, D
-width 64), batch 64, Adam 2e-4 / 0.5 for G and D, ~14 steps/s (7 on the
-slower VM of 2026-11-24). Digits are recognisable in workdir/samples/ from
-~1,500 steps; the default 3,000 steps took 3m51s end to end, evaluations
-included. d_loss settles around 0.5-0.8, D(x) ~0.8, D(G(z)) ~0.2.
-Sample quality (eval.metrics) is logged every 500 steps once a feature
-classifier is trained in runs/cnn (python main.py --config=configs/cnn.py
---workdir=runs/cnn); the run goes on without it. Measured 2026-11-25 with it,
-1,000 samples against the 1,000 test digits: FID 415 at step 500, 127 at
-3,000, precision 0.54, recall 0.91 (real test digits against the train split:
-3.28; untrained G: 1663). One run.
-Evaluate or sample any checkpoint afterwards with --mode=eval / --mode=sample.
-Other data: --config.data.name=mnist (a TFDS catalog set prepared in
---config.data.data_dir), --config.model.image_size=32 with data.resize=pad.
-
 Every GAN config (configs/gan_*.py, the paper configs) starts from this one;
 the fields are in `get_config` below and `imgen/families/gan.py`.
 """

@@ -10,17 +10,6 @@ fourth real image, which costs ~2% of the step instead of ~20% and leaves the
 run as good (FID 67.8 vs 67.4 at 6,000 steps and learning rate 2e-4, one run
 each). Both networks learn at 4e-4 (FID 53.4 vs 67.8 at 6,000 steps). Samples
 and metrics come from G's EMA weights with their own BatchNorm statistics.
-
-Measured 2026-12-01, one run, 2 shared CPU cores (Intel Sapphire Rapids VM):
-11,000 steps in 20m12s from the first step to the last, of which ~30 s were
-the evaluations every 1,000 steps: 19m42s of training at 8-12 steps/s (20m27s
-wall). 1,000 samples against the test split in the in-domain CNN's features
-(runs/cnn; real test digits score FID 3.26, precision 0.851, recall 0.902
-against the train split): FID 34.26, KID 34.7 (std 10.5), IS 7.99, precision
-0.623, recall 0.949. FID by step (1k..11k): 494, 169, 102, 75.2, 62.3, 53.4,
-47.2, 42.0, 37.4, 34.7, 34.3. The grid (runs/gan_r1/samples/samples_0011000.png)
-reads mostly as digits; by eye 10-12 of its 64 are malformed or between two
-classes, which is where the precision target of 0.8 is missed.
 """
 
 import ml_collections

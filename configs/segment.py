@@ -9,17 +9,6 @@ Default: Ronneberger et al.'s U-Net at 64x64 with 'same' convolutions, depth
 classes (background and the ten digits), cross-entropy; Adam 2e-3 with cosine
 decay, batch 16, 5,000 steps. Mean IoU over the 1,000 test scenes is logged every 500
 steps and picks the checkpoint kept in workdir/best.
-
-Measured 2026-12-01, one run, 2 shared-VM CPU cores (Intel Sapphire Rapids),
-nothing else running: 5,000 steps in 18m57s from the first step to the last
-(~4.4 steps/s, evaluations included; 19m29s for the command, the prepared
-dataset reused). Test mIoU 0.519 over the 11 classes (0.28 at step 2,000,
-0.44 at 3,000, 0.51 at 4,000), mean Dice 0.672, pixel accuracy 0.965;
-per-class IoU background 0.985, digits 0-9 0.553, 0.445, 0.461, 0.463, 0.500,
-0.462, 0.555, 0.464, 0.415, 0.408. The target of 0.90 is NOT met: the masks
-follow the strokes (samples/segmentation_0005000.png), but many digits come
-out in two or three classes. Width 8 with depth 4 (twice the steps/s) reached
-only 0.11 by step 3,000.
 """
 
 import ml_collections

@@ -19,12 +19,6 @@ to 16 positions. Clips dropped 10% of the time in training, samples guided
 with scale 3. The grids show one held-out speaker's clip of each digit per
 row; `--mode=prompts` draws one sample per test clip (held-out voices) and
 classifies it with the in-domain CNN (runs/cnn).
-
-Measured 2026-12-02, one run, 2 CPU cores shared with the text run: 1,600
-steps, ~70 min wall (0.3-0.56 steps/s). The CNN reads the spoken digit in
-67.0% of 500 samples from held-out voices' clips (68.8% / 64.9% per voice);
-FID 72.6 in its features; test bound 1.82 bits/dim. Target 90% NOT met; the
-grid shows clear digits, mistakes mostly 2/3/8, 4/1 and 9/7.
 """
 
 import ml_collections

@@ -22,15 +22,6 @@ with the segmenter of configs/segment.py trained at this size
 layout accuracy (the digits found are exactly those asked for, in the asked
 colours and positions) on seen and on held-out combinations, and FID against
 the real test scenes in the segmenter's features.
-
-Measured 2026-12-02, one run, 2 CPU cores shared with the speech run: 2,710
-steps (stopped there to fit the session; ~75 min wall, 0.3-0.9 steps/s).
---mode=prompts on the first 300 test scenes, segmenter runs/segment32 (test
-mIoU 0.39): layout accuracy 0.4% seen (229), 1.4% held-out combinations (71),
-0.9% held-out phrasings; the real scenes through the same segmenter 21.4% /
-12.7%; FID 5.08 in the segmenter's features. Targets (80% / 60%) NOT met: the
-samples have the asked backgrounds and blobs of roughly the asked colours,
-not legible digits.
 """
 
 import ml_collections

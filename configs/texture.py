@@ -20,17 +20,6 @@ generates the same size with the trained generator, times the generator at
 method saw, and writes the grid (exemplar, optimised, generated, 2x2 tiling).
 `--config.eval.checkpoint_step=0` there runs the optimiser without a trained
 generator.
-
-Measured 2026-12-01, one run per exemplar, 2-core Intel Sapphire Rapids VM:
-3,000 steps of batch 32 in 22-26 minutes (two runs at once, one core each;
-~5 steps/s alone). The generated 256x256 textures read as brick, grass and
-gravel and tile without a seam (seam ratio 0.92-1.00 over 16; real crops
-1.7-3.6); held-out Gram distance / SIFID to the exemplar: brick 0.85 / 0.38
-(brighter, denser mortar than the exemplar), grass 0.025 / 0.017, gravel
-0.015 / 0.021 (each exemplar's real halves: 0.08, 0.005, 0.003 Gram). The
-optimiser: 64-70 s at 256x256 with compilation, Gram 0.003-0.007, blurrier
-than the GAN on grass. The generator: 48-62 images/s at 256x256, 12 at
-512x512 (batch 1). Everything else: README's textures section.
 """
 
 import ml_collections

@@ -1,20 +1,9 @@
 """Convolutional VAE on the embedded MNIST digits (offline).
 
-  python main.py --config=configs/vae.py
-  python main.py --config=configs/vae.py:smoke                    # seconds, for tests
-  python main.py --config=configs/vae.py --config.model.beta=4    # beta-VAE
-  python main.py --config=configs/vae.py --config.model.likelihood=gaussian
-
-Default: Bernoulli likelihood on dynamically binarised 28x28 digits, 16-d
-latent, Adam 1e-3, batch 64, 4,000 steps (2m26s, ~34 steps/s, measured
-2026-11-25; ~22 steps/s on the slower VM of 2026-11-24). Held-out (1,000 test
-digits) ELBO and IWAE NLL (K=100) are logged every 1,000 steps and at the end.
-Measured: test ELBO -103.1 nats (recon 79.1, KL 24.0), IWAE NLL 96.1 nats
-(0.177 bits/dim), the same on both days; train ELBO ~-93 (4,000 training
-digits only, so it overfits past ~3,000 steps). Prior samples: FID 218 in the
-in-domain CNN's features (runs/cnn). One run. Again 2026-12-02 on a slower VM,
-8 steps per call (issue 18's code before its last change, the loop then unrolled): 4m12s wall
-with start-up and evaluations, 23-25 steps/s; test ELBO -103.1, IWAE NLL 96.4, FID 201.7.
+python main.py --config=configs/vae.py
+python main.py --config=configs/vae.py:smoke                    # seconds, for tests
+python main.py --config=configs/vae.py --config.model.beta=4    # beta-VAE
+python main.py --config=configs/vae.py --config.model.likelihood=gaussian
 """
 
 import ml_collections
