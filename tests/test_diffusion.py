@@ -414,7 +414,7 @@ def test_the_conditional_model_trains_samples_given_classes_and_inpaints(data_di
   metrics = modes.run("train", config, workdir)
   assert np.isfinite(metrics["test/bits_per_dim"]) and metrics["test/bits_per_dim"] > 0
   config.eval.classes = "3,5"
-  out = modes.run("sample", config, workdir)
+  out = modes.run("sample", config, workdir)["folder"]
   with np.load(os.path.join(out, "samples.npz")) as f:
     assert list(f["labels"]) == [3] * 8 + [5] * 8
   record = modes.run("inpaint", config, workdir)
@@ -432,6 +432,9 @@ def test_only_families_that_inpaint_take_the_inpaint_mode(data_dir, tmp_path):
 
   config = vae.get_config("smoke")
   config.data.data_dir = data_dir
+  with pytest.raises(ConfigError, match="is for --mode=train,eval,sample, not --mode=inpaint"):
+    modes.run("inpaint", config, str(tmp_path))
+  config.modes += ",inpaint"  # Past the config's own list, the family says why.
   with pytest.raises(ConfigError, match="The vae family cannot inpaint"):
     modes.run("inpaint", config, str(tmp_path))
 

@@ -103,8 +103,13 @@ def test_sample_mode_writes_grids_and_an_npz(gan_run, smoke_run):
   config, workdir, _ = gan_run
   config = config.copy_and_resolve_references()
   config.eval.update(num_samples=20, grid_samples=16)
-  out = modes.run("sample", config, workdir)
-  assert sorted(os.listdir(out)) == ["samples.npz", "samples_000.png", "samples_001.png"]
+  out = modes.run("sample", config, workdir)["folder"]
+  assert sorted(os.listdir(out)) == [
+    "record.json",
+    "samples.npz",
+    "samples_000.png",
+    "samples_001.png",
+  ]
   with np.load(os.path.join(out, "samples.npz")) as f:
     images = f["images"]
     assert images.shape == (20, 28, 28, 1) and images.dtype == np.uint8
@@ -112,7 +117,7 @@ def test_sample_mode_writes_grids_and_an_npz(gan_run, smoke_run):
   assert images.std() > 0  # Not a constant image.
 
   vae, vae_workdir, _ = smoke_run("vae")
-  vae_out = modes.run("sample", vae, vae_workdir)
+  vae_out = modes.run("sample", vae, vae_workdir)["folder"]
   for name in ("reconstructions.png", "interpolations.png", "samples.npz"):
     assert os.path.exists(os.path.join(vae_out, name)), name
 
@@ -127,7 +132,7 @@ def test_samples_do_not_depend_on_the_device_count(gan_run, data_dir):
   result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "CpuDevice(id=3)" in result.stderr
-  one = modes.run("sample", config, workdir)
+  one = modes.run("sample", config, workdir)["folder"]
   with np.load(os.path.join(one, "samples.npz")) as a:
     with np.load(os.path.join(four, "samples", "step0000006", "samples.npz")) as b:
       difference = np.abs(a["images"].astype(int) - b["images"].astype(int))
@@ -150,8 +155,12 @@ def test_modes_fail_clearly(gan_run, data_dir, cnn_workdir, tmp_path):
   config = _config("gan", data_dir, cnn_workdir, tmp_path)
   with pytest.raises(ConfigError, match="has no checkpoints/ folder.*checkpoint_step=0"):
     modes.run("eval", config, str(tmp_path / "empty"))
+  cnn = _config("cnn", data_dir, cnn_workdir, tmp_path)
+  with pytest.raises(ConfigError, match="is for --mode=train,eval, not --mode=sample"):
+    modes.run("sample", cnn, str(tmp_path))
+  cnn.modes += ",sample"  # Past the config's own list, the family says why.
   with pytest.raises(ConfigError, match="cnn family makes no images"):
-    modes.run("sample", _config("cnn", data_dir, cnn_workdir, tmp_path), str(tmp_path))
+    modes.run("sample", cnn, str(tmp_path))
   not_a_cnn = _config("gan", data_dir, gan_run[1], tmp_path)
   with pytest.raises(ConfigError, match="holds a 'gan' run, not a 'cnn' one"):
     features.create(not_a_cnn.eval)

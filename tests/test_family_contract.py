@@ -176,7 +176,7 @@ def test_a_family_defined_in_a_test_trains_resumes_evaluates_and_samples(
   with open(os.path.join(straight, "best", "best.json")) as f:
     assert json.load(f)["metric"] == "mse"
 
-  out = modes.run("sample", config(), straight)
+  out = modes.run("sample", config(), straight)["folder"]
   assert {"samples.npz", "samples_000.png", "reconstructions.png"} <= set(os.listdir(out))
   with np.load(os.path.join(out, "samples.npz")) as f:
     assert f["images"].shape == (config().eval.num_samples, 28, 28, 1)

@@ -250,7 +250,7 @@ def test_new_objectives_on_four_devices(data_dir, tmp_path, name):
 def test_conditional_samples_one_class_per_row(variant_runs, data_dir, cnn_workdir):
   config = _variant_config("resnet_hinge", data_dir)
   config.eval.update(classes="3,5", num_samples=32, metrics="fid", cnn_workdir=cnn_workdir)
-  out = modes.run("sample", config, variant_runs["resnet_hinge"])
+  out = modes.run("sample", config, variant_runs["resnet_hinge"])["folder"]
   with np.load(os.path.join(out, "samples.npz")) as f:
     labels, images = f["labels"], f["images"]
   assert images.shape == (32, 28, 28, 1)

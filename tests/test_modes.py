@@ -8,11 +8,14 @@ import os
 
 from helpers import ROOT
 from helpers import nothing_compiled
+from helpers import smoke_config
+import jax
 import pytest
 
 from configs import common
 from imgen import modes
 from imgen.core.errors import ConfigError
+from imgen.modes.base import Mode
 
 CONFIGS = sorted(
   os.path.basename(p)[:-3]
@@ -38,23 +41,28 @@ def test_a_config_under_a_mode_it_is_not_for_is_a_one_line_error(name, tmp_path)
   assert not os.listdir(tmp_path)  # Refused before a workdir was made.
 
 
-def test_a_mode_is_one_entry_in_the_registry(monkeypatch, tmp_path):
-  """A toy mode, registered the way a new mode file would be, is accepted by
-  every config that names it and runs on (config, workdir) through `modes.run`."""
+def test_a_mode_is_one_entry_in_the_registry(monkeypatch, data_dir, tmp_path):
+  """A toy mode, registered as a new mode file's line would register it, is
+  refused by configs that do not name it, and otherwise runs through the shared
+  skeleton: the experiment built, the chosen checkpoint restored, the record
+  written as JSON."""
 
-  def count_fields(config, workdir):
-    record = {"mode": "toy", "fields": len(config)}
-    with open(os.path.join(workdir, "toy.json"), "w") as f:
-      json.dump(record, f)
-    return record
+  def count_parameters(experiment, restore):
+    trained = restore()
+    record = {
+      "mode": "toy",
+      "step": trained.step,
+      "parameters": len(jax.tree.leaves(trained.state)),
+    }
+    return record, os.path.join(restore.workdir, "toy", f"{trained.name}.json")
 
-  toy = modes.Mode(count_fields, "count the config's groups", needs_run=False)
-  monkeypatch.setitem(modes.MODES, "toy", toy)
-  config = common.default_config("gan")
-  with pytest.raises(ConfigError, match="not --mode=toy"):
+  monkeypatch.setitem(modes.MODES, "toy", Mode("count parameters", True, count_parameters))
+  config = smoke_config("gan", data_dir)
+  config.eval.checkpoint_step = 0  # The untrained model: nothing to train first.
+  with nothing_compiled(), pytest.raises(ConfigError, match="not --mode=toy"):
     modes.run("toy", config, str(tmp_path), "configs/gan.py")
   config.modes += ",toy"
   record = modes.run("toy", config, str(tmp_path), "configs/gan.py")
-  assert record == {"mode": "toy", "fields": len(config)}
-  with open(tmp_path / "toy.json") as f:
+  assert record["mode"] == "toy" and record["step"] == 0 and record["parameters"] > 4
+  with open(tmp_path / "toy" / "step0000000.json") as f:
     assert json.load(f) == record

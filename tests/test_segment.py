@@ -202,7 +202,7 @@ def test_bad_masks_and_configs_fail_with_a_clear_message(data_dir, tmp_path):
 
 def test_segment_mode_writes_masks_of_the_split_a_folder_and_an_npz(smoke_run, tmp_path):
   config, workdir, logged = smoke_run("segment")
-  out = modes.run("segment", config, workdir)
+  out = modes.run("segment", config, workdir)["folder"]
   with open(os.path.join(out, "scores.json")) as f:
     record = json.load(f)
   assert record["num_images"] == 32
@@ -219,7 +219,7 @@ def test_segment_mode_writes_masks_of_the_split_a_folder_and_an_npz(smoke_run, t
   for name, shape in (("wide.png", (40, 56, 3)), ("square.png", (64, 64, 3))):
     Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(folder / name)
   config.segment.input = str(folder)
-  out = modes.run("segment", config, workdir)
+  out = modes.run("segment", config, workdir)["folder"]
   saved = np.load(os.path.join(out, "masks.npz"))
   assert saved["mask_wide"].shape == (40, 56) and saved["mask_square"].shape == (64, 64)
 
@@ -229,7 +229,7 @@ def test_segment_mode_writes_masks_of_the_split_a_folder_and_an_npz(smoke_run, t
   with pytest.raises(DataError, match="'masks' of .* has shape \\(2, 32, 32\\)"):
     modes.run("segment", config, workdir)
   np.savez(npz, images=np.zeros((2, 64, 64, 3), np.uint8), masks=np.full((2, 64, 64), 3, np.uint8))
-  out = modes.run("segment", config, workdir)
+  out = modes.run("segment", config, workdir)["folder"]
   with open(os.path.join(out, "scores.json")) as f:
     assert json.load(f)["num_images"] == 2
 

@@ -20,13 +20,12 @@ The checkpoint is the newest in `workdir/checkpoints`, or the one of
 `eval.checkpoint_step=0` means the untrained model (the seed's
 initialisation). Samples and metrics are drawn from the same keys as the
 training-time evaluation, so `--mode=eval` on a run's last checkpoint repeats
-the numbers its training logged. A new mode is a function here and its entry
-in `MODES`. A config says which modes it is for (`config.modes`); any other
-mode is a one-line error that names the right command.
+the numbers its training logged. A new mode is a file in this folder and its
+line in `MODES` (the shape is in `imgen/modes/base.py`). A config says which
+modes it is for (`config.modes`); any other mode is a one-line error that
+names the right command.
 """
 
-from collections.abc import Callable
-import dataclasses
 import os
 import tempfile
 from typing import Any
@@ -41,48 +40,35 @@ from imgen.modes import eval as eval_mode
 from imgen.modes import inpaint
 from imgen.modes import prompts
 from imgen.modes import sample
-from imgen.modes import segment as segmentation
-from imgen.modes import texture as synthesis
+from imgen.modes import segment
+from imgen.modes import texture
 from imgen.modes import train
-
-
-@dataclasses.dataclass(frozen=True)
-class Mode:
-  run: Callable[[ml_collections.ConfigDict, str], Any]
-  help: str
-  needs_run: bool  # Works on the --workdir of an earlier run: no default workdir.
-
+from imgen.modes.base import Mode
 
 MODES = {
-  "train": Mode(train.train_and_evaluate, "train (or resume) in --workdir", needs_run=False),
-  "eval": Mode(
-    eval_mode.evaluate_checkpoint, "metrics of a checkpoint as JSON in workdir/eval", True
-  ),
-  "sample": Mode(sample.sample_checkpoint, "eval.num_samples samples as PNG grids and .npz", True),
+  "train": Mode("train (or resume) in --workdir", False, on_config=train.train_and_evaluate),
+  "eval": Mode("metrics of a checkpoint as JSON in workdir/eval", True, eval_mode.run),
+  "sample": Mode("eval.num_samples samples as PNG grids and .npz", True, sample.run),
   "inpaint": Mode(
-    inpaint.inpaint_checkpoint,
-    "complete held-out images under masks, scored, in workdir/inpaint",
-    True,
+    "complete held-out images under masks, scored, in workdir/inpaint", True, inpaint.run
   ),
   "segment": Mode(
-    segmentation.segment_checkpoint,
-    "masks of the held-out split, a folder or an .npz, in workdir/segment",
-    True,
+    "masks of the held-out split, a folder or an .npz, in workdir/segment", True, segment.run
   ),
   "texture": Mode(
-    synthesis.texture_checkpoint,
     "a texture by optimisation and by the trained spatial GAN, scored, in workdir/texture",
     True,
+    texture.run,
   ),
   "prompts": Mode(
-    prompts.prompts_checkpoint,
     "samples of held-out text or speech prompts, scored by a segmenter or classifier",
     True,
+    prompts.run,
   ),
   "compose": Mode(
-    compose.compose_scenes,
     "scenes from trained generators, blended and segmented, in workdir/compose",
     False,
+    on_config=compose.compose_scenes,
   ),
 }
 
@@ -129,10 +115,10 @@ def check_mode(mode: str, config: ml_collections.ConfigDict, config_file: str) -
 
 
 def run(
-  mode: str, config: ml_collections.ConfigDict, workdir: str, config_file: str = "this config"
+  mode: str, config: ml_collections.ConfigDict, workdir: str, config_file: str = "<config file>"
 ) -> Any:
   """Runs `mode` (a key of `MODES`) on `config` (read from `config_file`) in
   `workdir`: what `main.py` does."""
   check_mode(mode, config, config_file)
   check_workdir(workdir)
-  return MODES[mode].run(config, workdir)
+  return MODES[mode](config, workdir)

@@ -20,18 +20,15 @@ an .npz and the scores as JSON go to `workdir/inpaint/`.
 """
 
 import datetime
-import json
 import os
 
 from absl import logging
 import jax
-import ml_collections
 import numpy as np
 import scipy.ndimage
 import skimage.metrics
 import skimage.restoration
 
-from imgen.core import checkpoints
 from imgen.core import images as image_lib
 from imgen.core import parallel
 from imgen.core.errors import ConfigError
@@ -40,6 +37,7 @@ from imgen.evaluation.evaluate import sample_quality
 from imgen.evaluation.experiment import GRID_COLUMNS
 from imgen.evaluation.experiment import Experiment
 from imgen.families import Inpaints
+from imgen.modes.base import Restore
 
 MASKS = ("centre", "boxes", "strokes", "blobs")
 
@@ -142,9 +140,9 @@ def _complete(experiment: Experiment, state, images, known, labels) -> np.ndarra
   return np.concatenate(parts)[:num]
 
 
-def inpaint_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Completes and scores held-out images (see the module docstring); returns the record."""
-  experiment = Experiment.create(config)
+def run(experiment: Experiment, restore: Restore) -> tuple[dict, str]:
+  """Completes and scores held-out images (see the module docstring)."""
+  config, workdir = experiment.config, restore.workdir
   family = experiment.family
   if not isinstance(family, Inpaints):
     raise ConfigError(f"The {config.family} family cannot inpaint; the diffusion family can.")
@@ -152,8 +150,8 @@ def inpaint_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if c.num_images < 1:
     raise ConfigError(f"inpaint.num_images={c.num_images}; it must be a positive integer.")
   check_mask(c.mask)  # Before the checkpoint is read.
-  state, step, folder = experiment.restore(workdir)
-  described = checkpoints.describe(step, folder)
+  trained = restore()
+  state, step, described = trained.state, trained.step, trained.description
   held = experiment.held_out(c.num_images)
   images = held["image"]
   num = len(images)
@@ -184,7 +182,7 @@ def inpaint_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if not results["truth"]:
     del results["truth"]
 
-  name = f"step{step:07d}" + ("-best" if folder == "best" else "") + f"_{c.mask}"
+  name = f"{trained.name}_{c.mask}"
   out = os.path.join(workdir, "inpaint")
   record = {
     "mode": "inpaint",
@@ -201,7 +199,7 @@ def inpaint_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if quality is not None:
     record["feature_network"] = quality.network.description
   if jax.process_index() == 0:
-    _write(out, name, record, images, masks, methods[config.family], methods["biharmonic"])
+    _write(out, name, images, masks, methods[config.family], methods["biharmonic"])
   for method, scores in results.items():
     logging.info("%s | %s", method, " | ".join(f"{k} {v:.4g}" for k, v in scores.items()))
   logging.info(
@@ -210,13 +208,11 @@ def inpaint_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
     name,
     config.family,
   )
-  return record
+  return record, os.path.join(out, f"{name}.json")
 
 
-def _write(out, name, record, images, masks, completed, baseline) -> None:
+def _write(out, name, images, masks, completed, baseline) -> None:
   os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, f"{name}.json"), "w") as f:
-    json.dump(record, f, indent=2)
   np.savez_compressed(
     os.path.join(out, f"{name}.npz"),
     images=image_lib.to_uint8(images),

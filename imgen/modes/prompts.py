@@ -33,11 +33,9 @@ import os
 
 from absl import logging
 import jax
-import ml_collections
 import numpy as np
 import scipy.ndimage
 
-from imgen.core import checkpoints
 from imgen.core import images as image_lib
 from imgen.core.errors import ConfigError
 from imgen.data import captions
@@ -47,6 +45,7 @@ from imgen.evaluation.experiment import Experiment
 from imgen.families import Generates
 from imgen.families import Segments
 from imgen.methods import metrics
+from imgen.modes.base import Restore
 
 MIN_AREA = 24  # Pixels (of a 64x64 scene) of the smallest part counted as a digit.
 MERGE_GAP = 3  # Pixels (of 64) between parts of one class that make one digit.
@@ -263,27 +262,25 @@ def score_speech(experiment: Experiment, state, workdir: str) -> tuple[dict, np.
   return record, samples, texts
 
 
-def prompts_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def run(experiment: Experiment, restore: Restore) -> tuple[dict, str]:
   """Scores (JSON), samples (.npz) and a grid of the first prompts in workdir/prompts."""
-  experiment = Experiment.create(config)
+  config = experiment.config
   family = experiment.family
   if not isinstance(family, Generates) or family.condition_kind not in ("text", "speech"):
     raise ConfigError(
       f"--mode=prompts scores text_to_image and speech_to_image runs, not {config.family}."
     )
-  state, step, folder = experiment.restore(workdir)
+  trained = restore()
   score = score_text if family.condition_kind == "text" else score_speech
-  record, samples, texts = score(experiment, state, workdir)
-  record.update(step=step, checkpoint=checkpoints.describe(step, folder))
-  out = os.path.join(workdir, "prompts")
+  record, samples, texts = score(experiment, trained.state, trained.workdir)
+  record.update(step=trained.step, checkpoint=trained.description)
+  out = os.path.join(trained.workdir, "prompts")
+  name = f"step{trained.step:07d}"
   if jax.process_index() == 0:
     os.makedirs(out, exist_ok=True)
-    name = f"step{step:07d}"
-    with open(os.path.join(out, f"{name}.json"), "w") as f:
-      json.dump(record, f, indent=2)
     np.savez_compressed(os.path.join(out, f"{name}.npz"), images=samples, prompts=np.array(texts))
     image_lib.save_png(os.path.join(out, f"{name}.png"), image_lib.make_grid(samples[:64], 8))
     with open(os.path.join(out, f"{name}.txt"), "w") as f:
       f.write("\n".join(texts[:64]) + "\n")
   logging.info("%s", json.dumps(record))
-  return record
+  return record, os.path.join(out, f"{name}.json")

@@ -7,30 +7,30 @@ import os
 
 from absl import logging
 import jax
-import ml_collections
 import numpy as np
 
-from imgen.core import checkpoints
 from imgen.core import images as image_lib
 from imgen.core import parallel
 from imgen.evaluation.evaluate import host_samples
 from imgen.evaluation.evaluate import make_sampler
 from imgen.evaluation.experiment import GRID_COLUMNS
 from imgen.evaluation.experiment import Experiment
+from imgen.modes.base import Restore
 
 
-def sample_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
+def run(experiment: Experiment, restore: Restore) -> tuple[dict, str]:
   """`eval.num_samples` samples as PNG grids and one .npz, plus the family's
-  other images (VAE reconstructions and interpolations); returns their folder."""
-  experiment = Experiment.create(config)
+  other images (VAE reconstructions and interpolations), in `folder` (the record's)."""
+  config = experiment.config
   sample_batches = make_sampler(
     experiment.family, config.family, config.eval.batch_size, experiment.condition_rows
   )
-  state, step, folder = experiment.restore(workdir)
+  trained = restore()
+  state, step = trained.state, trained.step
   num, per_grid = config.eval.num_samples, experiment.grid_size()
   batches = sample_batches(parallel.replicate(state), experiment.keys.quality_samples, num)
   samples = image_lib.to_uint8(host_samples(batches, num))
-  out = os.path.join(workdir, "samples", f"step{step:07d}" + ("-best" if folder == "best" else ""))
+  out = os.path.join(trained.workdir, "samples", trained.name)
   held_out = experiment.held_out(per_grid)  # On every process: it gathers.
   if jax.process_index() == 0:
     os.makedirs(out, exist_ok=True)
@@ -50,8 +50,10 @@ def sample_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
   logging.info(
     "Wrote %d samples of %s to %s (samples.npz, %d grids)",
     num,
-    checkpoints.describe(step, folder),
+    trained.description,
     out,
     -(-num // per_grid),
   )
-  return out
+  record = {"mode": "sample", "folder": out, "step": step, "candidates": trained.description}
+  record["num_samples"] = num
+  return record, os.path.join(out, "record.json")

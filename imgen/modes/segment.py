@@ -14,22 +14,20 @@ as `scores.json` (with mIoU, Dice and per-class IoU when there are masks) or
 
 import datetime
 import glob
-import json
 import os
 
 from absl import logging
 import jax
-import ml_collections
 import numpy as np
 from PIL import Image
 
-from imgen.core import checkpoints
 from imgen.core import images as image_lib
 from imgen.core.errors import ConfigError
 from imgen.core.errors import DataError
 from imgen.evaluation.experiment import Experiment
 from imgen.families import Segments
 from imgen.methods import masks as mask_lib
+from imgen.modes.base import Restore
 
 
 def _read_folder(folder: str) -> tuple[list[np.ndarray], list[str]]:
@@ -87,13 +85,14 @@ def _inputs(experiment: Experiment, source: str):
   return images, names, masks
 
 
-def segment_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Segments `segment.input` with a saved checkpoint; returns the output folder."""
-  experiment = Experiment.create(config)
+def run(experiment: Experiment, restore: Restore) -> tuple[dict, str]:
+  """Segments `segment.input` with a saved checkpoint, into the record's `folder`."""
+  config = experiment.config
   family = experiment.family
   if not isinstance(family, Segments):
     raise ConfigError(f"The {config.family} family does not segment; --mode=segment needs one.")
-  state, step, folder = experiment.restore(workdir)
+  trained = restore()
+  state = trained.state
   images, names, truth = _inputs(experiment, config.segment.input)
   masks, batch = [], config.eval.batch_size
   for start in range(0, len(images), batch):  # Images of one size go through in batches.
@@ -103,10 +102,11 @@ def segment_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
     else:
       masks += [family.segment(state, i[None] / 127.5 - 1.0)[0] for i in chunk]
   masks = [m.astype(np.uint8) for m in masks]
-  out = os.path.join(workdir, "segment", f"step{step:07d}" + ("-best" if folder == "best" else ""))
+  out = os.path.join(trained.workdir, "segment", trained.name)
   record = {
     "mode": "segment",
-    "checkpoint": checkpoints.describe(step, folder),
+    "folder": out,
+    "checkpoint": trained.description,
     "input": config.segment.input or f"{config.data.name} {config.data.eval_split}",
     "num_images": len(images),
     "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -126,12 +126,12 @@ def segment_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
       record["scores"]["pixel_accuracy"],
     )
   if jax.process_index() == 0:
-    _write(out, images, names, masks, record)
+    _write(out, images, names, masks)
   logging.info("Wrote %d masks of %s to %s", len(masks), record["checkpoint"], out)
-  return out
+  return record, os.path.join(out, "scores.json" if "scores" in record else "record.json")
 
 
-def _write(out: str, images, names, masks, record) -> None:
+def _write(out: str, images, names, masks) -> None:
   os.makedirs(os.path.join(out, "masks"), exist_ok=True)
   stems = [os.path.splitext(n)[0] for n in names]
   if len({m.shape for m in masks}) == 1:
@@ -154,5 +154,3 @@ def _write(out: str, images, names, masks, record) -> None:
     image_lib.save_png(
       os.path.join(out, "overlays.png"), image_lib.make_grid(image_lib.to_uint8(grid), 4)
     )
-  with open(os.path.join(out, "scores.json" if "scores" in record else "record.json"), "w") as f:
-    json.dump(record, f, indent=2)

@@ -25,11 +25,9 @@ import time
 
 from absl import logging
 import jax
-import ml_collections
 import numpy as np
 from PIL import Image
 
-from imgen.core import checkpoints
 from imgen.core import images as image_lib
 from imgen.core.errors import ConfigError
 from imgen.data import embedded
@@ -40,6 +38,7 @@ from imgen.families.gan import GANFamily
 from imgen.methods import texture
 from imgen.methods import texture_map
 from imgen.models import sgan
+from imgen.modes.base import Restore
 
 GENERATED = 16  # Generated textures the seam ratio is averaged over.
 
@@ -154,10 +153,10 @@ def scores(held: texture.Features, image: np.ndarray, exemplar: np.ndarray) -> d
   }
 
 
-def texture_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs `--mode=texture` (see the module docstring); returns the scores' record."""
+def run(experiment: Experiment, restore: Restore) -> tuple[dict, str]:
+  """Runs `--mode=texture` (see the module docstring): the scores' record."""
+  config = experiment.config
   t = config.texture
-  experiment = Experiment.create(config)
   exemplar = load(t.exemplar)
   channels = exemplar.shape[-1]
   load_cnn = functools.partial(features_lib.trained_cnn, config.eval.cnn_workdir)
@@ -172,8 +171,8 @@ def texture_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
       f"texture.size={t.size} and texture.timed_sizes={t.timed_sizes!r} must be multiples of "
       f"{factor}: the generator's output tiles only at whole multiples of its upsampling."
     )
-  state, step, folder = experiment.restore(workdir)
-  generate = texture_generator(experiment, state)
+  trained = restore()
+  generate = texture_generator(experiment, trained.state)
   key = jax.random.key(t.seed)
 
   start = time.perf_counter()
@@ -188,7 +187,7 @@ def texture_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
     "exemplar": t.exemplar,
     "exemplar_shape": list(exemplar.shape),
     "size": t.size,
-    "generator": checkpoints.describe(step, folder),
+    "generator": trained.description,
     "optimiser": {
       "network": t.network,
       "optimizer": t.optimizer,
@@ -216,7 +215,7 @@ def texture_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
       for batch in (1, 8)
     },
   }
-  out = os.path.join(workdir, "texture", exemplar_name(t.exemplar))
+  out = os.path.join(trained.workdir, "texture", exemplar_name(t.exemplar))
   if jax.process_index() == 0:
     tiling = texture.tile(generated[0])
     panels = [_panel(x, t.size) for x in (exemplar, optimised, generated[0], tiling)]
@@ -233,7 +232,6 @@ def texture_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
       generated=image_lib.to_uint8(generated),
       losses=np.stack(history),  # (scales, steps + 1), coarse to fine.
     )
-    texture.save_json(os.path.join(out, "scores.json"), record)
   s = record["scores"]
   logging.info(
     "Optimised in %.1fs: Gram %.4g, SIFID %.4g, seam %.2f | generated: Gram %.4g, SIFID %.4g, "
@@ -250,5 +248,4 @@ def texture_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
     s["noise"]["gram_distance"],
     {k: round(v, 1) for k, v in record["generator_images_per_second"].items()},
   )
-  logging.info("Wrote %s", out)
-  return record
+  return record, os.path.join(out, "scores.json")
