@@ -255,7 +255,7 @@ def test_conditional_samples_one_class_per_row(variant_runs, data_dir, cnn_workd
     labels, images = f["labels"], f["images"]
   assert images.shape == (32, 28, 28, 1)
   np.testing.assert_array_equal(labels[:16], [3] * 8 + [5] * 8)  # Rows of 8: 3, 5, 3, 5.
-  assert sorted(os.listdir(out))[:2] == ["samples.npz", "samples_000.png"]
+  assert sorted(os.listdir(out))[:3] == ["record.json", "samples.npz", "samples_000.png"]
   record = modes.run("eval", config, variant_runs["resnet_hinge"])
   accuracy = record["results"]["test/cond_accuracy"]
   assert 0.0 <= accuracy <= 1.0
