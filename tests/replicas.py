@@ -80,6 +80,9 @@ def train_steps(
 
 if __name__ == "__main__":
   runtime.configure_xla()  # Before the backend starts; the cache folder comes from the environment.
+  from conftest import _skip_eviction_scans  # noqa: E402 (the test session's cache settings)
+
+  _skip_eviction_scans()
   assert jax.local_device_count() == 4, jax.devices()
   out_path, initial_path, family_name, data_folder, *flags = sys.argv[1:]
   with np.load(initial_path) as f:
