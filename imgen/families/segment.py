@@ -90,6 +90,21 @@ def mask_field(config: ml_collections.ConfigDict, spec: DataSpec) -> str:
   return key
 
 
+def _block_means(model: SegUNet, variables, x: jax.Array) -> jax.Array:
+  """(N, D): the spatial means of every ConvBlock's output of `model` on `x`."""
+  _, captured = model.apply(
+    variables,
+    x,
+    train=False,
+    capture_intermediates=lambda module, name: (
+      name == "__call__" and "ConvBlock" in type(module).__name__
+    ),
+    mutable=["intermediates"],
+  )
+  leaves = jax.tree.leaves(captured["intermediates"])
+  return jnp.concatenate([leaf.mean(axis=(1, 2)) for leaf in leaves], axis=-1)
+
+
 class SegmentationFamily(Family, Evaluates, Segments):
   """Builds the U-Net's state, train/eval steps and mask images."""
 
@@ -126,6 +141,7 @@ class SegmentationFamily(Family, Evaluates, Segments):
     self.optimizer = make_optimizer(config.optim, config.train.num_steps, "optim")
     model = self.model
     self._logits = jax.jit(lambda s, x: model.apply(s.net.variables(), x, train=False))
+    self._block_means = jax.jit(lambda s, x: _block_means(model, s.net.variables(), x))
 
   def init_state(self, key: jax.Array) -> SingleNetworkState:
     x = jnp.zeros((1, *self.image.shape))
@@ -204,23 +220,7 @@ class SegmentationFamily(Family, Evaluates, Segments):
   def features(self, state: SingleNetworkState, images: jax.Array) -> np.ndarray:
     """(N, D): the spatial means of every U-Net block's output for [-1, 1]
     images, the feature space in which compose and prompts score FID."""
-    model, variables = self.model, state.net.variables()
-
-    @jax.jit
-    def features(x):
-      _, captured = model.apply(
-        variables,
-        x,
-        train=False,
-        capture_intermediates=lambda module, name: (
-          name == "__call__" and "ConvBlock" in type(module).__name__
-        ),
-        mutable=["intermediates"],
-      )
-      leaves = jax.tree.leaves(captured["intermediates"])
-      return jnp.concatenate([leaf.mean(axis=(1, 2)) for leaf in leaves], axis=-1)
-
-    out = [features(images[i : i + 250]) for i in range(0, len(images), 250)]
+    out = [self._block_means(state, images[i : i + 250]) for i in range(0, len(images), 250)]
     return np.asarray(jnp.concatenate(out), np.float64)
 
   def show(self, state, key, batch) -> dict[str, np.ndarray]:
