@@ -32,8 +32,6 @@ tile without a seam.
 from collections.abc import Callable
 import dataclasses
 import functools
-import json
-import os
 
 import jax
 from jax import lax
@@ -342,9 +340,3 @@ def seam_ratio(images: np.ndarray, period: int = 1) -> float:
 def tile(image: np.ndarray, times: int = 2) -> np.ndarray:
   """`times` x `times` copies of an (H, W, C) image, side by side."""
   return np.tile(image, (times, times, 1))
-
-
-def save_json(path: str, record: dict) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "w") as f:
-    json.dump(record, f, indent=2)
