@@ -14,6 +14,7 @@ from unittest import mock
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 
@@ -144,6 +145,18 @@ def final_state(config, workdir):
   state, step = checkpoints.restore_latest(manager, target)
   manager.close()
   return state, step
+
+
+def saved_state(workdir: str, step: int | None = None):
+  """(leaves, step) of the checkpoint of `step` (default: the newest) in
+  `workdir`, read as saved (NumPy arrays in the checkpoint's own order): for
+  comparing two runs' states leaf by leaf without building (and tracing) the
+  family's state to restore into."""
+  manager = checkpoints.make_manager(workdir, keep=1, create=False)
+  step = manager.latest_step() if step is None else step
+  tree = manager.restore(step, args=ocp.args.StandardRestore())
+  manager.close()
+  return [np.asarray(x) for x in jax.tree.leaves(tree)], step
 
 
 def main_command(family, workdir, data_dir, *overrides) -> list[str]:

@@ -11,8 +11,9 @@ import threading
 
 from helpers import ROOT
 from helpers import assert_trees_close
-from helpers import final_state
+from helpers import assert_trees_equal
 from helpers import main_command
+from helpers import saved_state
 from helpers import smoke_config
 from helpers import tensorboard_scalars
 import jax
@@ -21,7 +22,6 @@ from PIL import Image
 import pytest
 
 from imgen import data
-from imgen.core import checkpoints
 from imgen.core import distributed
 from imgen.core import launch
 from imgen.core.errors import ConfigError
@@ -181,14 +181,6 @@ def launched():
     run.kill()
 
 
-def _checkpoint(workdir: str, step: int, config):
-  manager = checkpoints.make_manager(workdir, keep=10, create=False)
-  target = final_state(config, workdir)[0]
-  state = checkpoints.restore(manager, target, step)
-  manager.close()
-  return state
-
-
 def _png(workdir: str, name: str) -> np.ndarray:
   return np.asarray(Image.open(os.path.join(workdir, "samples", name)), np.int32)
 
@@ -230,9 +222,7 @@ def test_two_processes_train_as_one_of_four_devices_stop_together_and_resume_exa
   assert len(os.listdir(os.path.join(straight, "tensorboard"))) == 1  # Process 0's only.
   # The devices see the same rows and noise; only the order of the reductions
   # differs, which 150 steps of a GAN amplify past any tolerance: compare at 20.
-  assert_trees_close(
-    _checkpoint(straight, 20, config), final_state(config, one)[0], rtol=1e-3, atol=1e-4
-  )
+  assert_trees_close(saved_state(straight, 20)[0], saved_state(one)[0], rtol=1e-3, atol=1e-4)
   for name in ("test/fid", "test/kid"):
     np.testing.assert_allclose(scalars["two"][name][20], scalars["one"][name][20], rtol=1e-3)
   grids = [_png(run_dir, "samples_0000020.png") for run_dir in (straight, one)]
@@ -273,8 +263,6 @@ def test_two_processes_train_as_one_of_four_devices_stop_together_and_resume_exa
   run = launched(workdir, data_dir)
   log = run.finish()
   assert run.process.returncode == 0, log[-3000:]
-  resumed, step = final_state(config, workdir)
+  resumed, step = saved_state(workdir)
   assert step == STEPS
-  expected = final_state(config, straight)[0]
-  for x, y in zip(jax.tree.leaves(resumed), jax.tree.leaves(expected), strict=True):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert_trees_equal(resumed, saved_state(straight)[0])

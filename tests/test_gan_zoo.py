@@ -5,11 +5,12 @@ of the new objectives, and the paper configs' networks against their tables."""
 import os
 
 import flax.linen as nn
-from helpers import final_state
+from helpers import assert_trees_equal
 from helpers import four_and_one_replicas
 from helpers import mock_cifar10
 from helpers import nothing_compiled
 from helpers import override
+from helpers import saved_state
 from helpers import shared_training
 from helpers import smoke_config
 import jax
@@ -227,10 +228,7 @@ def test_new_objectives_resume_bitwise(variant_runs, data_dir, tmp_path, name):
   workdir = str(tmp_path / "resumed")
   train.train_and_evaluate(_variant_config(name, data_dir, num_steps=3), workdir)
   train.train_and_evaluate(_variant_config(name, data_dir), workdir)  # Resumes at 3.
-  config = _variant_config(name, data_dir)
-  resumed, straight = final_state(config, workdir)[0], final_state(config, variant_runs[name])[0]
-  for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight), strict=True):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert_trees_equal(saved_state(workdir)[0], saved_state(variant_runs[name])[0])
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
