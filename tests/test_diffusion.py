@@ -7,6 +7,7 @@ import math
 import os
 
 from helpers import mock_cifar10
+from helpers import random_tree
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -214,12 +215,7 @@ def test_the_family_reports_the_analytic_bits_per_dim(monkeypatch, variance):
 
 def _noisy_params(family, key):
   """Parameters far from the near-identity initialisation, so every input matters."""
-  params = family.init_state(jax.random.key(0)).net.params
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(key, len(leaves))
-  return jax.tree.unflatten(
-    tree, [0.3 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)]
-  )
+  return random_tree(jax.eval_shape(family.init_state, jax.random.key(0)).net.params, key, 0.3)
 
 
 def test_guidance_scale_0_is_the_unconditional_model_and_1_the_conditional():

@@ -5,6 +5,7 @@ import json
 import os
 
 from helpers import needs_extra
+from helpers import random_tree
 from helpers import smoke_config
 import jax
 import jax.numpy as jnp
@@ -46,17 +47,9 @@ def _tokens(*texts):
 @pytest.fixture(scope="session")
 def text_model():
   family = _text_family()
-  params = family.init_state(jax.random.key(0)).net.params
-
-  @jax.jit  # One program, not one per leaf.
-  def perturbed(params):
-    # Trained-looking weights: the zero-initialised last layers would hide the condition.
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    noisy = [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
-    return jax.tree.unflatten(tree, noisy)
-
-  return family, perturbed(params)
+  # Trained-looking weights: the zero-initialised last layers would hide the condition.
+  shapes = jax.eval_shape(family.init_state, jax.random.key(0)).net.params
+  return family, random_tree(shapes, jax.random.key(1), 0.3)
 
 
 def test_guidance_scale_zero_is_the_unconditional_model(text_model):
@@ -107,8 +100,8 @@ def test_cross_attention_ignores_masked_context_positions():
   x, t = jax.random.normal(jax.random.key(0), (2, 16, 16, 3)), jnp.array([1, 2])
   context = jax.random.normal(jax.random.key(1), (2, 5, 12))
   mask = jnp.array([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], bool)
-  init = jax.jit(lambda: net.init(jax.random.key(2), x, t, context=context, context_mask=mask))
-  params = jax.tree.map(lambda p: p + 0.1, init()["params"])
+  init = lambda: net.init(jax.random.key(2), x, t, context=context, context_mask=mask)
+  params = random_tree(jax.eval_shape(init)["params"], jax.random.key(2), 0.1)
   garbage = jnp.where(mask[..., None], context, 1e3)
   out = lambda c: net.apply({"params": params}, x, t, context=c, context_mask=mask)
   plain, masked_garbage, changed = jax.jit(
