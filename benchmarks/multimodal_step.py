@@ -60,6 +60,7 @@ from imgen.data.spec import DataSpec  # noqa: E402
 from imgen.data.spec import Field  # noqa: E402
 from imgen.evaluation.evaluate import make_sampler  # noqa: E402
 from imgen.methods import audio  # noqa: E402
+from imgen.models import compute_dtype  # noqa: E402
 
 MODALITIES = {"text": "text_to_image", "speech": "speech_to_image"}
 flags.DEFINE_enum("modality", "all", [*MODALITIES, "all"], "Which conditioned family.")
@@ -160,7 +161,7 @@ def _jax_rate(fn, *args):
 def _encoder_runs(family, config, modality: str, inputs: np.ndarray):
   """{name: (imgen run, compile s, PyTorch rate())} of the encoders alone."""
   steps = FLAGS.encoder_steps
-  encoder = family.make_encoder(config.condition)
+  encoder = family.make_encoder(config.condition, compute_dtype(config.model.dtype))
 
   def grad_of(x):
     params = encoder.init(jax.random.key(0), jnp.asarray(x))["params"]

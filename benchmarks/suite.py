@@ -10,7 +10,9 @@ config (embedded MNIST digits padded to the resolution; segmentation: its
 memory is its own. A worker measures, after compile:
 - the train step, images/s (steps of the config's global batch, device-synced);
 - the first step's wall time (compile included);
-- the input pipeline alone, images/s (the same batches, without the step);
+- the input pipeline alone, images/s (the same batches, without the step), at
+  the default thread count (one per core, up to 16) and at each of
+  `--pipeline_threads` the host has cores for;
 - sampling (families that generate: the pmap'd sampler of the sample-quality metrics), images/s;
 - metric features of those samples (the in-domain CNN, pmap'd), images/s
   (`benchmarks/metrics.py` has Inception-v3 and the metrics themselves);
@@ -47,6 +49,7 @@ flags.DEFINE_list("families", list(families.FAMILIES), "Families to measure.")
 flags.DEFINE_list("sizes", ["28", "64"], "Resolutions.")
 flags.DEFINE_integer("steps", 20, "Timed train steps (after the compiling one).")
 flags.DEFINE_integer("pipeline_batches", 200, "Timed batches of the input pipeline alone.")
+flags.DEFINE_list("pipeline_threads", ["2", "16"], "Input thread counts also timed (<= cores).")
 flags.DEFINE_string("worker", None, "Internal: 'family:size' to measure in this process.")
 FLAGS = flags.FLAGS
 
@@ -78,11 +81,19 @@ def measure(family: str, size: int) -> dict:
   batch = config.train.batch_size
   out = {"family": family, "size": size, "batch": batch, "devices": jax.device_count()}
 
-  t = time.perf_counter()
-  batches = experiment.train_batches(0)
-  for _ in range(FLAGS.pipeline_batches):
-    next(batches)
-  out["pipeline_images_per_s"] = FLAGS.pipeline_batches * batch / (time.perf_counter() - t)
+  default_threads = data.pipeline.input_threads(None)
+  counts = {int(n) for n in FLAGS.pipeline_threads if int(n) <= (os.cpu_count() or 1)}
+  out["pipeline_by_threads"] = {}
+  for threads in sorted(counts | {default_threads}):
+    config.data.num_threads = threads
+    t = time.perf_counter()
+    batches = experiment.train_batches(0)
+    for _ in range(FLAGS.pipeline_batches):
+      next(batches)
+    rate = FLAGS.pipeline_batches * batch / (time.perf_counter() - t)
+    out["pipeline_by_threads"][str(threads)] = rate
+  config.data.num_threads = None
+  out["pipeline_images_per_s"] = out["pipeline_by_threads"][str(default_threads)]
 
   train_step = parallel.pmap_step(
     guards.guard_nonfinite(experiment.family.make_train_step()), donate=True
@@ -118,10 +129,11 @@ def _row(r: dict) -> str:
   sample = f"{r['sample_images_per_s']:,.0f}" if "sample_images_per_s" in r else "-"
   features = f"{r['feature_images_per_s']:,.0f}" if "feature_images_per_s" in r else "-"
   ratio = r["pipeline_images_per_s"] / r["train_images_per_s"]
+  by_threads = ", ".join(f"{n}: {v:,.0f}" for n, v in r["pipeline_by_threads"].items())
   return (
     f"| {r['family']} | {r['size']}x{r['size']} | {r['batch']} | {r['train_steps_per_s']:.2f} | "
     f"{r['train_images_per_s']:,.0f} | {r['first_step_s']:.1f} | "
-    f"{r['pipeline_images_per_s']:,.0f} ({ratio:.0f}x) | {sample} | {features} | "
+    f"{r['pipeline_images_per_s']:,.0f} ({ratio:.0f}x) | {by_threads} | {sample} | {features} | "
     f"{r['peak_rss_mb']:,.0f} |"
   )
 
@@ -138,6 +150,7 @@ def main(argv):
     for size in FLAGS.sizes:
       cmd = [sys.executable, os.path.abspath(__file__), f"--worker={family}:{size}"]
       cmd += [f"--steps={FLAGS.steps}", f"--pipeline_batches={FLAGS.pipeline_batches}"]
+      cmd += [f"--pipeline_threads={','.join(FLAGS.pipeline_threads)}"]
       done = subprocess.run(cmd, capture_output=True, text=True, check=False)
       results = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
       if not results:
@@ -151,8 +164,9 @@ def main(argv):
   )
   print(
     "| family | resolution | batch | steps/s | train images/s | first step s (compile) | "
-    "pipeline images/s (x the step's need) | sampling images/s | CNN feature images/s | "
-    "peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|"
+    "pipeline images/s (x the step's need) | pipeline images/s by input threads | "
+    "sampling images/s | CNN feature images/s | peak RSS MB |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
   )
   print("\n".join(rows))
 

@@ -24,6 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.width = 32
   config.model.dropout = 0.3
   config.model.dtype = "float32"  # Or bfloat16 (accelerators): activations; params stay f32.
+  config.model.layer_forms = "auto"  # Layers' CPU forms on CPU, XLA's elsewhere; or cpu/xla.
 
   config.optim = common.optimizer(1e-3, schedule="cosine")
 

@@ -17,6 +17,7 @@ def data(name: str = "embedded_mnist", resize: str = "pad") -> ml_collections.Co
       eval_split="test",
       image_key="image",
       resize=resize,  # 'pad' (centre on black) or 'resize' (crop + bilinear).
+      num_threads=config_dict.placeholder(int),  # Input threads; None: one per core, <= 16.
     )
   )
 

@@ -80,6 +80,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.norm_groups = 8
   config.model.conditional = False
   config.model.dtype = "float32"
+  config.model.layer_forms = "auto"  # Layers' CPU forms on CPU, XLA's elsewhere; or cpu/xla.
 
   config.diffusion = diffusion_group()
   config.sample = sampler_group()

@@ -37,6 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.d_downsample = (True, True, False, False)
   config.model.d_pool = "sum"  # 'sum' (SNGAN) or 'mean' (WGAN-GP).
   config.model.dtype = "float32"  # Or bfloat16 (accelerators): activations; params stay f32.
+  config.model.layer_forms = "auto"  # Layers' CPU forms on CPU, XLA's elsewhere; or cpu/xla.
 
   config.objective = ml_collections.ConfigDict()
   config.objective.loss = "non_saturating"  # Or 'hinge', 'wgan_gp'.

@@ -34,6 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.width = 16  # Channels of the first level; doubled per level.
   config.model.norm = "batch"  # 'batch', 'group' or 'none'.
   config.model.dtype = "float32"  # Or bfloat16 (accelerators): activations; params stay f32.
+  config.model.layer_forms = "auto"  # Layers' CPU forms on CPU, XLA's elsewhere; or cpu/xla.
 
   config.seg = ml_collections.ConfigDict()
   config.seg.loss = "ce"  # 'ce', 'dice' or 'ce+dice'.

@@ -29,6 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.kl_warmup_steps = 0  # Linear warm-up of the KL weight; 0 = none.
   config.model.upsample = "subpixel"
   config.model.dtype = "float32"  # Or bfloat16 (accelerators): activations; params stay f32.
+  config.model.layer_forms = "auto"  # Layers' CPU forms on CPU, XLA's elsewhere; or cpu/xla.
 
   config.optim = common.optimizer(1e-3)
   config.train = common.train(num_steps=4000, checkpoint_every=1000)

@@ -21,11 +21,13 @@ def _run(data_dir, *args):
 def test_the_suite_measures_a_family(data_dir):
   """The VAE: every measurement of the suite, sampling and sample features included."""
   args = ["--families=vae", "--sizes=28", "--steps=1", "--pipeline_batches=2"]
+  args += ["--pipeline_threads=1"]
   result = _run(data_dir, "benchmarks/suite.py", *args)
   assert result.returncode == 0, result.stderr[-3000:]
   rows = [line for line in result.stdout.splitlines() if line.startswith("| vae | 28x28 |")]
-  sampling, features = rows[0].split("|")[8:10] if rows else ("-", "-")
+  threads, sampling, features = rows[0].split("|")[8:11] if rows else ("-", "-", "-")
   assert sampling.strip() != "-" and features.strip() != "-", result.stdout + result.stderr[-3000:]
+  assert threads.strip().startswith("1: "), threads  # --pipeline_threads=1 and the default.
 
 
 def test_the_train_step_benchmark_runs(data_dir):
@@ -56,3 +58,20 @@ def test_the_peer_benchmark_runs(data_dir):
   result = _run(data_dir, "benchmarks/peers.py", *args, "--steps_per_dispatch=1")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "| cnn | 28x28 | 64 | 1 |" in result.stdout
+
+
+def test_the_accelerator_benchmark_runs_on_cpu(data_dir, tmp_path):
+  """`--smoke` on two rows: a default family through its data, a paper network on
+  random batches; in bfloat16 (float32 is the same code with another dtype),
+  with XLA's FLOP count (no peak is known for a CPU, so no MFU), the table written."""
+  out = tmp_path / "accelerator.md"
+  args = ["--smoke", "--only=gan,dcgan64", "--dtypes=bfloat16", "--steps=1", f"--out={out}"]
+  result = _run(data_dir, "benchmarks/accelerator.py", *args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ")]
+  rows = [[cell.strip() for cell in row] for row in rows[1:]]  # After the header.
+  assert [row[:2] for row in rows] == [["gan", "bfloat16"], ["dcgan64", "bfloat16"]], result.stdout
+  for row in rows:
+    assert float(row[3].replace(",", "")) > 0 and float(row[6]) > 0, row  # images/s, GFLOP.
+    assert row[7] == "-", row  # MFU: no peak for a CPU.
+  assert all(line in result.stdout for line in out.read_text().splitlines()[2:]), result.stdout

@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from imgen.core import backend
+from imgen.core.errors import ConfigError
 from imgen.models import layers
 
 
@@ -248,3 +250,53 @@ def test_conv_gradients_inside_a_rolled_scan():
   looped = jax.lax.scan(lambda c, _: (c, grad(params)), 0, None, length=2)[1]
   for a, b in zip(jax.tree.leaves(looped), jax.tree.leaves(grad(params)), strict=True):
     np.testing.assert_allclose(a[1], b, rtol=1e-5, atol=1e-6)
+
+
+class _EveryTwoFormLayer(nn.Module):
+  """Each layer that has a CPU form and XLA's own, in one network."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = jnp.sin(layers.Conv(8, (3, 3))(x))
+    x = jnp.sin(layers.Conv(8, (3, 3), strides=2)(x))
+    x = layers.max_pool_2x2(jax.nn.relu(x))
+    x = layers.ConvTranspose4x4S2(16)(x)  # 16 outputs: the sub-pixel form.
+    x = layers.ConvTranspose4x4S2(4)(jnp.sin(x))
+    return layers.Conv4x4S2(16)(jnp.sin(x))
+
+
+def test_the_backend_picks_each_layers_form_and_both_forms_agree():
+  """'cpu' forms (what the CPU backend runs) against 'xla' (XLA's own, what
+  GPU and TPU run): the same values and gradients, and each form is what the
+  program holds (custom gradients, or XLA's pooling and dilated convolutions)."""
+  net = _EveryTwoFormLayer()
+  x = jax.random.normal(jax.random.key(0), (2, 12, 12, 3))
+  params = net.init(jax.random.key(1), x)
+
+  def value_grads_and_program(forms):
+    with backend.layer_forms(forms):
+      loss = lambda p, x: jnp.sum(jnp.sin(net.apply(p, x)))  # A new function: traced here.
+      program = str(jax.make_jaxpr(loss)(params, x))  # Custom gradients show here.
+      return jax.jit(jax.value_and_grad(loss, (0, 1)))(params, x), program
+
+  (cpu, cpu_program), (xla, xla_program) = map(value_grads_and_program, ("cpu", "xla"))
+  assert "custom_vjp_call" in cpu_program and "custom_vjp_call" not in xla_program
+  assert "reduce_window_max" in xla_program and "reduce_window_max" not in cpu_program
+  assert "lhs_dilation=(2, 2)" in xla_program  # XLA's transposed convolution.
+  for a, b in zip(jax.tree.leaves(cpu), jax.tree.leaves(xla), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  with backend.layer_forms("auto"):
+    assert backend.cpu_forms() == (jax.default_backend() == "cpu")
+  with pytest.raises(ConfigError, match=r"model.layer_forms='gpu'; use one of"):
+    backend.configure("gpu")
+
+
+def test_nearest_upsampling_is_the_resize_in_values_and_gradients():
+  x = jax.random.normal(jax.random.key(0), (2, 5, 3, 4))
+  resize = lambda x: jax.image.resize(x, (2, 10, 6, 4), "nearest")
+  np.testing.assert_array_equal(layers.upsample_nearest_2x(x), resize(x))
+  w = jax.random.normal(jax.random.key(1), (2, 10, 6, 4))
+  grad = lambda up: jax.grad(lambda x: jnp.sum(w * up(x)))(x)
+  np.testing.assert_allclose(grad(layers.upsample_nearest_2x), grad(resize), rtol=1e-6, atol=1e-6)
+  program = str(jax.make_jaxpr(jax.grad(lambda x: jnp.sum(w * layers.upsample_nearest_2x(x))))(x))
+  assert "gather" not in program and "scatter" not in program

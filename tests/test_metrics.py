@@ -173,3 +173,25 @@ def test_kid_and_precision_recall_split_over_devices_give_the_same_values():
   np.testing.assert_allclose(results[1]["kid"], results[0]["kid"], rtol=1e-12)
   assert results[1]["pr"] == results[0]["pr"]
   assert 0 < results[0]["pr"][0] < 1 and 0 < results[0]["pr"][1] < 1
+
+
+def test_on_tpu_the_float64_arithmetic_runs_on_the_host_cpu(monkeypatch):
+  """TPU has no float64: there every metric runs on the host's CPU devices,
+  through the same code (here, on CPU, the same values)."""
+  real, fake = _features(10, n=90), _features(11, n=70, shift=0.3)
+  logits = _features(12, n=40, d=10)
+
+  def every_metric():
+    kid = metrics.kernel_inception_distance(real, fake, jax.random.key(0), 4, 30)
+    return [
+      metrics.fid_from_features(real, fake),
+      *kid,
+      *metrics.inception_score(logits, 4),
+      *metrics.precision_recall(real, fake, 3),
+    ]
+
+  on_devices = every_metric()
+  assert metrics.float64_devices() == jax.local_devices()
+  monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+  assert metrics.float64_devices() == jax.local_devices(backend="cpu")
+  np.testing.assert_allclose(every_metric(), on_devices, rtol=1e-12)

@@ -15,6 +15,7 @@ import collections
 from collections.abc import Iterator
 import dataclasses
 import functools
+import os
 
 import grain
 import jax
@@ -203,6 +204,19 @@ def per_process_batch_size(global_batch_size: int, name: str = "train.batch_size
   return global_batch_size // jax.process_count()
 
 
+MAX_THREADS = 16  # Beyond this the 28-64 px batches gain nothing.
+
+
+def input_threads(configured: int | None) -> int:
+  """data.num_threads, or where it is None one per host core up to `MAX_THREADS`:
+  a 2-core laptop keeps 2, an accelerator host's many cores feed a fast step."""
+  if configured is None:
+    return max(1, min(os.cpu_count() or 1, MAX_THREADS))
+  if configured < 1:
+    raise ConfigError(f"data.num_threads={configured}; use 1 or more, or leave it unset.")
+  return configured
+
+
 def _process_chunks(chunks: grain.MapDataset) -> grain.MapDataset:
   """This process's chunk of each global batch: chunks (rows / processes each)
   p, p + P, p + 2P, ... of P processes. Lazy: the others are never read."""
@@ -218,7 +232,7 @@ def make_train_iterator(
   global_batch_size: int,
   seed: int,
   start_step: int = 0,
-  num_threads: int = 2,
+  num_threads: int | None = None,
   prefetch: int = 4,
 ) -> Iterator[dict[str, np.ndarray]]:
   """Endless per-process batches of the spec's fields, each (devices, b, ...).
@@ -239,7 +253,7 @@ def make_train_iterator(
   ds = grain.MapDataset.source(source).shuffle(seed=shuffle_seed).repeat()
   ds = _process_chunks(ds.batch(batch, drop_remainder=True))[start_step:]
   ds = ds.map(_PrepareBatch(spec, resize, jax.local_device_count()))
-  options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+  options = grain.ReadOptions(num_threads=input_threads(num_threads), prefetch_buffer_size=prefetch)
   return iter(ds.to_iter_dataset(options))
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from imgen import data
 from imgen import families
+from imgen.core import backend
 from imgen.core import checkpoints
 from imgen.core import guards
 from imgen.core import parallel
@@ -153,6 +154,7 @@ class Experiment:
   def create(cls, config: ml_collections.ConfigDict) -> "Experiment":
     builder = data.get_builder(config.data.name, config.data.data_dir)
     _validate(config, builder)
+    backend.configure(config.model.get("layer_forms", "auto"))  # Before anything is traced.
     spec = DataSpec.from_builder(builder, config.data.image_key, config.model.image_size)
     for name in ("train.batch_size", "eval.batch_size"):  # Fail before compiling.
       data.pipeline.per_process_batch_size(config[name.split(".")[0]].batch_size, name)
@@ -273,6 +275,7 @@ class Experiment:
       global_batch_size=self.config.train.batch_size,
       seed=self.config.seed,
       start_step=start_step * k,
+      num_threads=self.config.data.get("num_threads"),
     )
     if k == 1:
       return batches

@@ -28,6 +28,7 @@ from imgen.data import captions
 from imgen.data.spec import DataSpec
 from imgen.families.diffusion import DiffusionFamily
 from imgen.methods import audio
+from imgen.models import compute_dtype
 from imgen.models import conditioned
 
 GRID_COLUMNS = 8
@@ -100,9 +101,10 @@ class _SequenceConditioned(DiffusionFamily):
       cross_attention_resolutions=tuple(m.cross_attention_resolutions),
       heads=m.heads,
     )
-    return conditioned.ConditionedUNet(self.make_encoder(config.condition), unet)
+    encoder = self.make_encoder(config.condition, compute_dtype(m.dtype))
+    return conditioned.ConditionedUNet(encoder, unet)
 
-  def make_encoder(self, c: ml_collections.ConfigDict):
+  def make_encoder(self, c: ml_collections.ConfigDict, dtype: jnp.dtype):
     raise NotImplementedError
 
   def encoder_inputs(self, raw: jax.Array) -> jax.Array:
@@ -164,9 +166,9 @@ class TextToImageFamily(_SequenceConditioned):
     self.prompts = parse_prompts(config.sample.prompt)
     super().__init__(config, spec)
 
-  def make_encoder(self, c):
+  def make_encoder(self, c, dtype):
     return conditioned.TextEncoder(
-      captions.VOCAB_SIZE, captions.TOKEN_LENGTH, c.width, c.depth, c.heads
+      captions.VOCAB_SIZE, captions.TOKEN_LENGTH, c.width, c.depth, c.heads, dtype
     )
 
   def example_condition(self):
@@ -203,8 +205,8 @@ class SpeechToImageFamily(_SequenceConditioned):
     self._clip_source = (config.data.name, config.data.data_dir, config.data.eval_split)
     super().__init__(config, spec)
 
-  def make_encoder(self, c):
-    return conditioned.AudioEncoder(c.width)
+  def make_encoder(self, c, dtype):
+    return conditioned.AudioEncoder(c.width, dtype)
 
   def encoder_inputs(self, raw):
     return audio.log_mel(raw.astype(jnp.float32) / 32768.0, **self.mel)

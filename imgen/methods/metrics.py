@@ -13,11 +13,15 @@
   nearest neighbour.
 
 The arithmetic runs in float64 (`jax.enable_x64`): covariances of 2,048-d
-features lose FID digits in float32. KID's subsets and precision/recall's
-blocks of rows, the costly parts, are split over the local devices.
+features lose FID digits in float32, and KID is a small difference of large
+kernel sums. It runs on this process's devices where the backend has float64
+(CPU, GPU) and on the host's CPU devices on TPU, which has none
+(`float64_devices`). KID's subsets and precision/recall's blocks of rows, the
+costly parts, are split over those devices.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+import contextlib
 import functools
 
 import jax
@@ -27,13 +31,28 @@ import numpy as np
 METRICS = ("fid", "kid", "is", "pr")
 
 
+def float64_devices() -> list[jax.Device]:
+  """Where the metrics' float64 arithmetic runs: this process's devices, or
+  on TPU (no float64) the host's CPU devices."""
+  if jax.default_backend() == "tpu":
+    return jax.local_devices(backend="cpu")
+  return jax.local_devices()
+
+
+@contextlib.contextmanager
+def _float64() -> Iterator[None]:
+  """float64 on, and new arrays and jitted calls on the first of `float64_devices()`."""
+  with jax.enable_x64(True), jax.default_device(float64_devices()[0]):
+    yield
+
+
 def _f64(x) -> jax.Array:
   return jnp.asarray(np.asarray(x, np.float64))
 
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Mean and (unbiased, n - 1) covariance of (n, d) features."""
-  with jax.enable_x64(True):
+  with _float64():
     mean, cov = _statistics(_f64(features))
     return np.asarray(mean), np.asarray(cov)
 
@@ -59,7 +78,7 @@ def _frechet(mu1, sigma1, mu2, sigma2) -> jax.Array:
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
   """|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), between two Gaussians."""
-  with jax.enable_x64(True):
+  with _float64():
     return float(_frechet(_f64(mu1), _f64(sigma1), _f64(mu2), _f64(sigma2)))
 
 
@@ -69,20 +88,21 @@ def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
 
 
 def _sharded_map(fn: Callable, xs: jax.Array, *shared: jax.Array, **static) -> jax.Array:
-  """[fn(x, *shared, **static) for x in xs], stacked, with xs split over the local
-  devices (each device maps over its share); padding items are computed and dropped."""
-  n = jax.local_device_count()
+  """[fn(x, *shared, **static) for x in xs], stacked, with xs split over
+  `float64_devices()` (each maps over its share); padding items are computed and dropped."""
+  devices = tuple(float64_devices())
+  n = len(devices)
   xs_padded = jnp.pad(xs, [(0, -len(xs) % n)] + [(0, 0)] * (xs.ndim - 1))
-  out = _pmapped_map(fn, len(shared), tuple(sorted(static.items())))(
+  out = _pmapped_map(fn, len(shared), tuple(sorted(static.items())), devices)(
     xs_padded.reshape(n, -1, *xs.shape[1:]), *shared
   )
   return out.reshape(-1, *out.shape[2:])[: len(xs)]
 
 
 @functools.cache
-def _pmapped_map(fn: Callable, num_shared: int, static: tuple) -> Callable:
+def _pmapped_map(fn: Callable, num_shared: int, static: tuple, devices: tuple) -> Callable:
   mapped = lambda xs, *shared: jax.lax.map(lambda x: fn(x, *shared, **dict(static)), xs)
-  return jax.pmap(mapped, in_axes=(0,) + (None,) * num_shared)
+  return jax.pmap(mapped, in_axes=(0,) + (None,) * num_shared, devices=devices)
 
 
 def kid_subsets(key: jax.Array, n: int, num_subsets: int, subset_size: int) -> np.ndarray:
@@ -119,7 +139,7 @@ def kernel_inception_distance(
   real_key, fake_key = jax.random.split(key)
   rows_real = kid_subsets(real_key, len(real), num_subsets, m)
   rows_fake = kid_subsets(fake_key, len(fake), num_subsets, m)
-  with jax.enable_x64(True):
+  with _float64():
     x, y = _f64(real), _f64(fake)
     rows = jnp.asarray(np.stack([rows_real, rows_fake], 1))
     values = np.asarray(_sharded_map(_subset_mmd2, rows, x, y))
@@ -131,7 +151,7 @@ def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]
   n = len(logits) // splits * splits
   if n == 0:
     raise ValueError(f"inception_score needs at least {splits} samples, got {len(logits)}.")
-  with jax.enable_x64(True):
+  with _float64():
     scores = np.asarray(_inception_scores(_f64(logits[:n]).reshape(splits, n // splits, -1)))
   return float(scores.mean()), float(scores.std())
 
@@ -184,7 +204,7 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
   for name, x in (("real", real), ("generated", fake)):
     if len(x) <= k:
       raise ValueError(f"precision/recall with k={k} needs more than {k} {name} samples.")
-  with jax.enable_x64(True):
+  with _float64():
     x, y = _f64(real), _f64(fake)
     precision = np.mean(np.asarray(_covered(y, x, _knn_radii(x, k))))
     recall = np.mean(np.asarray(_covered(x, y, _knn_radii(y, k))))

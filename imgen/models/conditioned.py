@@ -28,16 +28,22 @@ from imgen.models.unet import UNet
 
 
 class TransformerBlock(nn.Module):
+  """Pre-LayerNorm self-attention and MLP, computed in `dtype` (LayerNorm
+  statistics and the attention softmax in float32; parameters float32)."""
+
   width: int
   heads: int
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
-    y = nn.LayerNorm()(x)
-    attend = nn.MultiHeadDotProductAttention(self.heads, qkv_features=self.width)
+    y = nn.LayerNorm(dtype=self.dtype)(x)
+    attend = nn.MultiHeadDotProductAttention(
+      self.heads, qkv_features=self.width, dtype=self.dtype, force_fp32_for_softmax=True
+    )
     x = x + attend(y, y, mask=nn.make_attention_mask(mask, mask))
-    y = nn.Dense(4 * self.width)(nn.LayerNorm()(x))
-    return x + nn.Dense(self.width)(nn.gelu(y))
+    y = nn.Dense(4 * self.width, dtype=self.dtype)(nn.LayerNorm(dtype=self.dtype)(x))
+    return x + nn.Dense(self.width, dtype=self.dtype)(nn.gelu(y))
 
 
 class TextEncoder(nn.Module):
@@ -48,6 +54,7 @@ class TextEncoder(nn.Module):
   width: int = 64
   depth: int = 2
   heads: int = 4
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -55,28 +62,31 @@ class TextEncoder(nn.Module):
     if length > self.length:
       raise ValueError(f"{length} tokens; the text encoder takes at most {self.length}.")
     init = nn.initializers.normal(0.02)
-    x = nn.Embed(self.vocab_size, self.width, embedding_init=init)(tokens)
-    start = self.param("start", init, (self.width,))
+    x = nn.Embed(self.vocab_size, self.width, embedding_init=init, dtype=self.dtype)(tokens)
+    start = self.param("start", init, (self.width,)).astype(self.dtype)
     x = jnp.concatenate([jnp.broadcast_to(start, (n, 1, self.width)), x], axis=1)
-    x = x + self.param("position", init, (self.length + 1, self.width))[: length + 1]
+    position = self.param("position", init, (self.length + 1, self.width))[: length + 1]
+    x = x + position.astype(self.dtype)
     valid = jnp.concatenate([jnp.ones((n, 1), bool), tokens != 0], axis=1)
     for _ in range(self.depth):
-      x = TransformerBlock(self.width, self.heads)(x, valid)
-    return nn.LayerNorm()(x), valid
+      x = TransformerBlock(self.width, self.heads, self.dtype)(x, valid)
+    return nn.LayerNorm(dtype=self.dtype)(x), valid
 
 
 class AudioEncoder(nn.Module):
   """Log-mel spectrograms (N, frames, mels) -> (context (N, frames', width), valid)."""
 
   width: int = 64
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, mel: jax.Array) -> tuple[jax.Array, jax.Array]:
-    mean = jnp.mean(mel, axis=(1, 2), keepdims=True)
+    mean = jnp.mean(mel, axis=(1, 2), keepdims=True)  # In the mel's float32.
     x = (mel - mean) / (jnp.std(mel, axis=(1, 2), keepdims=True) + 1e-3)
     for features in (self.width // 2, self.width, self.width):
-      x = nn.gelu(nn.Conv(features, (5,), strides=(2,), padding="SAME")(x))
-    x = nn.LayerNorm()(x)
+      conv = nn.Conv(features, (5,), strides=(2,), padding="SAME", dtype=self.dtype)
+      x = nn.gelu(conv(x))
+    x = nn.LayerNorm(dtype=self.dtype)(x)
     return x, jnp.ones(x.shape[:2], bool)
 
 

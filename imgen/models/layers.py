@@ -20,6 +20,11 @@ slower (3x3, 28x28x32, a 4-step loop).
 
 `max_pool_2x2` is `nn.max_pool(x, (2, 2), (2, 2))` as a max over a reshape.
 
+These forms are for XLA's CPU backend. On GPU and TPU each layer takes XLA's
+own form (`imgen.core.backend` decides, once for all of them; both forms are
+tested equal). `upsample_nearest_2x` is one form everywhere: a broadcast and
+a reshape, whose gradient is a sum (a gather's is a scatter-add).
+
 Both convolutions write their weight gradients as one convolution in the form XLA's CPU
 backend gives a weight gradient before running it on its fast kernel, so it
 stays fast inside `lax.scan` too, and both take XLA's own form of the
@@ -35,6 +40,8 @@ import flax.linen as nn
 import jax
 from jax import lax
 import jax.numpy as jnp
+
+from imgen.core import backend
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
@@ -201,7 +208,8 @@ class _Kernel4x4(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features), jnp.float32)
-    y = self.implementations[self.impl](x.astype(self.dtype), kernel.astype(self.dtype))
+    impl = self.impl if backend.cpu_forms() else "transpose"  # "transpose": XLA's own form.
+    y = self.implementations[impl](x.astype(self.dtype), kernel.astype(self.dtype))
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
       y = y + bias.astype(y.dtype)
@@ -232,9 +240,20 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
   equally, XLA's goes to the first), and after a ReLU the ties are the zeros,
   whose gradient the ReLU stops anyway.
   """
+  if not backend.cpu_forms():
+    return nn.max_pool(x, (2, 2), (2, 2))
   n, h, w, c = x.shape
   x = x[:, : h - h % 2, : w - w % 2]
   return jnp.max(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+
+
+def upsample_nearest_2x(x: jax.Array) -> jax.Array:
+  """Each pixel of NHWC `x` repeated 2x2: `jax.image.resize(..., "nearest")` to
+  twice the size, as a broadcast and a reshape. The same values; the gradient
+  sums each 2x2 block (the resize's gather has a scatter-add for a gradient,
+  which on GPU is atomics, not bitwise reproducible)."""
+  n, h, w, c = x.shape
+  return jnp.broadcast_to(x[:, :, None, :, None], (n, h, 2, w, 2, c)).reshape(n, 2 * h, 2 * w, c)
 
 
 def _pads(padding, spatial, kernel, strides) -> tuple[tuple[int, int], ...]:
@@ -301,5 +320,6 @@ class Conv(nn.Module):
     bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
-    y = conv(x, kernel, strides, _pads(self.padding, x.shape[1:3], size, strides))
+    pads = _pads(self.padding, x.shape[1:3], size, strides)
+    y = conv(x, kernel, strides, pads) if backend.cpu_forms() else _conv(x, kernel, strides, pads)
     return y if bias is None else y + bias

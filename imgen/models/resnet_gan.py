@@ -41,14 +41,10 @@ from imgen.models.gan_layers import Norm
 from imgen.models.gan_layers import Projection
 from imgen.models.gan_layers import spectral
 from imgen.models.layers import Conv
+from imgen.models.layers import upsample_nearest_2x
 
 _glorot = nn.initializers.xavier_uniform()
 _glorot_relu = nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")  # gain sqrt(2)
-
-
-def _upsample(x: jax.Array) -> jax.Array:
-  """2x nearest-neighbour upsampling."""
-  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
 def _downsample(x: jax.Array) -> jax.Array:
@@ -83,10 +79,12 @@ class GeneratorBlock(nn.Module):
       nn.Conv, self.features, (3, 3), kernel_init=_glorot_relu, dtype=self.dtype
     )
     h = nn.relu(norm()(x, labels, train))
-    h = conv()(_upsample(h))
+    h = conv()(upsample_nearest_2x(h))
     h = nn.relu(norm()(h, labels, train))
     h = conv()(h)
-    shortcut = Conv(self.features, (1, 1), kernel_init=_glorot, dtype=self.dtype)(_upsample(x))
+    shortcut = Conv(self.features, (1, 1), kernel_init=_glorot, dtype=self.dtype)(
+      upsample_nearest_2x(x)
+    )
     return h + shortcut
 
 

@@ -29,6 +29,7 @@ from imgen.models.gan_layers import Norm
 from imgen.models.layers import Conv
 from imgen.models.layers import Conv4x4S2
 from imgen.models.layers import ConvTranspose4x4S2
+from imgen.models.layers import upsample_nearest_2x
 
 PADDINGS = ("wrap", "zero")
 UPSAMPLES = ("subpixel", "transpose", "nearest")  # G's; D downsamples by 4x4 stride 2.
@@ -76,7 +77,7 @@ class Generator(nn.Module):
 
   def _up(self, x: jax.Array, features: int) -> jax.Array:
     if self.upsample == "nearest":  # Odena et al. 2016: no checkerboard.
-      x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+      x = upsample_nearest_2x(x)
       mode = "wrap" if self.padding == "wrap" else "constant"
       x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode=mode)
       return Conv(features, (3, 3), padding="VALID", kernel_init=_init, dtype=self.dtype)(x)

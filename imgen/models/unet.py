@@ -38,6 +38,7 @@ import jax.numpy as jnp
 from imgen.core import parallel
 from imgen.core.errors import ConfigError
 from imgen.models.layers import Conv
+from imgen.models.layers import upsample_nearest_2x
 
 
 def _init(scale: float = 1.0):
@@ -224,7 +225,7 @@ class UNet(nn.Module):
         h = block(self.channels * mult)(jnp.concatenate([h, skips.pop()], axis=-1), emb, train)
         h = attention(h, h.shape[1] in self.attention_resolutions)
       if level != 0:
-        h = jax.image.resize(h, (h.shape[0], 2 * h.shape[1], 2 * h.shape[2], h.shape[3]), "nearest")
+        h = upsample_nearest_2x(h)
         h = conv(h.shape[-1])(h)
     assert not skips and h.shape[1] == size
 
