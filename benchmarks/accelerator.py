@@ -35,6 +35,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import timing  # noqa: E402
 from benchmarks import torch_cnn  # noqa: E402
 from benchmarks import torch_dcgan  # noqa: E402
 from benchmarks import torch_vae  # noqa: E402
@@ -97,14 +98,15 @@ def _paper_config(name: str):
   return config, DataSpec.of_images(32, 3, classes)
 
 
-def _random_batch(spec: DataSpec, batch: int) -> dict[str, np.ndarray]:
-  """A batch laid out for this process's devices, as the pipeline makes it."""
+def _random_batch(spec: DataSpec, batch: int, k: int) -> dict[str, np.ndarray]:
+  """A step's batch laid out for this process's devices as the trainer makes it:
+  (devices, b, ...), or (devices, k, b, ...) for a family that takes k per step."""
   n, rng = jax.local_device_count(), np.random.default_rng(0)
-  image = spec.image.shape
-  out = {"image": rng.uniform(-1, 1, (n, batch // n, *image)).astype(np.float32)}
+  lead = (n, batch // n) if k == 1 else (n, k, batch // n)
+  out = {"image": rng.uniform(-1, 1, (*lead, *spec.image.shape)).astype(np.float32)}
   if "label" in spec.fields:
     num_classes = spec.fields["label"].num_classes
-    out["label"] = rng.integers(0, num_classes, (n, batch // n)).astype(np.int32)
+    out["label"] = rng.integers(0, num_classes, lead).astype(np.int32)
   return out
 
 
@@ -113,7 +115,9 @@ def _row_inputs(name: str, dtype: str):
   if name in PAPER:
     config, spec = _paper_config(name)
     config.model.dtype = dtype
-    return families.create(config, spec), _random_batch(spec, config.train.batch_size), config
+    family = families.create(config, spec)
+    batch = _random_batch(spec, config.train.batch_size, family.batches_per_step)
+    return family, batch, config
   config = common.default_config(name, "smoke" if FLAGS.smoke else None)
   config.model.dtype = dtype
   experiment = Experiment.create(config)
@@ -157,18 +161,7 @@ def measure(name: str, dtype: str) -> dict:
   t = time.perf_counter()
   compiled = step.lower(state, batch, key).compile()
   compile_s = time.perf_counter() - t
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float((cost or {}).get("flops", 0.0))  # Per replica's program, one call.
-  memory = compiled.memory_analysis()
-  peak_bytes = None
-  if memory is not None:
-    peak_bytes = (
-      memory.argument_size_in_bytes
-      + memory.temp_size_in_bytes
-      + memory.output_size_in_bytes
-      - memory.alias_size_in_bytes
-    )
+  flops, peak_bytes = timing.program_costs(compiled)  # One replica's program, one call.
 
   state, metrics = compiled(state, batch, key)  # Warm-up.
   jax.block_until_ready(metrics)

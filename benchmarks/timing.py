@@ -70,3 +70,21 @@ def step_runner(
     return num_steps * steps_per_call / (time.perf_counter() - t)
 
   return run, compile_s
+
+
+def program_costs(compiled) -> tuple[float, int | None]:
+  """(FLOPs of one call, peak device bytes) of a compiled program, from XLA's
+  cost and memory analyses: arguments + temporaries + outputs - donated (aliased)."""
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float((cost or {}).get("flops", 0.0))
+  memory = compiled.memory_analysis()
+  if memory is None:
+    return flops, None
+  peak = (
+    memory.argument_size_in_bytes
+    + memory.temp_size_in_bytes
+    + memory.output_size_in_bytes
+    - memory.alias_size_in_bytes
+  )
+  return flops, peak

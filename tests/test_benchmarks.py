@@ -9,6 +9,8 @@ import subprocess
 import sys
 
 from helpers import ROOT
+import jax
+import jax.numpy as jnp
 
 
 def _run(data_dir, *args):
@@ -75,3 +77,14 @@ def test_the_accelerator_benchmark_runs_on_cpu(data_dir, tmp_path):
     assert float(row[3].replace(",", "")) > 0 and float(row[6]) > 0, row  # images/s, GFLOP.
     assert row[7] == "-", row  # MFU: no peak for a CPU.
   assert all(line in result.stdout for line in out.read_text().splitlines()[2:]), result.stdout
+
+
+def test_xlas_flop_count_is_a_matmuls_2mnk_and_its_memory_the_arrays():
+  """The counts behind the accelerator benchmark's MFU and memory columns,
+  against the arithmetic of a matrix product."""
+  from benchmarks import timing  # pylint: disable=g-import-not-at-top
+
+  a, b = jnp.ones((64, 32)), jnp.ones((32, 16))
+  flops, peak = timing.program_costs(jax.jit(jnp.matmul).lower(a, b).compile())
+  assert flops == 2 * 64 * 32 * 16
+  assert peak >= 4 * (64 * 32 + 32 * 16 + 64 * 16)  # Both inputs and the output, float32.

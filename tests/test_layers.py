@@ -300,3 +300,19 @@ def test_nearest_upsampling_is_the_resize_in_values_and_gradients():
   np.testing.assert_allclose(grad(layers.upsample_nearest_2x), grad(resize), rtol=1e-6, atol=1e-6)
   program = str(jax.make_jaxpr(jax.grad(lambda x: jnp.sum(w * layers.upsample_nearest_2x(x))))(x))
   assert "gather" not in program and "scatter" not in program
+
+
+def test_in_bfloat16_xlas_forms_take_their_gradients_in_bfloat16():
+  """What accelerators run: no float32 result asked of a bfloat16 convolution
+  (the CPU form's weight gradient sums the batch in float32)."""
+  conv = layers.Conv(8, (3, 3), dtype=jnp.bfloat16)
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
+  params = conv.init(jax.random.key(1), x)
+
+  def gradient_program(forms):
+    with backend.layer_forms(forms):
+      loss = lambda p: jnp.sum(conv.apply(p, x).astype(jnp.float32) ** 2)
+      return str(jax.make_jaxpr(jax.grad(loss))(params))
+
+  assert "preferred_element_type=float32" in gradient_program("cpu")
+  assert "preferred_element_type=float32" not in gradient_program("xla")

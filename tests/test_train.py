@@ -179,6 +179,9 @@ def _run_main(workdir, data_dir, devices, *overrides, family="gan"):
     ("data.train_split", "validation", "has splits ['test', 'train']"),
     ("train.on_nonfinite", "ignore", "train.on_nonfinite='ignore'; use one of"),
     ("model.dtype", "float64", "model.dtype 'float64'; use one of"),
+    ("model.dtype", "float16", "model.dtype 'float16' needs loss scaling"),
+    ("model.layer_forms", "gpu", "model.layer_forms='gpu'; use one of"),
+    ("data.num_threads", 0, "data.num_threads=0; use 1 or more"),
     ("train.steps_per_dispatch", 0, "train.steps_per_dispatch=0"),
     # The other optimizer values are checked in test_optim.py.
     ("optim.d.learning_rate", 0.0, "optim.d.learning_rate=0.0; it must be a positive"),
