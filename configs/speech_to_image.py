@@ -51,6 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.name += "/tiny"
     config.model.cross_attention_resolutions = (14,)
     config.model.heads = 2
+    config.model.dropout = 0.0  # The U-Net's dropout masks are tested on configs/diffusion.py.
     config.condition.width = 16
     config.prompts.num_prompts = 16
   elif arg:
