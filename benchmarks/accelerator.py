@@ -36,9 +36,6 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import timing  # noqa: E402
-from benchmarks import torch_cnn  # noqa: E402
-from benchmarks import torch_dcgan  # noqa: E402
-from benchmarks import torch_vae  # noqa: E402
 from configs import common  # noqa: E402
 from configs import ddpm_cifar10  # noqa: E402
 from configs import gan as gan_config  # noqa: E402
@@ -135,20 +132,10 @@ def _peer_images_per_s(name: str, config) -> float | None:
   on_cuda = torch.cuda.is_available() and jax.default_backend() == "gpu"
   if FLAGS.torch == "auto" and not on_cuda:
     return None
-  m, batch, size = config.model, config.train.batch_size, config.model.image_size
-  channels = 3 if name == "dcgan64" else 1
+  family, channels = ("gan", 3) if name == "dcgan64" else (name, 1)
+  peer = timing.torch_peer(family, config, FLAGS.steps, channels)
   with torch.device("cuda" if on_cuda else "cpu"):  # The peers' tensors and modules.
-    if name in ("gan", "dcgan64"):
-      rate = torch_dcgan.torch_dcgan_steps_per_sec(
-        batch, size, channels, steps=FLAGS.steps, warmup=1, g_width=m.g_width, d_width=m.d_width
-      )
-    elif name == "vae":
-      rate = torch_vae.steps_per_second(batch, size, 1, m.latent_dim, m.width, steps=FLAGS.steps)
-    else:
-      rate = torch_cnn.steps_per_second(
-        batch, size, 1, m.num_classes, m.width, m.dropout, steps=FLAGS.steps
-      )
-  return rate * batch
+    return peer() * config.train.batch_size
 
 
 def measure(name: str, dtype: str) -> dict:

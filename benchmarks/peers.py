@@ -29,9 +29,6 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import peer_counts  # noqa: E402
 from benchmarks import timing  # noqa: E402
-from benchmarks import torch_cnn  # noqa: E402
-from benchmarks import torch_dcgan  # noqa: E402
-from benchmarks import torch_vae  # noqa: E402
 from configs import common  # noqa: E402
 from imgen import families  # noqa: E402
 from imgen.core import runtime  # noqa: E402
@@ -54,27 +51,6 @@ def _config(family: str, size: int):
   if FLAGS.steps_per_dispatch:
     config.train.steps_per_dispatch = FLAGS.steps_per_dispatch
   return config
-
-
-def _peer(family: str, config, compile: bool):
-  """() -> steps/s of the PyTorch peer of `config`'s network and step."""
-  m, batch, size, steps = (
-    config.model,
-    config.train.batch_size,
-    config.model.image_size,
-    FLAGS.steps,
-  )
-  if family == "gan":
-    return lambda: torch_dcgan.torch_dcgan_steps_per_sec(
-      batch, size, 1, steps=steps, warmup=1, g_width=m.g_width, d_width=m.d_width, compile=compile
-    )
-  if family == "vae":
-    return lambda: torch_vae.steps_per_second(
-      batch, size, 1, m.latent_dim, m.width, steps=steps, compile=compile
-    )
-  return lambda: torch_cnn.steps_per_second(
-    batch, size, 1, m.num_classes, m.width, m.dropout, steps=steps, compile=compile
-  )
 
 
 def measure(family: str, size: int) -> str:
@@ -100,9 +76,9 @@ def measure(family: str, size: int) -> str:
     import torch  # pylint: disable=g-import-not-at-top
 
     peer_counts.check_family(torch, config, spec)
-  peers = {"eager": _peer(family, config, False)} if FLAGS.torch else {}
+  peers = {"eager": timing.torch_peer(family, config, FLAGS.steps)} if FLAGS.torch else {}
   if FLAGS.torch_compile:
-    peers["compiled"] = _peer(family, config, True)
+    peers["compiled"] = timing.torch_peer(family, config, FLAGS.steps, compile=True)
   rates = {"imgen": [], **{name: [] for name in peers}}
   for r in range(FLAGS.rounds):
     rates["imgen"].append(run(calls))

@@ -72,6 +72,35 @@ def step_runner(
   return run, compile_s
 
 
+def torch_peer(family: str, config, steps: int, channels: int = 1, compile: bool = False):
+  """() -> steps/s of the PyTorch peer of `config`'s network and step (the GAN,
+  VAE and CNN families: benchmarks/torch_dcgan.py, torch_vae.py, torch_cnn.py),
+  on torch's default device, for `channels`-channel images."""
+  from benchmarks import torch_cnn  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_dcgan  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_vae  # pylint: disable=g-import-not-at-top
+
+  m, batch, size = config.model, config.train.batch_size, config.model.image_size
+  if family == "gan":
+    return lambda: torch_dcgan.torch_dcgan_steps_per_sec(
+      batch,
+      size,
+      channels,
+      steps=steps,
+      warmup=1,
+      g_width=m.g_width,
+      d_width=m.d_width,
+      compile=compile,
+    )
+  if family == "vae":
+    return lambda: torch_vae.steps_per_second(
+      batch, size, channels, m.latent_dim, m.width, steps=steps, compile=compile
+    )
+  return lambda: torch_cnn.steps_per_second(
+    batch, size, channels, m.num_classes, m.width, m.dropout, steps=steps, compile=compile
+  )
+
+
 def program_costs(compiled) -> tuple[float, int | None]:
   """(FLOPs of one call, peak device bytes) of a compiled program, from XLA's
   cost and memory analyses: arguments + temporaries + outputs - donated (aliased)."""
