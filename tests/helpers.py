@@ -235,24 +235,3 @@ def mock_cifar10(num_examples: int = 64):
   )
   with splits, prepared, array_record, tfds.testing.mock_data(num_examples=num_examples):
     yield
-
-
-def tensorboard_scalars(workdir: str) -> dict[str, dict[int, float]]:
-  """{tag: {step: value}} of the scalars in `workdir/tensorboard`, read from
-  its event files (TFRecord framing: length, its CRC, the Event, its CRC)."""
-  from tensorboardX.proto import event_pb2
-
-  out = {}
-  folder = os.path.join(workdir, "tensorboard")
-  for name in sorted(os.listdir(folder)):
-    with open(os.path.join(folder, name), "rb") as f:
-      data = f.read()
-    at = 0
-    while at + 12 <= len(data):
-      length = int.from_bytes(data[at : at + 8], "little")
-      event = event_pb2.Event.FromString(data[at + 12 : at + 12 + length])
-      at += 12 + length + 4
-      for value in event.summary.value:
-        if value.HasField("simple_value"):
-          out.setdefault(value.tag, {})[event.step] = value.simple_value
-  return out

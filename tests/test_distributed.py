@@ -15,7 +15,6 @@ from helpers import assert_trees_equal
 from helpers import main_command
 from helpers import saved_state
 from helpers import smoke_config
-from helpers import tensorboard_scalars
 import jax
 import numpy as np
 from PIL import Image
@@ -25,6 +24,7 @@ from imgen import data
 from imgen.core import distributed
 from imgen.core import launch
 from imgen.core.errors import ConfigError
+from imgen.core.writers import read_scalars
 from imgen.evaluation.experiment import Experiment
 
 
@@ -216,7 +216,7 @@ def test_two_processes_train_as_one_of_four_devices_stop_together_and_resume_exa
   assert run.process.returncode == 0, log[-3000:]
   assert "[0] " in log and "Process 1 of 2" not in log  # Process 1 logs warnings only.
   assert f"step {STEPS}/{STEPS}" in log and "Traceback" not in log
-  scalars = {"one": tensorboard_scalars(one), "two": tensorboard_scalars(straight)}
+  scalars = {"one": read_scalars(one), "two": read_scalars(straight)}
   for name in ("d_loss", "g_loss", "d_real", "d_fake"):
     np.testing.assert_allclose(scalars["two"][name][1], scalars["one"][name][1], rtol=1e-6)
   assert len(os.listdir(os.path.join(straight, "tensorboard"))) == 1  # Process 0's only.

@@ -9,16 +9,15 @@ warns, and falls back to the next newest.
 """
 
 import datetime
-import json
 import math
 import os
-import shutil
 from typing import Any
 
 from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
+from imgen.core import files
 from imgen.core.errors import ConfigError
 from imgen.core.errors import one_line
 
@@ -38,9 +37,10 @@ def make_manager(
     multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=folder),
   )
   if create:
-    os.makedirs(workdir, exist_ok=True)
+    files.path(workdir).mkdir(parents=True, exist_ok=True)
+  directory = files.path(workdir) / folder
   return ocp.CheckpointManager(
-    os.path.abspath(os.path.join(workdir, folder)),
+    directory.resolve() if files.is_local(directory) else directory,
     options=options,
     item_handlers=ocp.StandardCheckpointHandler(),
   )
@@ -90,14 +90,14 @@ def restore(manager: ocp.CheckpointManager, target: Any, step: int) -> Any:
 
 def _quarantine(manager: ocp.CheckpointManager, step: int) -> str:
   """Moves the checkpoint of `step` out of the manager's folder; returns where to."""
-  source = os.path.join(str(manager.directory), str(step))
+  directory = files.path(manager.directory)
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-  target = os.path.join(os.path.dirname(str(manager.directory)), "damaged", f"{step}-{stamp}")
+  target = directory.parent / "damaged" / f"{step}-{stamp}"
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    shutil.move(source, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    (directory / str(step)).rename(target)
   manager.reload()
-  return target
+  return os.fspath(target)
 
 
 def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[Any, int | None]:
@@ -142,11 +142,10 @@ class BestCheckpoint:
   def __init__(self, workdir: str, metric: str, mode: str):
     self.metric, self.mode = metric, mode
     self.manager = make_manager(workdir, keep=1, folder="best")
-    self.record_path = os.path.join(workdir, "best", "best.json")
+    self.record_path = files.path(workdir) / "best" / "best.json"
     self.record = None
-    if os.path.isfile(self.record_path):
-      with open(self.record_path) as f:
-        record = json.load(f)
+    if self.record_path.is_file():
+      record = files.read_json(self.record_path)
       if record.get("metric") == metric and record.get("mode") == mode:
         self.record = record
 
@@ -167,10 +166,7 @@ class BestCheckpoint:
     self.record = {"metric": self.metric, "mode": self.mode, "value": metrics[self.metric]}
     self.record["step"] = step
     if jax.process_index() == 0:
-      tmp = self.record_path + ".tmp"
-      with open(tmp, "w") as f:
-        json.dump(self.record, f, indent=2)
-      os.replace(tmp, self.record_path)
+      files.write_json(self.record_path, self.record)
     return True
 
   @property

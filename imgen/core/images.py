@@ -1,10 +1,12 @@
 """Image grids and PNG files."""
 
+import io
 import math
-import os
 
 import numpy as np
 from PIL import Image
+
+from imgen.core import files
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -32,7 +34,13 @@ def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) 
 
 def save_png(path: str, image: np.ndarray, min_side: int = 256) -> None:
   """Writes an HWC uint8 image, enlarged (nearest) so small grids stay visible."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   scale = max(1, math.ceil(min_side / max(image.shape[:2])))
   image = np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
-  Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
+  write_png(path, Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image))
+
+
+def write_png(path: str, image: Image.Image) -> None:
+  """Writes a PIL image as PNG (its mode and palette kept) wherever `files` reaches."""
+  buffer = io.BytesIO()
+  image.save(buffer, format="PNG")
+  files.write(path, buffer.getvalue())

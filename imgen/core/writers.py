@@ -8,6 +8,7 @@ from absl import logging
 import numpy as np
 from tensorboardX import SummaryWriter
 
+from imgen.core import files
 from imgen.core import images as image_lib
 
 
@@ -26,7 +27,9 @@ class Writer:
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.workdir = workdir
-    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard")) if enabled else None
+    self._tb = (
+      SummaryWriter(files.tensorboard_dir(files.join(workdir, "tensorboard"))) if enabled else None
+    )
 
   def scalars(self, step: int, scalars: dict[str, float]) -> None:
     if self._tb is None:
@@ -43,7 +46,7 @@ class Writer:
       columns = 8 if len(batch) % 8 == 0 else None
       grid = image_lib.make_grid(image_lib.to_uint8(batch), columns)
       self._tb.add_image(name, grid, step, dataformats="HWC")
-      path = os.path.join(self.workdir, "samples", f"{name}_{step:07d}.png")
+      path = files.join(self.workdir, "samples", f"{name}_{step:07d}.png")
       image_lib.save_png(path, grid)
       paths.append(path)
     return paths
@@ -51,6 +54,25 @@ class Writer:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+
+
+def read_scalars(workdir: str) -> dict[str, dict[int, float]]:
+  """{tag: {step: value}} of the scalars in `workdir/tensorboard` (local or
+  gs://), read from its event files: TFRecord framing (length, its CRC, the
+  Event, its CRC) around tensorboardX's Event protos."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+
+  out = {}
+  for path in sorted(files.path(workdir).joinpath("tensorboard").iterdir()):
+    data, at = path.read_bytes(), 0
+    while at + 12 <= len(data):
+      length = int.from_bytes(data[at : at + 8], "little")
+      event = event_pb2.Event.FromString(data[at + 12 : at + 12 + length])
+      at += 12 + length + 4
+      for value in event.summary.value:
+        if value.HasField("simple_value"):
+          out.setdefault(value.tag, {})[event.step] = value.simple_value
+  return out
 
 
 class Progress:

@@ -16,7 +16,6 @@ under `eval.stats_dir` (default: beside the TFDS data).
 
 from collections.abc import Callable, Iterator
 import dataclasses
-import os
 
 from absl import logging
 import jax
@@ -24,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from imgen import data
+from imgen.core import files
 from imgen.core import images as image_lib
 from imgen.core import parallel
 from imgen.core.errors import ConfigError
@@ -133,22 +133,22 @@ class SampleQuality:
 
   def _cache_path(self, split: str) -> str:
     e = self.experiment
-    stats_dir = self.config.stats_dir or os.path.join(
+    stats_dir = self.config.stats_dir or files.join(
       e.config.data.data_dir or sources.default_data_dir(), "imgen_features"
     )
     name = (
       f"{e.builder.name}-{e.builder.version}-{split}-{e.spec.size}px{e.spec.image.channels}c-"
       f"{e.config.data.resize}-{self.network.name}-{self.network.fingerprint[:16]}.npz"
     )
-    return os.path.join(stats_dir, name)
+    return files.join(stats_dir, name)
 
   def real(self, split: str) -> Features:
     """Features of every image of `split`, from the cache when it has them."""
     path, cached = self._cache_path(split), None
-    if os.path.isfile(path):
+    if files.path(path).is_file():
       try:
-        with np.load(path) as f:
-          cached = Features(f["features"], f["logits"])
+        arrays = files.load_npz(path)
+        cached = Features(arrays["features"], arrays["logits"])
       except (OSError, ValueError, KeyError) as e:
         logging.warning("Recomputing the unreadable feature cache %s (%s)", path, e)
     if parallel.every_process(cached is not None):  # Else they all compute it, together.
@@ -162,11 +162,7 @@ class SampleQuality:
     features, logits, mask = (np.concatenate(p) for p in zip(*parts, strict=True))
     features, logits = features[mask > 0], logits[mask > 0]
     if jax.process_index() == 0:
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-      tmp = f"{path}.tmp-{os.getpid()}"
-      with open(tmp, "wb") as f:
-        np.savez(f, features=features, logits=logits)
-      os.replace(tmp, path)  # Readers never see a half-written file.
+      files.save_npz(path, compressed=False, features=features, logits=logits)  # Whole.
       logging.info("Cached %d %s features of %s/%s in %s", len(features), *self._what(split), path)
     return Features(features, logits)
 

@@ -7,8 +7,6 @@ so that every mode draws the same noise for the same purpose.
 
 from collections.abc import Iterator
 import dataclasses
-import json
-import os
 from typing import Any
 
 import jax
@@ -19,6 +17,7 @@ from imgen import data
 from imgen import families
 from imgen.core import backend
 from imgen.core import checkpoints
+from imgen.core import files
 from imgen.core import guards
 from imgen.core import parallel
 from imgen.core.errors import ConfigError
@@ -171,11 +170,10 @@ class Experiment:
     """(experiment, state, step) of the newest checkpoint of the run in `workdir`,
     made from its own config.json: how a mode reads another trained run (the
     setting `what` names it; `family`, if given, is the family it must be)."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
+    path = files.path(workdir) / "config.json"
+    if not path.is_file():
       raise ConfigError(f"{what}={workdir} holds no trained run (no config.json); {hint}")
-    with open(path) as f:
-      config = ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(files.read_json(path))
     if family is not None and config.get("family") != family:
       raise ConfigError(
         f"{what}={workdir} holds a {config.get('family')!r} run, not a {family!r} one; {hint}"
@@ -204,7 +202,7 @@ class Experiment:
       f"Train into it first (python main.py --config=... --workdir={workdir}), or pass "
       "--config.eval.checkpoint_step=0 to use the untrained model."
     )
-    if not os.path.isdir(os.path.join(workdir, folder)):
+    if not (files.path(workdir) / folder).is_dir():
       raise ConfigError(f"{workdir} has no {folder}/ folder of checkpoints. {hint}")
     manager = checkpoints.make_manager(workdir, keep=1, create=False, folder=folder)
     try:

@@ -26,15 +26,15 @@ modes it is for (`config.modes`); any other mode is a one-line error that
 names the right command.
 """
 
-import os
-import tempfile
 from typing import Any
 
 import jax
 import ml_collections
 
+from imgen.core import files
 from imgen.core import launch
 from imgen.core.errors import ConfigError
+from imgen.core.errors import one_line
 from imgen.modes import compose
 from imgen.modes import eval as eval_mode
 from imgen.modes import inpaint
@@ -74,14 +74,20 @@ MODES = {
 
 
 def check_workdir(workdir: str) -> None:
-  """Creates `workdir` and checks that files can be written there, before anything compiles."""
+  """Creates `workdir` and checks that files can be written there, before
+  anything compiles: a local folder, or gs:// (s3://, ...) through etils.epath."""
   try:
-    os.makedirs(workdir, exist_ok=True)
-    with tempfile.TemporaryFile(dir=workdir):
-      pass
+    files.probe_writable(workdir)
   except OSError as e:
     raise ConfigError(
       f"--workdir={workdir} cannot be used: {e.strerror or e}. Pass a folder you can write to."
+    ) from e
+  except ImportError as e:  # fsspec's filesystem for the scheme is not installed.
+    raise ConfigError(f"--workdir={workdir} cannot be used: {one_line(e)}.") from e
+  except (KeyError, NotImplementedError) as e:
+    raise ConfigError(
+      f"--workdir={workdir}: etils.epath knows no such scheme ({one_line(e)}); "
+      "use a local folder or gs://, s3://."
     ) from e
 
 

@@ -12,8 +12,6 @@ make or read runs on their own terms (`train`, `compose`) take (config, workdir)
 
 from collections.abc import Callable
 import dataclasses
-import json
-import os
 from typing import Any
 
 from absl import logging
@@ -21,6 +19,7 @@ import jax
 import ml_collections
 
 from imgen.core import checkpoints
+from imgen.core import files
 from imgen.evaluation.experiment import Experiment
 
 
@@ -80,8 +79,6 @@ def run_on_checkpoint(mode: OnCheckpoint, config: ml_collections.ConfigDict, wor
   experiment = Experiment.create(config)
   record, path = mode(experiment, Restore(experiment, workdir))
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-      json.dump(record, f, indent=2)
+    files.write_json(path, record)
   logging.info("Wrote %s", path)
   return record

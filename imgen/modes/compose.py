@@ -29,8 +29,6 @@ in real test scenes (`imgen.methods.texture_map`).
 
 import dataclasses
 import functools
-import json
-import os
 
 from absl import logging
 import jax
@@ -39,6 +37,7 @@ from jax.scipy.sparse import linalg as sparse_linalg
 import ml_collections
 import numpy as np
 
+from imgen.core import files
 from imgen.core import images as image_lib
 from imgen.core.errors import ConfigError
 from imgen.data import scenes
@@ -274,7 +273,7 @@ def compose_scenes(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results[blend] = {"miou": s["miou"], "pixel_accuracy": s["pixel_accuracy"], "fid": fid(images)}
     results[blend]["iou"] = {n: s[f"iou/{n}"] for n in segment_experiment.family.class_names}
   record["results"] = results
-  out = os.path.join(workdir, "compose")
+  out = files.join(workdir, "compose")
   _write(out, record, composed, masks, predictions, layout)
   shown = min(8, c.num_scenes, len(real["test"][0]))
   retexture(real["test"][0][:shown], real_predicted[:shown], backgrounds[:shown], out)
@@ -307,17 +306,15 @@ def retexture(images: np.ndarray, predicted: np.ndarray, fills: np.ndarray, out:
   rows = np.concatenate([x, mask_lib.colour(predicted), np.asarray(mapped)])
   if jax.process_index() == 0:
     grid = image_lib.make_grid(image_lib.to_uint8(rows), len(images))
-    image_lib.save_png(os.path.join(out, "retextured.png"), grid)
+    image_lib.save_png(files.join(out, "retextured.png"), grid)
 
 
 def _write(out, record, composed, masks, predictions, layout: Layout) -> None:
   if jax.process_index() != 0:
     return
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, "scores.json"), "w") as f:
-    json.dump(record, f, indent=2)
-  np.savez_compressed(
-    os.path.join(out, "scenes.npz"),
+  files.write_json(files.join(out, "scores.json"), record)
+  files.save_npz(
+    files.join(out, "scenes.npz"),
     masks=masks,
     **{f"images_{b}": x for b, x in composed.items()},
     **{f"predicted_{b}": x for b, x in predictions.items()},
@@ -329,8 +326,8 @@ def _write(out, record, composed, masks, predictions, layout: Layout) -> None:
   rows.append(mask_lib.colour(masks[:8]))
   rows.append(mask_lib.colour(predictions["poisson"][:8]))
   grid = image_lib.make_grid(image_lib.to_uint8(np.concatenate(rows)), 8)
-  image_lib.save_png(os.path.join(out, "blends.png"), grid)
+  image_lib.save_png(files.join(out, "blends.png"), grid)
   for b in BLENDS:
     grid = image_lib.make_grid(composed[b][:64], 8)
-    image_lib.save_png(os.path.join(out, f"scenes_{b}.png"), grid)
+    image_lib.save_png(files.join(out, f"scenes_{b}.png"), grid)
   logging.info("Wrote %s", out)

@@ -3,11 +3,11 @@ in workdir/eval (and TensorBoard scalars); with `eval.real_split`, the real
 images of that split scored instead of samples."""
 
 import datetime
-import os
 
 from absl import logging
 import jax
 
+from imgen.core import files
 from imgen.core import parallel
 from imgen.core import writers
 from imgen.core.errors import ConfigError
@@ -49,7 +49,7 @@ def run(experiment: Experiment, restore: Restore) -> tuple[dict, str]:
     name += f"_vs_{reference_split}"
   record.update(step=step, date=datetime.datetime.now().isoformat(timespec="seconds"))
   record["results"] = results
-  path = os.path.join(workdir, "eval", f"{name}.json")
+  path = files.join(workdir, "eval", f"{name}.json")
   if jax.process_index() == 0:
     writer = writers.Writer(workdir)
     writer.scalars(step, {f"eval_{name}/{k}": v for k, v in results.items()})

@@ -20,7 +20,6 @@ an .npz and the scores as JSON go to `workdir/inpaint/`.
 """
 
 import datetime
-import os
 
 from absl import logging
 import jax
@@ -29,6 +28,7 @@ import scipy.ndimage
 import skimage.metrics
 import skimage.restoration
 
+from imgen.core import files
 from imgen.core import images as image_lib
 from imgen.core import parallel
 from imgen.core.errors import ConfigError
@@ -183,7 +183,7 @@ def run(experiment: Experiment, restore: Restore) -> tuple[dict, str]:
     del results["truth"]
 
   name = f"{trained.name}_{c.mask}"
-  out = os.path.join(workdir, "inpaint")
+  out = files.join(workdir, "inpaint")
   record = {
     "mode": "inpaint",
     "workdir": workdir,
@@ -208,13 +208,12 @@ def run(experiment: Experiment, restore: Restore) -> tuple[dict, str]:
     name,
     config.family,
   )
-  return record, os.path.join(out, f"{name}.json")
+  return record, files.join(out, f"{name}.json")
 
 
 def _write(out, name, images, masks, completed, baseline) -> None:
-  os.makedirs(out, exist_ok=True)
-  np.savez_compressed(
-    os.path.join(out, f"{name}.npz"),
+  files.save_npz(
+    files.join(out, f"{name}.npz"),
     images=image_lib.to_uint8(images),
     known=masks.astype(np.uint8),
     completed=image_lib.to_uint8(completed),
@@ -225,4 +224,4 @@ def _write(out, name, images, masks, completed, baseline) -> None:
     rows = slice(GRID_COLUMNS * g, GRID_COLUMNS * (g + 1))
     block = np.concatenate([masked[rows], completed[rows], baseline[rows], images[rows]])
     grid = image_lib.make_grid(image_lib.to_uint8(block), len(images[rows]))
-    image_lib.save_png(os.path.join(out, f"{name}_{g:03d}.png"), grid)
+    image_lib.save_png(files.join(out, f"{name}_{g:03d}.png"), grid)

@@ -29,13 +29,13 @@ features against the real test digits.
 import dataclasses
 import itertools
 import json
-import os
 
 from absl import logging
 import jax
 import numpy as np
 import scipy.ndimage
 
+from imgen.core import files
 from imgen.core import images as image_lib
 from imgen.core.errors import ConfigError
 from imgen.data import captions
@@ -274,13 +274,11 @@ def run(experiment: Experiment, restore: Restore) -> tuple[dict, str]:
   score = score_text if family.condition_kind == "text" else score_speech
   record, samples, texts = score(experiment, trained.state, trained.workdir)
   record.update(step=trained.step, checkpoint=trained.description)
-  out = os.path.join(trained.workdir, "prompts")
+  out = files.join(trained.workdir, "prompts")
   name = f"step{trained.step:07d}"
   if jax.process_index() == 0:
-    os.makedirs(out, exist_ok=True)
-    np.savez_compressed(os.path.join(out, f"{name}.npz"), images=samples, prompts=np.array(texts))
-    image_lib.save_png(os.path.join(out, f"{name}.png"), image_lib.make_grid(samples[:64], 8))
-    with open(os.path.join(out, f"{name}.txt"), "w") as f:
-      f.write("\n".join(texts[:64]) + "\n")
+    files.save_npz(files.join(out, f"{name}.npz"), images=samples, prompts=np.array(texts))
+    image_lib.save_png(files.join(out, f"{name}.png"), image_lib.make_grid(samples[:64], 8))
+    files.write(files.join(out, f"{name}.txt"), "\n".join(texts[:64]) + "\n")
   logging.info("%s", json.dumps(record))
-  return record, os.path.join(out, f"{name}.json")
+  return record, files.join(out, f"{name}.json")

@@ -3,12 +3,10 @@ one .npz, plus the family's other images. Conditional families draw the classes
 of `eval.classes` (default all), one class per grid row; the .npz holds their
 `labels`."""
 
-import os
-
 from absl import logging
 import jax
-import numpy as np
 
+from imgen.core import files
 from imgen.core import images as image_lib
 from imgen.core import parallel
 from imgen.evaluation.evaluate import host_samples
@@ -30,23 +28,22 @@ def run(experiment: Experiment, restore: Restore) -> tuple[dict, str]:
   num, per_grid = config.eval.num_samples, experiment.grid_size()
   batches = sample_batches(parallel.replicate(state), experiment.keys.quality_samples, num)
   samples = image_lib.to_uint8(host_samples(batches, num))
-  out = os.path.join(trained.workdir, "samples", trained.name)
+  out = files.join(trained.workdir, "samples", trained.name)
   held_out = experiment.held_out(per_grid)  # On every process: it gathers.
   if jax.process_index() == 0:
-    os.makedirs(out, exist_ok=True)
     labels = experiment.class_rows(num)
     extra = {} if labels is None else {"labels": labels}
     conditions = experiment.condition_rows(num)  # Token ids or clips of text/speech models.
     if labels is None and conditions is not None:
       extra["conditions"] = conditions
-    np.savez_compressed(os.path.join(out, "samples.npz"), images=samples, step=step, **extra)
+    files.save_npz(files.join(out, "samples.npz"), images=samples, step=step, **extra)
     for i in range(0, num, per_grid):
       grid = image_lib.make_grid(samples[i : i + per_grid], GRID_COLUMNS)
-      image_lib.save_png(os.path.join(out, f"samples_{i // per_grid:03d}.png"), grid)
+      image_lib.save_png(files.join(out, f"samples_{i // per_grid:03d}.png"), grid)
     shown = experiment.family.show(state, experiment.keys.sample, held_out)
     for name, batch in shown.items():
       grid = image_lib.make_grid(image_lib.to_uint8(batch), 8)
-      image_lib.save_png(os.path.join(out, f"{name}.png"), grid)
+      image_lib.save_png(files.join(out, f"{name}.png"), grid)
   logging.info(
     "Wrote %d samples of %s to %s (samples.npz, %d grids)",
     num,
@@ -56,4 +53,4 @@ def run(experiment: Experiment, restore: Restore) -> tuple[dict, str]:
   )
   record = {"mode": "sample", "folder": out, "step": step, "candidates": trained.description}
   record["num_samples"] = num
-  return record, os.path.join(out, "record.json")
+  return record, files.join(out, "record.json")

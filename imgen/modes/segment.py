@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from PIL import Image
 
+from imgen.core import files
 from imgen.core import images as image_lib
 from imgen.core.errors import ConfigError
 from imgen.core.errors import DataError
@@ -102,7 +103,7 @@ def run(experiment: Experiment, restore: Restore) -> tuple[dict, str]:
     else:
       masks += [family.segment(state, i[None] / 127.5 - 1.0)[0] for i in chunk]
   masks = [m.astype(np.uint8) for m in masks]
-  out = os.path.join(trained.workdir, "segment", trained.name)
+  out = files.join(trained.workdir, "segment", trained.name)
   record = {
     "mode": "segment",
     "folder": out,
@@ -128,22 +129,21 @@ def run(experiment: Experiment, restore: Restore) -> tuple[dict, str]:
   if jax.process_index() == 0:
     _write(out, images, names, masks)
   logging.info("Wrote %d masks of %s to %s", len(masks), record["checkpoint"], out)
-  return record, os.path.join(out, "scores.json" if "scores" in record else "record.json")
+  return record, files.join(out, "scores.json" if "scores" in record else "record.json")
 
 
 def _write(out: str, images, names, masks) -> None:
-  os.makedirs(os.path.join(out, "masks"), exist_ok=True)
   stems = [os.path.splitext(n)[0] for n in names]
   if len({m.shape for m in masks}) == 1:
     arrays = {"masks": np.stack(masks)}
   else:
     arrays = {f"mask_{stem}": m for stem, m in zip(stems, masks, strict=True)}
-  np.savez_compressed(os.path.join(out, "masks.npz"), names=np.array(names), **arrays)
+  files.save_npz(files.join(out, "masks.npz"), names=np.array(names), **arrays)
   palette = mask_lib.PALETTE.reshape(-1).tolist()
   for stem, mask in zip(stems, masks, strict=True):
     png = Image.fromarray(mask)  # 'L'; the palette makes it 'P', the labels unchanged.
     png.putpalette(palette)
-    png.save(os.path.join(out, "masks", stem + ".png"))
+    image_lib.write_png(files.join(out, "masks", stem + ".png"), png)
   shown = [i for i in range(min(len(images), 64)) if images[i].shape[:2] == images[0].shape[:2]]
   if shown:
     x = np.stack([images[i] for i in shown]).astype(np.float32) / 127.5 - 1.0
@@ -152,5 +152,5 @@ def _write(out: str, images, names, masks) -> None:
       [mask_lib.rgb(x), mask_lib.colour(m), mask_lib.overlay(x, m)], axis=2
     )  # Side by side.
     image_lib.save_png(
-      os.path.join(out, "overlays.png"), image_lib.make_grid(image_lib.to_uint8(grid), 4)
+      files.join(out, "overlays.png"), image_lib.make_grid(image_lib.to_uint8(grid), 4)
     )

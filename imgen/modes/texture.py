@@ -28,6 +28,7 @@ import jax
 import numpy as np
 from PIL import Image
 
+from imgen.core import files
 from imgen.core import images as image_lib
 from imgen.core.errors import ConfigError
 from imgen.data import embedded
@@ -215,18 +216,18 @@ def run(experiment: Experiment, restore: Restore) -> tuple[dict, str]:
       for batch in (1, 8)
     },
   }
-  out = os.path.join(trained.workdir, "texture", exemplar_name(t.exemplar))
+  out = files.join(trained.workdir, "texture", exemplar_name(t.exemplar))
   if jax.process_index() == 0:
     tiling = texture.tile(generated[0])
     panels = [_panel(x, t.size) for x in (exemplar, optimised, generated[0], tiling)]
-    image_lib.save_png(os.path.join(out, "grid.png"), image_lib.make_grid(np.stack(panels), 4))
+    image_lib.save_png(files.join(out, "grid.png"), image_lib.make_grid(np.stack(panels), 4))
     mapped = mapping_grid(generated[0], t.size, jax.random.fold_in(key, 2))
     grid = image_lib.make_grid(image_lib.to_uint8(mapped), 1 + len(texture_map.WARPS))
-    image_lib.save_png(os.path.join(out, "mapping.png"), grid)
+    image_lib.save_png(files.join(out, "mapping.png"), grid)
     for name, image in (("optimised", optimised), ("generated", generated[0]), ("tiling", tiling)):
-      image_lib.save_png(os.path.join(out, f"{name}.png"), image_lib.to_uint8(image))
-    np.savez_compressed(
-      os.path.join(out, "textures.npz"),
+      image_lib.save_png(files.join(out, f"{name}.png"), image_lib.to_uint8(image))
+    files.save_npz(
+      files.join(out, "textures.npz"),
       exemplar=image_lib.to_uint8(exemplar),
       optimised=image_lib.to_uint8(optimised),
       generated=image_lib.to_uint8(generated),
@@ -248,4 +249,4 @@ def run(experiment: Experiment, restore: Restore) -> tuple[dict, str]:
     s["noise"]["gram_distance"],
     {k: round(v, 1) for k, v in record["generator_images_per_second"].items()},
   )
-  return record, os.path.join(out, "scores.json")
+  return record, files.join(out, "scores.json")

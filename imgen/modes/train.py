@@ -6,7 +6,6 @@ state, the per-replica train step, `headline`, `show`, and the capabilities
 """
 
 from collections.abc import Callable, Iterator, Sequence
-import os
 import time
 
 from absl import logging
@@ -17,6 +16,7 @@ import numpy as np
 
 from imgen import data
 from imgen.core import checkpoints
+from imgen.core import files
 from imgen.core import guards
 from imgen.core import parallel
 from imgen.core import writers
@@ -84,8 +84,9 @@ def _per_step(host: list[tuple[int, dict]]) -> list[dict]:
 
 
 def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  files.write(
+    files.join(workdir, "config.json"), config.to_json_best_effort(indent=2, sort_keys=True)
+  )
 
 
 def _restore(experiment: Experiment, workdir: str):
