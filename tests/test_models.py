@@ -19,15 +19,16 @@ def test_shapes(size, channels):
   d = dcgan.Discriminator(size, width=8)
   z = jnp.ones((3, 16))
 
-  @jax.jit  # One program, not one per operation.
   def forward(z):
     images = g.apply(g.init(jax.random.key(0), z), z, train=False)
     return images, d.apply(d.init(jax.random.key(1), images), images, train=False)
 
-  images, logits = forward(z)
+  images, logits = jax.eval_shape(forward, z)  # Shapes: nothing compiled.
   assert images.shape == (3, size, size, channels)
-  assert float(jnp.max(jnp.abs(images))) <= 1.0
   assert logits.shape == (3,)
+  if size == 8:  # Values at the smallest size: tanh's range.
+    images, _ = jax.jit(forward)(z)
+    assert 0.0 < float(jnp.max(jnp.abs(images))) <= 1.0
 
 
 def test_parameter_counts_match_the_paper_network():
