@@ -88,3 +88,11 @@ def test_xlas_flop_count_is_a_matmuls_2mnk_and_its_memory_the_arrays():
   flops, peak = timing.program_costs(jax.jit(jnp.matmul).lower(a, b).compile())
   assert flops == 2 * 64 * 32 * 16
   assert peak >= 4 * (64 * 32 + 32 * 16 + 64 * 16)  # Both inputs and the output, float32.
+
+
+def test_the_trainer_benchmark_compares_the_logged_rate_with_the_fixed_batch(data_dir):
+  result = _run(data_dir, "benchmarks/trainer.py", "--smoke", "--configs=vae", "--rounds=1")
+  assert result.returncode == 0, result.stderr[-3000:]
+  (row,) = [line for line in result.stdout.splitlines() if "configs/vae.py" in line]
+  trainer, fixed, ratio = (float(c.strip(" *")) for c in row.split("|")[5:8])
+  assert trainer > 0 and fixed > 0 and abs(ratio - trainer / fixed) < 1e-2 * ratio
