@@ -91,7 +91,8 @@ def test_xlas_flop_count_is_a_matmuls_2mnk_and_its_memory_the_arrays():
 
 
 def test_the_trainer_benchmark_compares_the_logged_rate_with_the_fixed_batch(data_dir):
-  result = _run(data_dir, "benchmarks/trainer.py", "--smoke", "--configs=vae", "--rounds=1")
+  args = ["--smoke", "--configs=vae", "--rounds=1", "--seconds=1"]
+  result = _run(data_dir, "benchmarks/trainer.py", *args)
   assert result.returncode == 0, result.stderr[-3000:]
   (row,) = [line for line in result.stdout.splitlines() if "configs/vae.py" in line]
   trainer, fixed, ratio = (float(c.strip(" *")) for c in row.split("|")[5:8])
