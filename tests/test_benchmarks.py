@@ -97,3 +97,25 @@ def test_the_trainer_benchmark_compares_the_logged_rate_with_the_fixed_batch(dat
   (row,) = [line for line in result.stdout.splitlines() if "configs/vae.py" in line]
   trainer, fixed, ratio = (float(c.strip(" *")) for c in row.split("|")[5:8])
   assert trainer > 0 and fixed > 0 and abs(ratio - trainer / fixed) < 1e-2 * ratio
+
+
+def test_the_profile_names_each_xla_operation_by_opcode_and_jax_op():
+  """benchmarks/profile_step.py's reading of a compiled module: every
+  instruction with its opcode and the JAX operation it came from."""
+  from benchmarks import profile_step  # pylint: disable=g-import-not-at-top
+
+  def f(x, w):
+    y = jax.lax.conv_general_dilated(
+      x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    return jax.nn.silu(y).sum()
+
+  x, w = jnp.ones((2, 6, 6, 3)), jnp.ones((3, 3, 3, 4))
+  names = profile_step.hlo_instructions(jax.jit(jax.grad(f, 1)).lower(x, w).compile().as_text())
+  convolutions = [op for opcode, op in names.values() if opcode == "convolution"]
+  assert any("conv_general_dilated" in op for op in convolutions), names
+  assert profile_step.category("convolution", "") == "convolutions"
+  assert (
+    profile_step.category("fusion", "jit(f)/jvp(UNet)/ResBlock_0/GroupNorm_0/sub") == "GroupNorm"
+  )
+  assert profile_step.category("fusion", "jit(f)/adam/mul") == "optimizer, EMA, loss, guard"
