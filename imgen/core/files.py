@@ -12,6 +12,7 @@ import io
 import json
 import os
 from typing import Any
+import uuid
 
 from etils import epath
 import numpy as np
@@ -110,7 +111,7 @@ def tensorboard_dir(p: PathLike) -> str:
 
 def probe_writable(folder: PathLike) -> None:
   """Creates `folder` and writes and deletes a file in it; OSError if it cannot."""
-  probe = epath.Path(folder) / f".imgen-probe-{os.getpid()}"
+  probe = epath.Path(folder) / f".imgen-probe-{uuid.uuid4().hex}"  # Unique across hosts.
   probe.parent.mkdir(parents=True, exist_ok=True)
   probe.write_bytes(b"")
   probe.unlink()
