@@ -31,12 +31,10 @@ from absl import flags
 import jax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import timing  # noqa: E402
 from configs import common  # noqa: E402
-from imgen.core import guards  # noqa: E402
-from imgen.core import parallel  # noqa: E402
 from imgen.core import runtime  # noqa: E402
 from imgen.evaluation.experiment import Experiment  # noqa: E402
-from imgen.modes import train  # noqa: E402
 
 flags.DEFINE_string("config", "diffusion", "configs/<name>.py to profile (its default config).")
 flags.DEFINE_string("arg", None, "The config's argument (e.g. 'smoke').")
@@ -103,11 +101,7 @@ def main(argv):
   runtime.configure_xla()
   config = common.default_config(FLAGS.config, FLAGS.arg)
   experiment = Experiment.create(config)
-  step = guards.guard_nonfinite(experiment.family.make_train_step())
-  call = parallel.pmap_step(step, donate=True)
-  (batch,) = train.stack_steps(experiment.train_batches(0), iter([1]))
-  batch = jax.device_put(batch, parallel.device_sharding())
-  state = parallel.replicate(experiment.family.init_state(experiment.keys.init))
+  call, state, batch = timing.trainer_call(experiment)
   key = experiment.keys.step
   names = hlo_instructions(call.lower(state, batch, key).compile().as_text())
   for _ in range(2):

@@ -72,6 +72,18 @@ def step_runner(
   return run, compile_s
 
 
+def trainer_call(experiment, steps_per_call: int = 1):
+  """(call, state, batch): the trainer's own call of `steps_per_call` steps
+  (`train._train_calls`: guarded, donated; compiled on first use), the
+  replicated initial state, and one batch of the config's data on the devices,
+  stacked for that many steps."""
+  call = train._train_calls(experiment)[steps_per_call]
+  (batch,) = train.stack_steps(experiment.train_batches(0), iter([steps_per_call]))
+  batch = jax.device_put(batch, parallel.device_sharding())
+  state = parallel.replicate(experiment.family.init_state(experiment.keys.init))
+  return call, state, batch
+
+
 def torch_peer(family: str, config, steps: int, channels: int = 1, compile: bool = False):
   """() -> steps/s of the PyTorch peer of `config`'s network and step (the GAN,
   VAE and CNN families: benchmarks/torch_dcgan.py, torch_vae.py, torch_cnn.py),

@@ -31,8 +31,8 @@ import jax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from benchmarks import timing  # noqa: E402
 from configs import common  # noqa: E402
-from imgen.core import parallel  # noqa: E402
 from imgen.core import runtime  # noqa: E402
 from imgen.core import writers  # noqa: E402
 from imgen.evaluation.experiment import Experiment  # noqa: E402
@@ -59,10 +59,7 @@ def _quiet_trainer() -> None:
 def _fixed_batch_rate(experiment: Experiment, calls: int) -> float:
   """Steps/s of the trainer's compiled call on one batch kept on the devices."""
   k = experiment.config.train.steps_per_dispatch
-  call = train._train_calls(experiment)[k]
-  (batch,) = train.stack_steps(experiment.train_batches(0), iter([k]))
-  batch = jax.device_put(batch, parallel.device_sharding())
-  state = parallel.replicate(experiment.family.init_state(experiment.keys.init))
+  call, state, batch = timing.trainer_call(experiment, k)
   state, metrics = call(state, batch, experiment.keys.step)  # Compiled (or read from the cache).
   jax.block_until_ready(metrics)
   t = time.perf_counter()
