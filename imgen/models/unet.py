@@ -39,6 +39,7 @@ from imgen.core import parallel
 from imgen.core.errors import ConfigError
 from imgen.models.layers import Conv
 from imgen.models.layers import upsample_nearest_2x
+from imgen.models.norms import GroupNorm
 
 
 def _init(scale: float = 1.0):
@@ -88,15 +89,15 @@ class ResBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, emb: jax.Array, train: bool) -> jax.Array:
     conv = lambda init=_DEFAULT: Conv(self.features, (3, 3), dtype=self.dtype, kernel_init=init)
-    norm = lambda: nn.GroupNorm(self.groups, epsilon=1e-6, dtype=self.dtype)
-    h = conv()(nn.swish(norm()(x)))
+    norm_swish = lambda: GroupNorm(self.groups, epsilon=1e-6, swish=True, dtype=self.dtype)
+    h = conv()(norm_swish()(x))
     h = (
       h
       + nn.Dense(self.features, dtype=self.dtype, kernel_init=_DEFAULT)(nn.swish(emb))[
         :, None, None
       ]
     )
-    h = nn.swish(norm()(h))
+    h = norm_swish()(h)
     h = conv(_LAST)(GlobalDropout(self.dropout, self.axis_name)(h, train))
     if x.shape[-1] != self.features:
       x = nn.Dense(self.features, dtype=self.dtype, kernel_init=_DEFAULT, name="shortcut")(x)
@@ -113,7 +114,7 @@ class AttentionBlock(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     n, h, w, c = x.shape
     dense = lambda name, init=_DEFAULT: nn.Dense(c, dtype=self.dtype, kernel_init=init, name=name)
-    y = nn.GroupNorm(self.groups, epsilon=1e-6, dtype=self.dtype)(x).reshape(n, h * w, c)
+    y = GroupNorm(self.groups, epsilon=1e-6, dtype=self.dtype)(x).reshape(n, h * w, c)
     q, k, v = dense("q")(y), dense("k")(y), dense("v")(y)
     weights = jax.nn.softmax(
       jnp.einsum("nqc,nkc->nqk", q, k).astype(jnp.float32) * c**-0.5, axis=-1
@@ -136,7 +137,7 @@ class CrossAttention(nn.Module):
     if c % self.heads:
       raise ConfigError(f"model.heads={self.heads} does not divide the width {c}.")
     dense = lambda name, init=_DEFAULT: nn.Dense(c, dtype=self.dtype, kernel_init=init, name=name)
-    y = nn.GroupNorm(self.groups, epsilon=1e-6, dtype=self.dtype)(x).reshape(n, h * w, c)
+    y = GroupNorm(self.groups, epsilon=1e-6, dtype=self.dtype)(x).reshape(n, h * w, c)
     split = lambda z: z.reshape(z.shape[0], z.shape[1], self.heads, c // self.heads)
     context = context.astype(self.dtype)
     q, k, v = split(dense("q")(y)), split(dense("k")(context)), split(dense("v")(context))
@@ -229,7 +230,7 @@ class UNet(nn.Module):
         h = conv(h.shape[-1])(h)
     assert not skips and h.shape[1] == size
 
-    h = nn.swish(nn.GroupNorm(self.groups, epsilon=1e-6, dtype=self.dtype)(h))
+    h = GroupNorm(self.groups, epsilon=1e-6, swish=True, dtype=self.dtype)(h)
     out = Conv(out_channels, (3, 3), dtype=self.dtype, kernel_init=_LAST)(h)
     return out.astype(jnp.float32)
 

@@ -1,0 +1,89 @@
+"""The written GroupNorm against flax's, and the huge-page re-execution."""
+
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from imgen.core import backend
+from imgen.core import runtime
+from imgen.models import norms
+
+
+def _flax(x, params, groups, swish, dtype=None):
+  y = nn.GroupNorm(groups, epsilon=1e-6, dtype=dtype).apply({"params": params}, x)
+  return nn.swish(y) if swish else y
+
+
+@pytest.mark.parametrize("swish", [True, False])
+@pytest.mark.parametrize("shape,groups", [((3, 6, 5, 16), 4), ((2, 4, 4, 12), 12)])
+def test_group_norm_equals_flax_in_values_and_gradients(shape, groups, swish):
+  rng = np.random.default_rng(0)
+  # An offset mean and a spread of scales: the variance's two terms both matter.
+  x = jnp.asarray(rng.normal(size=shape) * 3 + 1.5, jnp.float32)
+  params = {
+    "scale": jnp.asarray(rng.normal(size=shape[-1]), jnp.float32),
+    "bias": jnp.asarray(rng.normal(size=shape[-1]), jnp.float32),
+  }
+  cotangent = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  module = norms.GroupNorm(groups, epsilon=1e-6, swish=swish)
+
+  def vjp(f):
+    y, pullback = jax.vjp(f, x, params)
+    return y, pullback(cotangent)
+
+  want_y, (want_dx, want_dp) = jax.jit(lambda: vjp(lambda x, p: _flax(x, p, groups, swish)))()
+  for forms in ("cpu", "xla"):
+    with backend.layer_forms(forms):
+      got_y, (got_dx, got_dp) = jax.jit(lambda: vjp(lambda x, p: module.apply({"params": p}, x)))()
+    np.testing.assert_allclose(got_y, want_y, atol=2e-5)
+    np.testing.assert_allclose(got_dx, want_dx, atol=2e-5, rtol=1e-4)
+    for name in ("scale", "bias"):
+      np.testing.assert_allclose(got_dp[name], want_dp[name], atol=1e-4, rtol=1e-4)
+
+
+def test_group_norm_has_flax_parameters_and_bfloat16_output():
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 4, 4, 8)), jnp.float32)
+  ours = norms.GroupNorm(4, dtype=jnp.bfloat16).init(jax.random.key(0), x)
+  theirs = nn.GroupNorm(4, dtype=jnp.bfloat16).init(jax.random.key(0), x)
+  assert jax.tree.map(jnp.shape, ours) == jax.tree.map(jnp.shape, theirs)
+  with backend.layer_forms("cpu"):
+    y = norms.GroupNorm(4, dtype=jnp.bfloat16).apply(theirs, x)
+  assert y.dtype == jnp.bfloat16
+  want = _flax(x, theirs["params"], 4, False, jnp.bfloat16)
+  np.testing.assert_allclose(y.astype(np.float32), want.astype(np.float32), atol=3e-2)
+
+
+_SHOW_TUNABLES = """
+import os, sys
+sys.path.insert(0, {root!r})
+from imgen.core import runtime
+runtime.use_huge_pages()
+print(os.environ.get("GLIBC_TUNABLES", ""), sys.argv[1:])
+"""
+
+
+def test_use_huge_pages_restarts_once_with_the_tunable(tmp_path):
+  script = tmp_path / "show.py"
+  script.write_text(_SHOW_TUNABLES.format(root=os.getcwd()))
+  env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "IMGEN_HUGE_PAGES")}
+  run = lambda env: subprocess.run(
+    [sys.executable, str(script), "--a=1", "b"], env=env, capture_output=True, text=True, check=True
+  ).stdout.strip()
+  if runtime.huge_pages_would_help():
+    assert run(env) == "glibc.malloc.hugetlb=1 ['--a=1', 'b']"
+    # Tunables the user set are kept; the user's own hugetlb setting wins.
+    assert run({**env, "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) == (
+      "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1 ['--a=1', 'b']"
+    )
+    assert run({**env, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}).startswith(
+      "glibc.malloc.hugetlb=0 "
+    )
+  else:
+    assert run(env) == "['--a=1', 'b']"
+  assert run({**env, "IMGEN_HUGE_PAGES": "0"}) == "['--a=1', 'b']"
