@@ -13,21 +13,17 @@ python -m imgen.core.launch --processes=2 -- --config=configs/gan.py   # 2 local
 import os
 import sys
 
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from imgen import modes
+from imgen.core import distributed
 from imgen.core import runtime
-
-if __name__ == "__main__":  # First, before the imports below: it may start the process again.
-  runtime.use_huge_pages()
-
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
-import jax  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from imgen import modes  # noqa: E402
-from imgen.core import distributed  # noqa: E402
-from imgen.core import writers  # noqa: E402
-from imgen.core.errors import UserError  # noqa: E402
+from imgen.core import writers
+from imgen.core.errors import UserError
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run folder; default: a new one under runs/.")
@@ -82,6 +78,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if FLAGS.config.train.get("huge_pages"):  # First: it may start the process again.
+    runtime.use_huge_pages()
   runtime.configure_xla()  # Before the first use of a backend.
   writers.quiet_library_logs(os.path.abspath(__file__))
   try:

@@ -101,5 +101,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  runtime.use_huge_pages()  # Before any work: it may start the process again.
   app.run(main)

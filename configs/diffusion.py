@@ -87,6 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.inpaint = inpaint_group()
   config.optim = common.optimizer(1e-3, warmup_steps=100, clip_norm=1.0, ema_decay=0.995)
   config.train = common.train(num_steps=1600, checkpoint_every=200)
+  config.train.huge_pages = True  # On CPU: 2.52 -> 3.24 steps/s (BENCHMARKS.md, issue 34).
   config.eval = common.evaluation(
     every_steps=1600, sample_every=200, batch_size=100, metrics="fid,kid,is,pr"
   )
@@ -94,6 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if arg == "smoke":
     shrink_for_smoke(config)
+    config.train.huge_pages = False  # Tiny activations: a restart would only cost time.
   elif arg:
     raise common.unknown_variant(arg, "configs/diffusion.py")
   return config

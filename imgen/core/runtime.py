@@ -6,17 +6,19 @@ convolutions are faster for imgen's models on the x86 CPUs measured (DCGAN
 already put in XLA_FLAGS win, and nothing is added for a jaxlib these flags
 were not measured on (XLA aborts on a flag it does not know).
 
-Huge pages (`use_huge_pages`): XLA's CPU runtime allocates each call's
-temporary buffers afresh (the diffusion U-Net's train step: one 500 MB block)
-and glibc hands blocks this large back to the kernel when they are freed, so
-every step faults in and zeroes 122,000 new 4 KiB pages: a fifth of the
-diffusion step on this task's VMs (390 -> 313 ms, 2026-12-06,
-BENCHMARKS.md). glibc's `glibc.malloc.hugetlb=1` has malloc ask for
-transparent huge pages (2 MiB, 512x fewer faults). glibc reads its tunables
-only when a process starts, so `main.py` and the benchmarks re-execute
-themselves once with it set, where it can act: Linux, glibc >= 2.35,
-transparent huge pages in 'madvise' mode (in 'always' mode they are used
-already). `IMGEN_HUGE_PAGES=0` turns it off.
+Huge pages (`use_huge_pages`, where a config sets `train.huge_pages`: the
+diffusion configs): XLA's CPU runtime allocates each call's temporary buffers
+afresh (the diffusion U-Net's train step: one 500 MB block), and glibc hands
+blocks this large back to the kernel when they are freed, so every step faults
+in and zeroes 122,000 new 4 KiB pages. glibc's `glibc.malloc.hugetlb=1` has
+malloc ask for transparent huge pages (2 MiB, 512x fewer faults): the
+diffusion step went from 2.52 to 3.24 steps/s, while the VAE's (28x28, 66 ->
+53 steps/s) and the segmentation U-Net's (10.5 -> 8.7) small steps got slower
+(2026-12-06, BENCHMARKS.md), hence a per-config choice. glibc reads its
+tunables only when a process starts, so `main.py` re-executes itself once
+with it set, where it can act: Linux, glibc >= 2.35, transparent huge pages
+in 'madvise' mode (in 'always' mode they are used already).
+`IMGEN_HUGE_PAGES=0` turns it off.
 """
 
 import os
