@@ -124,3 +124,101 @@ class GroupNorm(nn.Module):
     flax_norm = nn.GroupNorm(self.num_groups, epsilon=self.epsilon, dtype=self.dtype, parent=None)
     y = flax_norm.apply({"params": {"scale": scale, "bias": bias}}, x)
     return nn.swish(y) if self.swish else y
+
+
+def _pmean(values, axis_name):
+  return values if axis_name is None else jax.lax.pmean(values, axis_name)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def batch_norm(x, scale, bias, epsilon: float, relu: bool, axis_name, dtype):
+  """Training-mode BatchNorm of NHWC `x` over (N, H, W) and, with `axis_name`,
+  over the devices of that axis (then ReLU when `relu`): (y in `dtype`, the
+  batch mean, the batch variance), the statistics as flax's."""
+  return _bn_forward(x, scale, bias, epsilon, relu, axis_name, dtype)[0]
+
+
+def _bn_forward(x, scale, bias, epsilon, relu, axis_name, dtype):
+  xf = x.astype(jnp.float32)
+  count = x.size // x.shape[-1]
+  mean, square = _pmean(
+    (jnp.sum(xf, (0, 1, 2)) / count, jnp.sum(xf * xf, (0, 1, 2)) / count), axis_name
+  )
+  var = jnp.maximum(0.0, square - mean * mean)
+  rstd = jax.lax.rsqrt(var + epsilon)
+  y = xf * (scale * rstd) + (bias - mean * scale * rstd)
+  if relu:
+    y = jnp.maximum(y, 0.0)
+  return (y.astype(dtype), mean, var), (x, scale, bias, mean, rstd)
+
+
+def _bn_backward(epsilon, relu, axis_name, dtype, residuals, cotangents):
+  """Through y = (x - mean) * rstd * scale + bias, mean = E[x], var = E[x^2] - mean^2
+  (E over the batch and the devices), and the cotangents of the returned mean and var."""
+  del epsilon, dtype
+  x, scale, bias, mean, rstd = residuals
+  g, g_mean, g_var = cotangents
+  xf, dy = x.astype(jnp.float32), g.astype(jnp.float32)
+  if relu:  # y > 0, recomputed from x.
+    dy = jnp.where(xf * (scale * rstd) + (bias - mean * scale * rstd) > 0, dy, 0.0)
+  count = x.size // x.shape[-1]
+  t1, t2 = jnp.sum(dy, (0, 1, 2)), jnp.sum(dy * xf, (0, 1, 2))  # Local sums of dy, dy * x.
+  m1, m2, g_mean, g_var = _pmean((t1 / count, t2 / count, g_mean / count, g_var / count), axis_name)
+  # d(loss)/d(var) and d(loss)/d(mean) per element of the batch (divided by its size).
+  d_var = -0.5 * rstd**3 * scale * (m2 - mean * m1) + g_var
+  d_mean = -rstd * scale * m1 + g_mean - 2.0 * mean * d_var
+  dx = dy * (rstd * scale) + (d_mean + 2.0 * xf * d_var)
+  return dx.astype(x.dtype), rstd * (t2 - mean * t1), t1
+
+
+batch_norm.defvjp(_bn_forward, _bn_backward)
+
+
+class BatchNorm(nn.Module):
+  """`nn.BatchNorm(use_running_average, momentum=..., epsilon=..., axis_name=...,
+  dtype=...)` over NHWC's channels (its parameters and batch statistics, by
+  name), then ReLU when `relu`. In training on the CPU backend its batch
+  statistics and gradient are `batch_norm`'s: one reduction and one
+  elementwise pass each way instead of autodiff's several."""
+
+  use_running_average: bool = False
+  momentum: float = 0.99
+  epsilon: float = 1e-5
+  axis_name: str | None = None
+  relu: bool = False
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+    dtype = self.dtype or jnp.promote_types(x.dtype, jnp.float32)
+    axis_name = None if self.is_initializing() else self.axis_name
+    if self.use_running_average:
+      mul = jax.lax.rsqrt(ra_var.value + self.epsilon) * scale
+      y = ((x - ra_mean.value) * mul + bias).astype(dtype)
+    elif backend.cpu_forms() and x.ndim == 4:
+      y, mean, var = batch_norm(x, scale, bias, self.epsilon, self.relu, axis_name, dtype)
+      if not self.is_initializing():
+        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+      return y
+    else:
+      flax_norm = nn.BatchNorm(
+        use_running_average=False,
+        momentum=self.momentum,
+        epsilon=self.epsilon,
+        axis_name=axis_name,
+        dtype=self.dtype,
+        parent=None,
+      )
+      variables = {"params": {"scale": scale, "bias": bias}}
+      variables["batch_stats"] = {"mean": ra_mean.value, "var": ra_var.value}
+      y, updates = flax_norm.apply(variables, x, mutable=["batch_stats"])
+      if not self.is_initializing():
+        ra_mean.value = updates["batch_stats"]["mean"]
+        ra_var.value = updates["batch_stats"]["var"]
+    return nn.relu(y) if self.relu else y

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from imgen.models.layers import Conv
 from imgen.models.layers import max_pool_2x2
+from imgen.models.norms import BatchNorm
 
 NORMS = ("batch", "group", "none")
 
@@ -63,14 +64,16 @@ class _ConvBlock(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     for _ in range(2):
       x = Conv(self.features, (3, 3), use_bias=self.norm == "none", dtype=self.dtype)(x)
-      if self.norm == "batch":
-        x = nn.BatchNorm(
+      if self.norm == "batch":  # With its ReLU: one pass each way (imgen.models.norms).
+        x = BatchNorm(
           use_running_average=not train,
           momentum=0.9,
           axis_name=self.axis_name if train else None,
+          relu=True,
           dtype=self.dtype,
         )(x)
-      elif self.norm == "group":
+        continue
+      if self.norm == "group":
         x = nn.GroupNorm(num_groups=min(8, self.features), dtype=self.dtype)(x)
       x = nn.relu(x)
     return x
