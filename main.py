@@ -78,8 +78,6 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if FLAGS.config.train.get("huge_pages"):  # First: it may start the process again.
-    runtime.use_huge_pages()
   runtime.configure_xla()  # Before the first use of a backend.
   writers.quiet_library_logs(os.path.abspath(__file__))
   try:

@@ -129,5 +129,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  runtime.use_huge_pages()  # As configs/diffusion.py runs (train.huge_pages); first thing.
   app.run(main)

@@ -58,9 +58,6 @@ def train(num_steps: int, checkpoint_every: int, batch_size: int = 64) -> ml_col
       keep_checkpoints=3,
       on_nonfinite="stop",  # Or 'skip': drop updates with a non-finite loss or gradient.
       steps_per_dispatch=1,  # Steps per device call (lax.scan): hides dispatch cost.
-      # CPU: restart main.py with malloc asking for huge pages (imgen/core/runtime.py); faster
-      # for large activations (the diffusion U-Net), slower for small ones (VAE, segmentation).
-      huge_pages=False,
     )
   )
 

@@ -1,8 +1,4 @@
-"""The written GroupNorm and BatchNorm against flax's, and the huge-page re-execution."""
-
-import os
-import subprocess
-import sys
+"""The written GroupNorm and BatchNorm against flax's."""
 
 import flax.linen as nn
 import jax
@@ -11,7 +7,6 @@ import numpy as np
 import pytest
 
 from imgen.core import backend
-from imgen.core import runtime
 from imgen.models import norms
 
 
@@ -111,33 +106,3 @@ def test_batch_norm_with_running_averages_is_flaxs():
   want = nn.relu(nn.BatchNorm(use_running_average=True).apply(variables, x))
   got = norms.BatchNorm(use_running_average=True, relu=True).apply(variables, x)
   np.testing.assert_allclose(got, want, atol=1e-6)
-
-
-_SHOW_TUNABLES = """
-import os, sys
-sys.path.insert(0, {root!r})
-from imgen.core import runtime
-runtime.use_huge_pages()
-print(os.environ.get("GLIBC_TUNABLES", ""), sys.argv[1:])
-"""
-
-
-def test_use_huge_pages_restarts_once_with_the_tunable(tmp_path):
-  script = tmp_path / "show.py"
-  script.write_text(_SHOW_TUNABLES.format(root=os.getcwd()))
-  env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "IMGEN_HUGE_PAGES")}
-  run = lambda env: subprocess.run(
-    [sys.executable, str(script), "--a=1", "b"], env=env, capture_output=True, text=True, check=True
-  ).stdout.strip()
-  if runtime.huge_pages_would_help():
-    assert run(env) == "glibc.malloc.hugetlb=1 ['--a=1', 'b']"
-    # Tunables the user set are kept; the user's own hugetlb setting wins.
-    assert run({**env, "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) == (
-      "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1 ['--a=1', 'b']"
-    )
-    assert run({**env, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}).startswith(
-      "glibc.malloc.hugetlb=0 "
-    )
-  else:
-    assert run(env) == "['--a=1', 'b']"
-  assert run({**env, "IMGEN_HUGE_PAGES": "0"}) == "['--a=1', 'b']"
