@@ -4,9 +4,13 @@ PyTorch peer, and sampling images/s by sampler and number of steps.
   python benchmarks/diffusion_step.py --torch --rounds=3      # configs/diffusion.py's U-Net
   python benchmarks/diffusion_step.py --sampling=10,50,250,ddpm
   python benchmarks/diffusion_step.py --image_size=32 --channels=3 --width=64
+  python benchmarks/diffusion_step.py --paper --batch_size=8 --torch --rounds=3  # DDPM CIFAR-10
 
-The train steps of imgen and PyTorch alternate `rounds` times in one process
-(same threads, same machine state); the ratio of their medians is printed.
+imgen's train step is timed as the trainer runs it: behind the non-finite
+guard, buffers donated, the config's `train.steps_per_dispatch` steps per call
+(`--steps_per_dispatch` overrides it). The train steps of imgen and PyTorch
+alternate `rounds` times in one process (same threads, same machine state);
+the ratio of their medians is printed.
 Sampling is timed on one global batch of `--sample_batch` images per call
 (compile excluded): DDIM with each listed number of steps, and `ddpm` for the
 ancestral sampler over all T = 1000 levels. Prints markdown rows for BENCHMARKS.md.
@@ -25,6 +29,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import timing  # noqa: E402
 from benchmarks import torch_unet  # noqa: E402
+from configs import ddpm_cifar10  # noqa: E402
 from configs import diffusion as diffusion_config  # noqa: E402
 from imgen.core import parallel  # noqa: E402
 from imgen.core import runtime  # noqa: E402
@@ -32,11 +37,15 @@ from imgen.data import DataSpec  # noqa: E402
 from imgen.evaluation.evaluate import make_sampler  # noqa: E402
 from imgen.families.diffusion import DiffusionFamily  # noqa: E402
 
+flags.DEFINE_bool(
+  "paper", False, "configs/ddpm_cifar10.py's U-Net (32x32x3, 35.7M; size flags ignored)."
+)
 flags.DEFINE_integer("image_size", 28, "Resolution.")
 flags.DEFINE_integer("channels", 1, "Image channels.")
 flags.DEFINE_integer("batch_size", 64, "Global train batch.")
 flags.DEFINE_integer("width", None, "U-Net channels (default: configs/diffusion.py's).")
-flags.DEFINE_integer("steps", 10, "Timed train steps per round.")
+flags.DEFINE_integer("steps", 10, "Timed train steps per round (rounded up to whole calls).")
+flags.DEFINE_integer("steps_per_dispatch", None, "Steps per call (default: the config's).")
 flags.DEFINE_integer("rounds", 1, "Alternating imgen/PyTorch rounds.")
 flags.DEFINE_bool("torch", False, "Also time the PyTorch peer.")
 flags.DEFINE_list("sampling", [], "DDIM step counts and/or 'ddpm' to time sampling for.")
@@ -45,6 +54,10 @@ FLAGS = flags.FLAGS
 
 
 def _config():
+  if FLAGS.paper:
+    config = ddpm_cifar10.get_config()
+    FLAGS.image_size, FLAGS.channels = config.model.image_size, 3
+    return config
   config = diffusion_config.get_config()
   config.model.image_size = FLAGS.image_size
   if FLAGS.width:
@@ -83,13 +96,16 @@ def main(argv):
   n = jax.local_device_count()
   shape = (n, FLAGS.batch_size // n, FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
   images = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
-  run_jax, compile_s = timing.step_runner(family, images)
-  print(f"JAX {jax.__version__} on {jax.devices()}; first step (compile) {compile_s:.1f}s")
+  per_call = FLAGS.steps_per_dispatch or config.train.steps_per_dispatch
+  run_jax, compile_s = timing.step_runner(family, images, guard=True, steps_per_call=per_call)
+  calls = -(-FLAGS.steps // per_call)
+  print(f"JAX {jax.__version__} on {jax.devices()}; {per_call} steps per call; first call")
+  print(f"(compile) {compile_s:.1f}s")
   name = f"U-Net {FLAGS.image_size}x{FLAGS.image_size}x{FLAGS.channels} ch{m.channels}"
   if FLAGS.rounds:
     jax_rates, torch_rates = [], []
     for r in range(FLAGS.rounds):
-      jax_rates.append(run_jax(FLAGS.steps))
+      jax_rates.append(run_jax(calls))
       print(f"round {r}: imgen {jax_rates[-1]:.3f} steps/s", flush=True)
       if FLAGS.torch:
         torch_rates.append(
@@ -103,6 +119,7 @@ def main(argv):
             tuple(m.attention_resolutions),
             m.norm_groups,
             steps=FLAGS.steps,
+            dropout=m.dropout,
           )
         )
         print(f"round {r}: PyTorch {torch_rates[-1]:.3f} steps/s", flush=True)

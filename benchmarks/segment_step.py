@@ -5,8 +5,11 @@ PyTorch peer, and the input pipeline (images and masks) against the step.
   python benchmarks/segment_step.py --pipeline --data_dir=~/tensorflow_datasets
   python benchmarks/segment_step.py --torch --width=32 --depth=4
 
-The train steps of imgen and PyTorch alternate `rounds` times in one process
-(same threads, same machine state); the ratio of their medians is printed.
+imgen's train step is timed as the trainer runs it: behind the non-finite
+guard, buffers donated, the config's `train.steps_per_dispatch` steps per call
+(`--steps_per_dispatch` overrides it). The train steps of imgen and PyTorch
+alternate `rounds` times in one process (same threads, same machine state);
+the ratio of their medians is printed.
 `--pipeline` times `--pipeline_batches` train batches of `--dataset` (digit_scenes)
 through imgen's input pipeline (grain, resizing, per-device split) and
 prints its images/s beside the step's. Prints markdown rows for BENCHMARKS.md.
@@ -37,7 +40,8 @@ flags.DEFINE_integer("image_size", 64, "Resolution.")
 flags.DEFINE_integer("batch_size", None, "Global train batch (default: the config's).")
 flags.DEFINE_integer("width", None, "U-Net width (default: the config's).")
 flags.DEFINE_integer("depth", None, "U-Net depth (default: the config's).")
-flags.DEFINE_integer("steps", 10, "Timed train steps per round.")
+flags.DEFINE_integer("steps", 10, "Timed train steps per round (rounded up to whole calls).")
+flags.DEFINE_integer("steps_per_dispatch", None, "Steps per call (default: the config's).")
 flags.DEFINE_integer("rounds", 1, "Alternating imgen/PyTorch rounds.")
 flags.DEFINE_bool("torch", False, "Also time the PyTorch peer.")
 flags.DEFINE_bool("torch_compile", False, "Also time the peer under torch.compile.")
@@ -93,15 +97,20 @@ def main(argv):
   rng = np.random.default_rng(0)
   images = rng.uniform(-1, 1, (n, batch // n, size, size, 3)).astype(np.float32)
   masks = rng.integers(0, m.num_classes, (n, batch // n, size, size)).astype(np.int32)
-  run_jax, compile_s = timing.step_runner(family, images, mask=masks)
-  print(f"JAX {jax.__version__} on {jax.devices()}; first step (compile) {compile_s:.1f}s")
+  per_call = FLAGS.steps_per_dispatch or config.train.steps_per_dispatch
+  run_jax, compile_s = timing.step_runner(
+    family, images, guard=True, steps_per_call=per_call, mask=masks
+  )
+  calls = -(-FLAGS.steps // per_call)
+  print(f"JAX {jax.__version__} on {jax.devices()}; {per_call} steps per call; first call")
+  print(f"(compile) {compile_s:.1f}s")
   name = f"U-Net {size}x{size}x3 depth {m.depth} width {m.width} {m.norm}"
   peer = lambda compile: torch_segunet.steps_per_second(
     batch, size, 3, m.num_classes, m.depth, m.width, steps=FLAGS.steps, compile=compile
   )
   jax_rates, torch_rates, compiled_rates = [], [], []
   for r in range(FLAGS.rounds):
-    jax_rates.append(run_jax(FLAGS.steps))
+    jax_rates.append(run_jax(calls))
     print(f"round {r}: imgen {jax_rates[-1]:.3f} steps/s", flush=True)
     if FLAGS.torch:
       torch_rates.append(peer(False))

@@ -50,6 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.sample.update(sampler="ddpm")
   config.optim = common.optimizer(2e-4, warmup_steps=5_000, clip_norm=1.0, ema_decay=0.9999)
   config.train = common.train(num_steps=800_000, checkpoint_every=10_000, batch_size=128)
+  config.train.steps_per_dispatch = 10  # The same steps; on CPU 0.94 -> 1.06 steps/s at batch 8.
   config.eval = common.evaluation(
     every_steps=50_000, sample_every=10_000, batch_size=500, metrics="fid,is"
   )

@@ -43,6 +43,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optim = common.optimizer(2e-3, schedule="cosine")
 
   config.train = common.train(num_steps=5000, checkpoint_every=500, batch_size=16)
+  # 10 steps a call share the call's temporaries, which XLA allocates afresh per call
+  # (10.5 -> 14.5 steps/s on CPU, BENCHMARKS.md issue 34).
+  config.train.steps_per_dispatch = 10
   config.eval = common.evaluation(
     every_steps=500, sample_every=500, batch_size=200, best_metric="miou", best_mode="max"
   )
