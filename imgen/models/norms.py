@@ -1,4 +1,4 @@
-"""GroupNorm (optionally followed by swish) with its gradient written out.
+"""GroupNorm (then swish) and BatchNorm (then ReLU) with their gradients written out.
 
 `GroupNorm` is `nn.GroupNorm(num_groups, epsilon=..., dtype=...)` (the same
 parameters, `scale` and `bias`, so checkpoints of either load into the other),
@@ -8,8 +8,8 @@ starts with (Ho et al. 2020; Nichol & Dhariwal 2021).
 On XLA's CPU backend flax's form costs several passes over the activations
 each way: the group reshape (N, H, W, G, C/G) reduced over three axes, the
 normalisation, swish, and autodiff's gradient of each, with layout copies
-between them (a fifth of the diffusion U-Net's step, 2026-12-06,
-`benchmarks/profile_step.py`). The CPU form makes one reduction pass for the
+between them (a quarter of the diffusion U-Net step's traced operations,
+2026-12-06, `benchmarks/profile_step.py`). The CPU form makes one reduction pass for the
 per-channel sums of x and x^2 (summed into groups on the small (N, C) array)
 and one elementwise pass for y = x * a + b (a and b per image and channel),
 swish included; its backward is one reduction pass for the per-channel sums
@@ -24,6 +24,11 @@ the gradient of y = xhat * scale + bias through the mean and the variance
 float rounding (tests/test_norms.py). The statistics are float32 under
 bfloat16 too, as flax's are, and the variance is flax's E[x^2] - E[x]^2,
 clipped at 0. On GPU and TPU flax's form runs (`imgen.core.backend`).
+
+`BatchNorm` (the segmentation U-Net's) is `nn.BatchNorm` (its parameters and
+batch statistics, by name), then ReLU with `relu=True`; in training on CPU its
+statistics (synchronised over `axis_name`'s devices as flax's are) and
+gradient come from `batch_norm`, the same two passes each way.
 """
 
 import functools
