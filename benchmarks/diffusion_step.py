@@ -97,15 +97,14 @@ def main(argv):
   shape = (n, FLAGS.batch_size // n, FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
   images = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
   per_call = FLAGS.steps_per_dispatch or config.train.steps_per_dispatch
-  run_jax, compile_s = timing.step_runner(family, images, guard=True, steps_per_call=per_call)
-  calls = -(-FLAGS.steps // per_call)
+  run_jax, compile_s = timing.trainer_step_runner(family, images, per_call)
   print(f"JAX {jax.__version__} on {jax.devices()}; {per_call} steps per call; first call")
   print(f"(compile) {compile_s:.1f}s")
   name = f"U-Net {FLAGS.image_size}x{FLAGS.image_size}x{FLAGS.channels} ch{m.channels}"
   if FLAGS.rounds:
     jax_rates, torch_rates = [], []
     for r in range(FLAGS.rounds):
-      jax_rates.append(run_jax(calls))
+      jax_rates.append(run_jax(FLAGS.steps))
       print(f"round {r}: imgen {jax_rates[-1]:.3f} steps/s", flush=True)
       if FLAGS.torch:
         torch_rates.append(

@@ -245,19 +245,14 @@ def measure(modality: str) -> tuple[list[str], list[str], list[str]]:
   else:
     field, inputs = "audio", synthetic_clips(rng, batch)
     encoder = f"log-mel + audio encoder w{c.width}"
-  run, compile_s = timing.step_runner(
-    family,
-    _per_device(images),
-    guard=True,
-    steps_per_call=per_call,
-    **{field: _per_device(inputs)},
+  run, compile_s = timing.trainer_step_runner(
+    family, _per_device(images), per_call, **{field: _per_device(inputs)}
   )
   print(f"{config.family}: first call (compile) {compile_s:.1f}s", flush=True)
   encoders = _encoder_runs(family, config, modality, inputs) if FLAGS.encoders else {}
   rates = {"step": ([], [])} | {name: ([], []) for name in encoders}
-  calls = -(-FLAGS.steps // per_call)
   for r in range(FLAGS.rounds):
-    rates["step"][0].append(run(calls))
+    rates["step"][0].append(run(FLAGS.steps))
     if FLAGS.torch:
       rates["step"][1].append(
         torch_unet.conditioned_steps_per_second(config, images, inputs, steps=FLAGS.steps)

@@ -68,10 +68,7 @@ def measure(family: str, size: int) -> str:
   if num_classes:
     fields["label"] = rng.integers(0, num_classes, (n, batch // n)).astype(np.int32)
   images = rng.uniform(-1, 1, (n, batch // n, size, size, 1)).astype(np.float32)
-  run, compile_s = timing.step_runner(
-    instance, images, guard=True, steps_per_call=per_call, **fields
-  )
-  calls = -(-FLAGS.steps // per_call)
+  run, compile_s = timing.trainer_step_runner(instance, images, per_call, **fields)
   if FLAGS.torch or FLAGS.torch_compile:  # A ratio only against the same network.
     import torch  # pylint: disable=g-import-not-at-top
 
@@ -81,7 +78,7 @@ def measure(family: str, size: int) -> str:
     peers["compiled"] = timing.torch_peer(family, config, FLAGS.steps, compile=True)
   rates = {"imgen": [], **{name: [] for name in peers}}
   for r in range(FLAGS.rounds):
-    rates["imgen"].append(run(calls))
+    rates["imgen"].append(run(FLAGS.steps))
     for name, peer in peers.items():
       rates[name].append(peer())
     line = ", ".join(f"{k} {v[-1]:.2f}" for k, v in rates.items())

@@ -98,10 +98,7 @@ def main(argv):
   images = rng.uniform(-1, 1, (n, batch // n, size, size, 3)).astype(np.float32)
   masks = rng.integers(0, m.num_classes, (n, batch // n, size, size)).astype(np.int32)
   per_call = FLAGS.steps_per_dispatch or config.train.steps_per_dispatch
-  run_jax, compile_s = timing.step_runner(
-    family, images, guard=True, steps_per_call=per_call, mask=masks
-  )
-  calls = -(-FLAGS.steps // per_call)
+  run_jax, compile_s = timing.trainer_step_runner(family, images, per_call, mask=masks)
   print(f"JAX {jax.__version__} on {jax.devices()}; {per_call} steps per call; first call")
   print(f"(compile) {compile_s:.1f}s")
   name = f"U-Net {size}x{size}x3 depth {m.depth} width {m.width} {m.norm}"
@@ -110,7 +107,7 @@ def main(argv):
   )
   jax_rates, torch_rates, compiled_rates = [], [], []
   for r in range(FLAGS.rounds):
-    jax_rates.append(run_jax(calls))
+    jax_rates.append(run_jax(FLAGS.steps))
     print(f"round {r}: imgen {jax_rates[-1]:.3f} steps/s", flush=True)
     if FLAGS.torch:
       torch_rates.append(peer(False))

@@ -72,6 +72,14 @@ def step_runner(
   return run, compile_s
 
 
+def trainer_step_runner(family, images: np.ndarray, steps_per_call: int, **fields: np.ndarray):
+  """(run(steps) -> steps/s, compile seconds) of the family's step as `train.py`
+  runs it (`step_runner` with the non-finite guard and `steps_per_call` steps a
+  call); `run` times `steps` steps rounded up to whole calls."""
+  run, compile_s = step_runner(family, images, guard=True, steps_per_call=steps_per_call, **fields)
+  return lambda steps: run(-(-steps // steps_per_call)), compile_s
+
+
 def trainer_call(experiment, steps_per_call: int = 1):
   """(call, state, batch): the trainer's own call of `steps_per_call` steps
   (`train._train_calls`: guarded, donated; compiled on first use), the

@@ -143,6 +143,12 @@ def batch_norm(x, scale, bias, epsilon: float, relu: bool, axis_name, dtype):
   return _bn_forward(x, scale, bias, epsilon, relu, axis_name, dtype)[0]
 
 
+def _bn_affine(xf, scale, bias, mean, rstd):
+  """y = (x - mean) * rstd * scale + bias, as x * a + b."""
+  a = scale * rstd
+  return xf * a + (bias - mean * a)
+
+
 def _bn_forward(x, scale, bias, epsilon, relu, axis_name, dtype):
   xf = x.astype(jnp.float32)
   count = x.size // x.shape[-1]
@@ -151,7 +157,7 @@ def _bn_forward(x, scale, bias, epsilon, relu, axis_name, dtype):
   )
   var = jnp.maximum(0.0, square - mean * mean)
   rstd = jax.lax.rsqrt(var + epsilon)
-  y = xf * (scale * rstd) + (bias - mean * scale * rstd)
+  y = _bn_affine(xf, scale, bias, mean, rstd)
   if relu:
     y = jnp.maximum(y, 0.0)
   return (y.astype(dtype), mean, var), (x, scale, bias, mean, rstd)
@@ -165,7 +171,7 @@ def _bn_backward(epsilon, relu, axis_name, dtype, residuals, cotangents):
   g, g_mean, g_var = cotangents
   xf, dy = x.astype(jnp.float32), g.astype(jnp.float32)
   if relu:  # y > 0, recomputed from x.
-    dy = jnp.where(xf * (scale * rstd) + (bias - mean * scale * rstd) > 0, dy, 0.0)
+    dy = jnp.where(_bn_affine(xf, scale, bias, mean, rstd) > 0, dy, 0.0)
   count = x.size // x.shape[-1]
   t1, t2 = jnp.sum(dy, (0, 1, 2)), jnp.sum(dy * xf, (0, 1, 2))  # Local sums of dy, dy * x.
   m1, m2, g_mean, g_var = _pmean((t1 / count, t2 / count, g_mean / count, g_var / count), axis_name)
