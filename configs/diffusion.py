@@ -18,12 +18,25 @@ from configs import common
 
 
 def diffusion_group(**overrides) -> ml_collections.ConfigDict:
+  """The objective and its settings (imgen/methods/objectives.py)."""
   group = ml_collections.ConfigDict(
     dict(
+      objective="ddpm",  # 'ddpm' (Ho et al.), 'edm' (Karras et al. 2022) or 'flow' (matching).
+      # DDPM:
       schedule="linear",  # 'linear' (1e-4 .. 0.02, Ho et al.) or 'cosine' (Nichol & Dhariwal).
       num_steps=1000,  # T.
       prediction="epsilon",  # Or 'v'.
       variance="small",  # Reverse variances: 'small' (posterior beta~) or 'large' (beta).
+      min_snr_gamma=0.0,  # > 0: Min-SNR-gamma loss weights (Hang et al. 2023; they use 5).
+      # EDM (Karras et al. 2022, Table 1) and the sampling range of EDM and flow:
+      sigma_data=0.5,
+      p_mean=-1.2,
+      p_std=1.2,
+      sigma_min=0.002,
+      sigma_max=80.0,
+      # Flow matching: logit(t) ~ N(t_mean, t_std^2) (Esser et al. 2024).
+      t_mean=0.0,
+      t_std=1.0,
       label_dropout=0.1,  # Conditional models: P(label -> "none"), for guidance.
       random_flip=False,  # Flip each training image left-right with probability 1/2.
     )
@@ -33,12 +46,18 @@ def diffusion_group(**overrides) -> ml_collections.ConfigDict:
 
 
 def sampler_group(**overrides) -> ml_collections.ConfigDict:
-  """How samples are drawn: the grids, the metrics and --mode=sample."""
+  """How samples are drawn: the grids, the metrics and --mode=sample (imgen/methods/samplers.py)."""
   group = ml_collections.ConfigDict(
     dict(
-      sampler="ddim",  # Or 'ddpm': ancestral over all T levels.
-      steps=50,  # DDIM levels.
+      sampler="ddim",  # 'ddim', 'euler', 'heun', 'edm', 'dpmpp_2m'; 'ddpm' (ancestral, DDPM only).
+      steps=50,  # Levels (heun and edm: 2 steps - 1 network evaluations).
+      schedule="auto",  # 'levels' (DDPM's), 'karras' (rho), 'uniform_t'; auto: levels for DDPM.
+      rho=7.0,  # Of the karras schedule.
       eta=1.0,  # DDIM noise: 0 deterministic, 1 ancestral-like (FID 64 vs 107 here).
+      s_churn=0.0,  # The edm sampler's noise (Karras et al. Algorithm 2).
+      s_tmin=0.0,
+      s_tmax=float("inf"),
+      s_noise=1.0,
       guidance_scale=1.0,  # Conditional models: 0 unconditional, 1 conditional, > 1 guided.
       clip=True,  # Clip each predicted x_0 to [-1, 1].
     )

@@ -62,8 +62,8 @@ def test_guidance_scale_zero_is_the_unconditional_model(text_model):
 
   @jax.jit  # One program for the four predictions.
   def predictions(params, x):
-    unconditional = family.predictor(params, family.null_condition(cond))(x, t)
-    scaled = [family.predictor(params, cond, scale)(x, t) for scale in (0.0, 1.0, 3.0)]
+    unconditional = family.network(params, family.null_condition(cond))(x, t)
+    scaled = [family.network(params, cond, scale)(x, t) for scale in (0.0, 1.0, 3.0)]
     return unconditional, *scaled
 
   unconditional, scale_0, conditional, guided = predictions(params, x)

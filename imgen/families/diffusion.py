@@ -1,26 +1,29 @@
-"""The diffusion family: DDPM training, DDPM/DDIM sampling, classifier-free
-guidance, the variational bound in bits/dim, and inpainting.
+"""The diffusion family: DDPM, EDM and flow-matching training on one U-Net, the samplers
+of `imgen.methods.samplers`, classifier-free guidance, DDPM's variational bound in
+bits/dim, and inpainting.
 
-Training (Ho et al. 2020, Algorithm 1): a level t ~ U{0..T-1} and noise eps
-per image, x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, and the simple loss
-||target - net(x_t, t)||^2 averaged over pixels, where the target is eps
-(`diffusion.prediction='epsilon'`) or v = sqrt(abar) eps - sqrt(1 - abar) x_0
-('v', Salimans & Ho 2022). The math lives in `imgen.methods.diffusion`, the network in
-`imgen.models.unet`.
+Training: a noise level per image drawn as `diffusion.objective` has it
+(`imgen.methods.objectives`: DDPM's uniform levels with the epsilon or v target and
+optional Min-SNR weights, EDM's log-normal sigmas with its preconditioning, or flow
+matching's logit-normal times with the velocity target), and the mean square of the
+network's output against the objective's target. The network is `imgen.models.unet`.
 
 - `model.conditional`: the U-Net gets the dataset's `label`, replaced by the
   "no label" class with probability `diffusion.label_dropout` in training, so
   one network is both the conditional and the unconditional model
   (classifier-free guidance, Ho & Salimans 2022). Sampling combines them as
-  eps = eps(x, none) + s (eps(x, y) - eps(x, none)) with s =
+  out = out(x, none) + s (out(x, y) - out(x, none)) with s =
   `sample.guidance_scale`: 0 is the unconditional model, 1 the conditional
   one, and s = 1 + w is Ho & Salimans' guidance strength w.
-- Samples (`sample.sampler`): `ddim` with `sample.steps` and `sample.eta`, or
-  `ddpm`, ancestral over all T levels with `diffusion.variance`.
-- The held-out evaluation is the bound L_T + sum_t L_t + L_0 in bits/dim: L_T
-  and the decoder term L_0 exactly, the T - 1 KL terms by `eval.vb_timesteps`
-  levels per image drawn uniformly (an unbiased estimate), or all of them
-  when it is T - 1 or more. Conditional models are scored given the true label.
+- Samples (`sample.sampler`): `ddim`, `euler`, `heun`, `edm` (stochastic) or `dpmpp_2m`
+  on the objective's denoiser D(x, sigma) over `sample.steps` levels of
+  `sample.schedule`; or, for DDPM, `ddpm`: ancestral over all T levels with
+  `diffusion.variance`.
+- The held-out evaluation: the objective's loss and the denoising error at fixed
+  sigmas; for DDPM also the bound L_T + sum_t L_t + L_0 in bits/dim: L_T and the decoder
+  term L_0 exactly, the T - 1 KL terms by `eval.vb_timesteps` levels per image drawn
+  uniformly (an unbiased estimate), or all of them when it is T - 1 or more.
+  Conditional models are scored given the true label.
 - `inpaint`: the known pixels, noised to each step's level, are put back after
   every step (`--mode=inpaint`, `imgen.modes.inpaint`).
 - With `optim.ema_decay` the samples and the evaluation use the EMA weights.
@@ -48,21 +51,52 @@ from imgen.families.base import Inpaints
 from imgen.families.base import class_count
 from imgen.families.base import reject_condition
 from imgen.methods import diffusion
+from imgen.methods import objectives
+from imgen.methods import samplers
 from imgen.models import compute_dtype
 from imgen.models import unet
 
-SAMPLERS = ("ddim", "ddpm")
-SHOWN_LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)  # Fractions of T in the `denoising` grid.
+SAMPLERS = samplers.NAMES + ("ddpm",)
+SCHEDULES = ("auto", "karras", "uniform_t", "levels")
+SHOWN_SIGMAS = (0.2, 0.5, 1.0, 2.0, 5.0)  # The noise levels of the `denoising` grid.
 
 
-def check_sampler(c: ml_collections.ConfigDict, num_steps: int, path: str) -> None:
-  """A ConfigError for a bad sampler group (`sample` or `inpaint`)."""
-  if c.sampler not in SAMPLERS:
-    raise ConfigError(f"{path}.sampler {c.sampler!r}; use one of {SAMPLERS}.")
-  if c.sampler == "ddim":
-    diffusion.ddim_timesteps(num_steps, c.steps)
-  if c.eta < 0:
-    raise ConfigError(f"{path}.eta={c.eta}; it must be >= 0.")
+def check_sampler(c: ml_collections.ConfigDict, objective, path: str) -> None:
+  """A ConfigError for a bad sampler group (`sample` or `inpaint`) of `objective`."""
+  ddpm = objective.name == "ddpm"
+  if c.sampler == "ddpm":
+    if not ddpm:
+      raise ConfigError(
+        f"{path}.sampler 'ddpm' (ancestral over DDPM's levels) needs diffusion.objective="
+        f"'ddpm', not {objective.name!r}; use one of {samplers.NAMES}."
+      )
+  else:
+    samplers.check(c.sampler, c.steps, c.eta, path)
+  if c.schedule not in SCHEDULES:
+    raise ConfigError(f"{path}.schedule {c.schedule!r}; use one of {SCHEDULES}.")
+  if c.schedule == "levels" and not ddpm:
+    raise ConfigError(
+      f"{path}.schedule 'levels' is DDPM's; diffusion.objective is {objective.name!r}."
+    )
+  if ddpm and c.schedule == "levels" or ddpm and c.schedule == "auto":
+    diffusion.ddim_timesteps(objective.schedule.num_steps, c.steps)
+  if c.rho <= 0:
+    raise ConfigError(f"{path}.rho={c.rho}; it must be > 0.")
+
+
+def sampling_sigmas(c: ml_collections.ConfigDict, objective) -> np.ndarray:
+  """The descending noise levels (ending at 0) of sampler group `c`: `levels` (DDPM's own,
+  evenly spaced level indices as DDIM), `karras` (rho), or `uniform_t` (flow matching's);
+  `auto` is `levels` for DDPM and `karras` otherwise."""
+  schedule = c.schedule
+  if schedule == "auto":
+    schedule = "levels" if objective.name == "ddpm" else "karras"
+  if schedule == "levels":
+    ts = diffusion.ddim_timesteps(objective.schedule.num_steps, c.steps)
+    return np.append(objective.sigmas[ts], 0.0)
+  if schedule == "uniform_t":
+    return samplers.uniform_t_sigmas(c.steps, objective.sigma_max)
+  return samplers.karras_sigmas(c.steps, objective.sigma_min, objective.sigma_max, c.rho)
 
 
 class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
@@ -73,17 +107,16 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
     if m.name != "unet":
       raise ConfigError(f"model.name {m.name!r}; the diffusion family has 'unet'.")
     unet.check_geometry(spec.size, m.channel_mults, m.channels, m.norm_groups)
-    if d.prediction not in diffusion.PREDICTIONS:
-      raise ConfigError(
-        f"diffusion.prediction {d.prediction!r}; use one of {diffusion.PREDICTIONS}."
-      )
     if not 0.0 <= d.label_dropout < 1.0:
       raise ConfigError(f"diffusion.label_dropout={d.label_dropout}; it must lie in [0, 1).")
-    self.schedule = diffusion.Schedule.create(d.schedule, d.num_steps)
-    self.schedule.log_variance(d.variance)  # Checks the name.
-    check_sampler(config.sample, d.num_steps, "sample")
+    self.objective = objectives.create(d)
+    self.ddpm = self.objective.name == "ddpm"
+    self.schedule = self.objective.schedule if self.ddpm else None
+    if self.ddpm:
+      self.schedule.log_variance(d.variance)  # Checks the name.
+    check_sampler(config.sample, self.objective, "sample")
     if "inpaint" in config:
-      check_sampler(config.inpaint, d.num_steps, "inpaint")
+      check_sampler(config.inpaint, self.objective, "inpaint")
       if config.inpaint.resample < 1:
         raise ConfigError(f"inpaint.resample={config.inpaint.resample}; it must be >= 1.")
     self.num_classes = class_count(config, spec)
@@ -95,7 +128,7 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
     if config.eval.vb_timesteps < 1:
       raise ConfigError(f"eval.vb_timesteps={config.eval.vb_timesteps}; it must be >= 1.")
     self.image = spec.image
-    self.prediction, self.variance, self.label_dropout = d.prediction, d.variance, d.label_dropout
+    self.variance, self.label_dropout = d.variance, d.label_dropout
     self.random_flip = d.random_flip
     self.sample_config = config.sample
     self.vb_timesteps = min(config.eval.vb_timesteps, d.num_steps - 1)
@@ -160,30 +193,44 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
     del key, n
     return self._labels(condition)
 
-  # --- the network as a noise predictor ------------------------------------------------------
+  # --- the network as a denoiser ------------------------------------------------------------
 
-  def _to_eps(self, out: jax.Array, xt: jax.Array, t: jax.Array) -> jax.Array:
-    if self.prediction == "v":
-      return diffusion.eps_from_v(self.schedule, xt, t, out)
-    return out
-
-  def predictor(self, params, labels, guidance: float = 1.0):
-    """`predict(x_t, t) -> eps` of the network with `params`: given the
-    network condition `labels` (class labels, or a subclass's pytree), guided
-    with scale `guidance` (two passes in one batch unless it is 1)."""
+  def network(self, params, labels, guidance: float = 1.0):
+    """`out(x, time)`: the network's raw output (epsilon, v, F or velocity, as the
+    objective has it) given the network condition `labels` (class labels, or a subclass's
+    pytree), guided with scale `guidance` (two passes in one batch unless it is 1).
+    Every objective's denoiser is affine in this output, so guiding it guides D."""
     apply = lambda x, t, y: self.model.apply({"params": params}, x, t, *([] if y is None else [y]))
 
-    def predict(x, t):
+    def out(x, t):
       if labels is None or guidance == 1.0:
-        return self._to_eps(apply(x, t, labels), x, t)
+        return apply(x, t, labels)
       both_labels = jax.tree.map(
         lambda a, b: jnp.concatenate([a, b]), labels, self.null_condition(labels)
       )
       both = apply(jnp.concatenate([x, x]), jnp.concatenate([t, t]), both_labels)
       cond, uncond = jnp.split(both, 2)
-      return self._to_eps(uncond + guidance * (cond - uncond), x, t)
+      return uncond + guidance * (cond - uncond)
 
-    return predict
+    return out
+
+  def denoiser(self, params, labels, guidance: float = 1.0, clip: bool = False):
+    """`D(x, sigma)`: the network's estimate of x_0 from x = x_0 + sigma n (optionally
+    clipped to [-1, 1]); see `network` for the condition and guidance."""
+    out = self.network(params, labels, guidance)
+
+    def denoise(x, sigma):
+      den = self.objective.denoise(out(*self.objective.net_inputs(x, sigma)), x, sigma)
+      return jnp.clip(den, -1.0, 1.0) if clip else den
+
+    return denoise
+
+  def eps_predictor(self, params, labels, guidance: float = 1.0):
+    """DDPM's `predict(x_t, t) -> epsilon` (for the bound and the ancestral sampler)."""
+    out = self.network(params, labels, guidance)
+    if self.objective.prediction == "epsilon":
+      return out
+    return lambda x, t: diffusion.eps_from_v(self.schedule, x, t, out(x, t))
 
   def _labels(self, condition: jax.Array | None) -> jax.Array | None:
     if self.num_classes is None:
@@ -198,7 +245,7 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
   # --- steps ---------------------------------------------------------------------------------
 
   def make_train_step(self):
-    s, num_steps = self.schedule, self.schedule.num_steps
+    obj = self.objective
 
     def train_step(state: SingleNetworkState, batch: dict, key: jax.Array):
       key = jax.random.fold_in(key, state.step)
@@ -207,18 +254,17 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
       if self.random_flip:
         u = parallel.global_draw(jax.random.uniform, jax.random.fold_in(key, 4), n, ())
         x0 = jnp.where((u < 0.5)[:, None, None, None], x0[:, :, ::-1], x0)
-      draw_t = lambda k, shape: jax.random.randint(k, shape, 0, num_steps)
-      t = parallel.global_draw(draw_t, jax.random.fold_in(key, 0), n, ())
+      level = parallel.global_draw(obj.draw_level, jax.random.fold_in(key, 0), n, ())
       noise = parallel.global_normal(jax.random.fold_in(key, 1), n, x0.shape[1:])
       labels = self.train_condition(batch, jax.random.fold_in(key, 2), n)
-      xt = diffusion.q_sample(s, x0, t, noise)
-      target = noise if self.prediction == "epsilon" else diffusion.v_target(s, x0, t, noise)
+      ex = obj.training_example(x0, level, noise)
       rngs = {"dropout": jax.random.fold_in(key, 3)}
 
       def loss_fn(params):
-        inputs = [xt, t] + ([] if labels is None else [labels])
+        inputs = [ex.x, ex.time] + ([] if labels is None else [labels])
         out = self.model.apply({"params": params}, *inputs, train=True, rngs=rngs)
-        return jnp.mean((out - target) ** 2), ()
+        per_row = jnp.mean((out - ex.target) ** 2, axis=tuple(range(1, x0.ndim)))
+        return jnp.mean(ex.weight * per_row), ()
 
       (loss, _), grads = parallel.value_and_mean_grad(loss_fn)(state.net.params)
       metrics = {"loss": parallel.device_mean(loss), **state.net.update_metrics(grads)}
@@ -227,61 +273,71 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
     return train_step
 
   def make_eval_step(self):
-    """Per-replica sums over the held-out batch of the bound's terms (nats) and the simple loss."""
-    s, num_steps, k_levels = self.schedule, self.schedule.num_steps, self.vb_timesteps
-    exact = k_levels == num_steps - 1
+    """Per-replica sums over the held-out batch of the objective's loss, the denoising
+    error at fixed sigmas and, for DDPM, the bound's terms (nats)."""
+    obj = self.objective
 
     def eval_step(state: SingleNetworkState, batch: dict, key: jax.Array):
       x0, valid = batch["image"], batch[VALID]
       n, shape = x0.shape[0], x0.shape[1:]
-      predict = self.predictor(state.net.eval_params, self.given_condition(batch))
+      labels = self.given_condition(batch)
       noise = lambda i: parallel.global_normal(jax.random.fold_in(key, i), n, shape)
-      term = lambda t, eps: diffusion.vb_term(s, predict, x0, t, eps, self.variance, clip=True)
+      per_image = lambda v: jnp.mean(v, axis=tuple(range(1, x0.ndim)))
 
-      zeros = jnp.zeros((n,), jnp.int32)
-      decoder = term(zeros, noise(0))
-
-      def level(k):
-        if exact:
-          t = jnp.full((n,), k + 1, jnp.int32)
-        else:
-          draw_t = lambda r, sh: jax.random.randint(r, sh, 1, num_steps)
-          t = parallel.global_draw(draw_t, jax.random.fold_in(key, 2 * k + 3), n, ())
-        return term(t, noise(2 * k + 4))
-
-      terms = lax.map(level, jnp.arange(k_levels))  # (K, n)
-      kl_terms = jnp.sum(terms, axis=0) * ((num_steps - 1) / k_levels)
-      prior = diffusion.prior_kl(s, x0)
-
-      draw_t = lambda r, sh: jax.random.randint(r, sh, 0, num_steps)
-      t = parallel.global_draw(draw_t, jax.random.fold_in(key, 1), n, ())
-      eps = noise(2)
-      error = predict(diffusion.q_sample(s, x0, t, eps), t) - eps
-      sums = {
-        "prior": prior,
-        "decoder": decoder,
-        "diffusion": kl_terms,
-        "nll": prior + decoder + kl_terms,
-        "eps_mse": jnp.mean(error**2, axis=tuple(range(1, x0.ndim))),
-        "count": jnp.ones((n,)),
-      }
+      level = parallel.global_draw(obj.draw_level, jax.random.fold_in(key, 1), n, ())
+      ex = obj.training_example(x0, level, noise(2))
+      inputs = [ex.x, ex.time] + ([] if labels is None else [labels])
+      out = self.model.apply({"params": state.net.eval_params}, *inputs)
+      sums = {"loss": ex.weight * per_image((out - ex.target) ** 2), "count": jnp.ones((n,))}
+      denoise = self.denoiser(state.net.eval_params, labels)
+      for i, sigma in enumerate(SHOWN_SIGMAS):
+        x = x0 + sigma * noise(100 + i)
+        sums[f"x0_mse_sigma_{sigma:g}"] = per_image((denoise(x, jnp.full((n,), sigma)) - x0) ** 2)
+      if self.ddpm:
+        sums.update(self._bound_terms(state, x0, labels, key, noise))
       return lax.psum(jax.tree.map(lambda x: jnp.sum(x * valid), sums), parallel.AXIS)
 
     return eval_step
 
+  def _bound_terms(self, state, x0, labels, key, noise) -> dict:
+    """L_T, L_0 and the estimate of the KL terms of DDPM's bound, per image (nats)."""
+    s, num_steps, k_levels = self.schedule, self.schedule.num_steps, self.vb_timesteps
+    exact, n = k_levels == num_steps - 1, x0.shape[0]
+    predict = self.eps_predictor(state.net.eval_params, labels)
+    term = lambda t, eps: diffusion.vb_term(s, predict, x0, t, eps, self.variance, clip=True)
+    decoder = term(jnp.zeros((n,), jnp.int32), noise(0))
+
+    def level(k):
+      if exact:
+        t = jnp.full((n,), k + 1, jnp.int32)
+      else:
+        draw_t = lambda r, sh: jax.random.randint(r, sh, 1, num_steps)
+        t = parallel.global_draw(draw_t, jax.random.fold_in(key, 2 * k + 3), n, ())
+      return term(t, noise(2 * k + 4))
+
+    kl_terms = jnp.sum(lax.map(level, jnp.arange(k_levels)), axis=0) * ((num_steps - 1) / k_levels)
+    prior = diffusion.prior_kl(s, x0)
+    return {
+      "prior": prior,
+      "decoder": decoder,
+      "diffusion": kl_terms,
+      "nll": prior + decoder + kl_terms,
+    }
+
   def summarize_eval(self, sums: dict) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     count = float(sums["count"])
     per_image = {k: float(v) / count for k, v in sums.items() if k != "count"}
-    bits = math.prod(self.image.shape) * math.log(2)
-    scalars = {
-      "bits_per_dim": per_image["nll"] / bits,
-      "nll": per_image["nll"],
-      "prior_bits_per_dim": per_image["prior"] / bits,
-      "decoder_bits_per_dim": per_image["decoder"] / bits,
-      "diffusion_bits_per_dim": per_image["diffusion"] / bits,
-      "eps_mse": per_image["eps_mse"],
-      "num_images": count,
-    }
+    scalars = {k: v for k, v in per_image.items() if k == "loss" or k.startswith("x0_mse")}
+    scalars["num_images"] = count
+    if self.ddpm:
+      bits = math.prod(self.image.shape) * math.log(2)
+      scalars.update(
+        bits_per_dim=per_image["nll"] / bits,
+        nll=per_image["nll"],
+        prior_bits_per_dim=per_image["prior"] / bits,
+        decoder_bits_per_dim=per_image["decoder"] / bits,
+        diffusion_bits_per_dim=per_image["diffusion"] / bits,
+      )
     return scalars, {}
 
   @staticmethod
@@ -299,23 +355,58 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
     c: ml_collections.ConfigDict,
     project=None,
   ) -> jax.Array:
-    """This replica's n rows of a global batch drawn by the sampler of group
-    `c` (`sample` or `inpaint`) from `key`, with an optional `project` hook."""
+    """This replica's n rows of a global batch drawn by the sampler of group `c` (`sample`
+    or `inpaint`) from `key`, with an optional `project(x, sigma, key)` hook."""
     shape = self.image.shape
     normal = lambda k: parallel.global_normal(k, n, shape)
-    predict = self.predictor(params, labels, c.guidance_scale if labels is not None else 1.0)
-    x = normal(jax.random.fold_in(key, 0))
-    options = dict(clip=c.clip, project=project, resample=c.get("resample", 1))
-    key = jax.random.fold_in(key, 1)
+    guidance = c.guidance_scale if labels is not None else 1.0
+    resample, key_x, key = (
+      c.get("resample", 1),
+      jax.random.fold_in(key, 0),
+      jax.random.fold_in(key, 1),
+    )
     if c.sampler == "ddpm":
       x = diffusion.ddpm_sample(
-        self.schedule, predict, x, key, normal, variance=self.variance, **options
+        self.schedule,
+        self.eps_predictor(params, labels, guidance),
+        normal(key_x),
+        key,
+        normal,
+        variance=self.variance,
+        clip=c.clip,
+        project=None if project is None else self._level_project(project),
+        resample=resample,
       )
     else:
-      x = diffusion.ddim_sample(
-        self.schedule, predict, x, key, normal, steps=c.steps, eta=c.eta, **options
+      sigmas = sampling_sigmas(c, self.objective)
+      x = self.objective.prior_std(float(sigmas[0])) * normal(key_x)
+      churn = samplers.Churn(c.s_churn, c.s_tmin, c.s_tmax, c.s_noise)
+      denoise = self.denoiser(params, labels, guidance, clip=c.clip)
+      x = samplers.sample(
+        c.sampler,
+        denoise,
+        x,
+        sigmas,
+        key,
+        normal,
+        eta=c.eta,
+        churn=churn,
+        project=project,
+        resample=resample,
       )
     return jnp.clip(x, -1.0, 1.0)
+
+  def _level_project(self, project):
+    """A frame `project(x, sigma, key)` as DDPM's ancestral sampler calls it: on x_t at
+    level t (-1: the data), which is sqrt(abar_t) times the frame's x at sigma_t."""
+    sigmas = jnp.asarray(np.append(self.objective.sigmas, 0.0), jnp.float32)  # [-1] reads 0.
+
+    def level_project(x, t, key):
+      sigma = sigmas[t]
+      scale = jnp.sqrt(1.0 + sigma**2).reshape((-1,) + (1,) * (x.ndim - 1))
+      return project(x * scale, sigma, key) / scale
+
+    return level_project
 
   def generate(self, state: SingleNetworkState, key: jax.Array, n: int, condition=None):
     cond = self.sample_condition(condition, jax.random.fold_in(key, 2), n)
@@ -333,12 +424,12 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
     """Completions of this replica's `images` where `known` (same shape, 1 =
     given) is 0: the known pixels, noised to each step's level, replace the
     sample's after every step; the result keeps them exactly."""
-    n, s = images.shape[0], self.schedule
+    n = images.shape[0]
     known = known > 0.5
 
-    def project(x, t_prev, k):
-      noised = diffusion.q_sample(s, images, t_prev, parallel.global_normal(k, n, images.shape[1:]))
-      return jnp.where(known, noised, x)
+    def project(x, sigma, k):
+      noise = parallel.global_normal(k, n, images.shape[1:])
+      return jnp.where(known, images + sigma.reshape((-1, 1, 1, 1)) * noise, x)
 
     cond = self.sample_condition(condition, jax.random.fold_in(key, 2), n)
     x = self.sample_chain(state.net.eval_params, key, n, cond, c, project)
@@ -347,22 +438,23 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
   # --- images --------------------------------------------------------------------------------
 
   def _denoising(self, params, images, labels, key):
-    s, n, levels = self.schedule, images.shape[0], len(SHOWN_LEVELS)
+    n, levels = images.shape[0], len(SHOWN_SIGMAS)
     # All levels in one network call on stacked rows: the same math as a call per level.
-    t = jnp.repeat(jnp.array([int(f * (s.num_steps - 1)) for f in SHOWN_LEVELS], jnp.int32), n)
+    sigma = jnp.repeat(jnp.asarray(SHOWN_SIGMAS, jnp.float32), n)
     noise = [jax.random.normal(jax.random.fold_in(key, i), images.shape) for i in range(levels)]
-    stacked = jnp.concatenate([images] * levels)
-    xt = diffusion.q_sample(s, stacked, t, jnp.concatenate(noise))
+    x = jnp.concatenate([images] * levels) + sigma[:, None, None, None] * jnp.concatenate(noise)
     tiled = jax.tree.map(lambda v: jnp.concatenate([v] * levels), labels)
-    x0 = jnp.clip(diffusion.x0_from_eps(s, xt, t, self.predictor(params, tiled)(xt, t)), -1.0, 1.0)
+    x0 = self.denoiser(params, tiled, clip=True)(x, sigma)
+    shown = jnp.clip(x / jnp.sqrt(1.0 + sigma**2)[:, None, None, None], -1.0, 1.0)
     rows = [images]
     for i in range(levels):
-      rows += [jnp.clip(xt[i * n : (i + 1) * n], -1.0, 1.0), x0[i * n : (i + 1) * n]]
+      rows += [shown[i * n : (i + 1) * n], x0[i * n : (i + 1) * n]]
     return jnp.concatenate(rows)
 
   def show(self, state: SingleNetworkState, key, batch) -> dict[str, np.ndarray]:
-    """`denoising`: 8 held-out images, then for levels of 10%, 30%, ... 90% of
-    T a row of the noised images and a row of the network's one-step x_0."""
+    """`denoising`: 8 held-out images, then for each noise level of SHOWN_SIGMAS a row of
+    the noised images (scaled by 1 / sqrt(1 + sigma^2)) and a row of the network's
+    one-step x_0."""
     images = batch["image"][:8]
     labels = self.given_condition(jax.tree.map(lambda v: jnp.asarray(v[:8]), batch))
     grid = self._denoise_grid(state.net.eval_params, images, labels, key)

@@ -12,12 +12,12 @@ Level -1 is the data itself (abar = 1).
 - Reverse variances (`variance`): `small`, the posterior's beta~_t, and
   `large`, beta_t (with beta~_1 at the first level, as in the authors' code),
   Ho et al. Sec. 3.2.
-- Samplers (`ddpm`: ancestral over all T levels; `ddim`: Song et al. 2021,
-  Eq. 12, over any number of levels with any eta) run their loop in one
-  `lax.scan`. A `project(x, t_prev, key)` hook edits each step's result
-  (inpainting re-imposes the known pixels, noised to level t_prev), and
-  `resample` > 1 repeats each step after re-noising its result back to its
-  start (RePaint, Lugmayr et al. 2022, with jumps of one step).
+- DDPM's ancestral sampler over all T levels runs its loop in one `lax.scan`.
+  A `project(x, t_prev, key)` hook edits each step's result (inpainting
+  re-imposes the known pixels, noised to level t_prev), and `resample` > 1
+  repeats each step after re-noising its result back to its start (RePaint,
+  Lugmayr et al. 2022, with jumps of one step). The other samplers, DDIM among
+  them, work on any objective's denoiser: `imgen.methods.samplers`.
 - `vb_terms`: the terms of the bound L = L_T + sum_{t>=1} L_t + L_0 in nats
   per image (Ho et al. Eq. 5), L_0 with the discretised Gaussian decoder of
   Eq. 13 over the 256 levels of 8-bit images.
@@ -236,34 +236,6 @@ def ddpm_sample(
     return mean + jnp.where(last, 0.0, jnp.exp(0.5 * _at(log_var, t, x))) * normal(key)
 
   ts = np.arange(s.num_steps, dtype=np.int32)[::-1]
-  return _chain(step, x, ts, key, project, resample, _renoise(s, normal))
-
-
-def ddim_sample(
-  s: Schedule,
-  predict: Predictor,
-  x: jax.Array,
-  key: jax.Array,
-  normal: Normal,
-  *,
-  steps: int = 50,
-  eta: float = 0.0,
-  clip: bool = True,
-  project: Callable | None = None,
-  resample: int = 1,
-) -> jax.Array:
-  """DDIM from x_{T-1} = `x` over `steps` levels (Song et al. 2021, Eq. 12);
-  eta 0 is deterministic, eta 1 over all T levels is ancestral sampling with
-  the `small` variance."""
-
-  def step(x, t, t_prev, key):
-    x0, eps = _denoised(s, predict, x, t, clip)
-    (_, noise_t), (signal_prev, noise_prev) = _signal_noise(s, t, x), _signal_noise(s, t_prev, x)
-    sigma = eta * noise_prev / noise_t * jnp.sqrt(1.0 - (_abar(s, t, x) / _abar(s, t_prev, x)))
-    direction = jnp.sqrt(jnp.maximum(noise_prev**2 - sigma**2, 0.0)) * eps
-    return signal_prev * x0 + direction + sigma * normal(key)
-
-  ts = ddim_timesteps(s.num_steps, steps)
   return _chain(step, x, ts, key, project, resample, _renoise(s, normal))
 
 
