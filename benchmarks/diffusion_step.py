@@ -2,7 +2,8 @@
 PyTorch peer, and sampling images/s by sampler and number of steps.
 
   python benchmarks/diffusion_step.py --torch --rounds=3      # configs/diffusion.py's U-Net
-  python benchmarks/diffusion_step.py --sampling=10,50,250,ddpm
+  python benchmarks/diffusion_step.py --sampling=ddim:50,heun:18,dpmpp_2m:20,ddpm
+  python benchmarks/diffusion_step.py --mults=1,2,2 --attention= --width=32   # a variant
   python benchmarks/diffusion_step.py --image_size=32 --channels=3 --width=64
   python benchmarks/diffusion_step.py --paper --batch_size=8 --torch --rounds=3  # DDPM CIFAR-10
 
@@ -12,8 +13,9 @@ guard, buffers donated, the config's `train.steps_per_dispatch` steps per call
 alternate `rounds` times in one process (same threads, same machine state);
 the ratio of their medians is printed.
 Sampling is timed on one global batch of `--sample_batch` images per call
-(compile excluded): DDIM with each listed number of steps, and `ddpm` for the
-ancestral sampler over all T = 1000 levels. Prints markdown rows for BENCHMARKS.md.
+(compile excluded): `sampler:steps` for each listed sampler of
+imgen.methods.samplers (on the config's objective, or `--objective`), and `ddpm`
+for DDPM's ancestral sampler over all T = 1000 levels. Prints markdown rows for BENCHMARKS.md.
 """
 
 import os
@@ -36,6 +38,7 @@ from imgen.core import runtime  # noqa: E402
 from imgen.data import DataSpec  # noqa: E402
 from imgen.evaluation.evaluate import make_sampler  # noqa: E402
 from imgen.families.diffusion import DiffusionFamily  # noqa: E402
+from imgen.methods import samplers  # noqa: E402
 
 flags.DEFINE_bool(
   "paper", False, "configs/ddpm_cifar10.py's U-Net (32x32x3, 35.7M; size flags ignored)."
@@ -48,7 +51,11 @@ flags.DEFINE_integer("steps", 10, "Timed train steps per round (rounded up to wh
 flags.DEFINE_integer("steps_per_dispatch", None, "Steps per call (default: the config's).")
 flags.DEFINE_integer("rounds", 1, "Alternating imgen/PyTorch rounds.")
 flags.DEFINE_bool("torch", False, "Also time the PyTorch peer.")
-flags.DEFINE_list("sampling", [], "DDIM step counts and/or 'ddpm' to time sampling for.")
+flags.DEFINE_list("mults", None, "U-Net channel multipliers (default: the config's).")
+flags.DEFINE_list("attention", None, "Self-attention resolutions (default: the config's; '' none).")
+flags.DEFINE_integer("blocks", None, "Residual blocks per resolution (default: the config's).")
+flags.DEFINE_string("objective", None, "diffusion.objective for sampling (default: the config's).")
+flags.DEFINE_list("sampling", [], "sampler:steps specs and/or 'ddpm' to time sampling for.")
 flags.DEFINE_integer("sample_batch", 100, "Images per sampling call.")
 FLAGS = flags.FLAGS
 
@@ -64,17 +71,28 @@ def _config():
     config.model.channels = FLAGS.width
   if FLAGS.image_size % 4:  # Three levels need a multiple of 4.
     raise ValueError(f"--image_size={FLAGS.image_size}: use a multiple of 4.")
-  attention = FLAGS.image_size // 4
-  config.model.attention_resolutions = (attention,)
+  if FLAGS.image_size != 28:
+    config.model.attention_resolutions = (FLAGS.image_size // 4,)
+  if FLAGS.mults:
+    config.model.channel_mults = tuple(int(m) for m in FLAGS.mults)
+  if FLAGS.attention is not None:
+    config.model.attention_resolutions = tuple(int(a) for a in FLAGS.attention if a)
+  if FLAGS.blocks is not None:
+    config.model.num_res_blocks = FLAGS.blocks
+  if FLAGS.objective:
+    config.diffusion.objective = FLAGS.objective
   return config
 
 
 def sampling_rate(config, family, spec: str) -> tuple[float, float]:
   """(images/s, compile s) of one sampling call of `sample_batch` images."""
-  if spec == "ddpm":
+  config = config.copy_and_resolve_references()
+  if spec == "ddpm":  # DDPM's ancestral sampler needs the DDPM objective (the same network).
+    config.diffusion.objective = "ddpm"
     config.sample.sampler = "ddpm"
   else:
-    config.sample.update(sampler="ddim", steps=int(spec))
+    sampler, steps = spec.split(":")
+    config.sample.update(sampler=sampler, steps=int(steps))
   family = DiffusionFamily(config, DataSpec.of_images(FLAGS.image_size, FLAGS.channels))
   state = parallel.replicate(family.init_state(jax.random.key(0)))
   sampler = make_sampler(family, "diffusion", FLAGS.sample_batch)
@@ -100,7 +118,11 @@ def main(argv):
   run_jax, compile_s = timing.trainer_step_runner(family, images, per_call)
   print(f"JAX {jax.__version__} on {jax.devices()}; {per_call} steps per call; first call")
   print(f"(compile) {compile_s:.1f}s")
-  name = f"U-Net {FLAGS.image_size}x{FLAGS.image_size}x{FLAGS.channels} ch{m.channels}"
+  name = (
+    f"U-Net {FLAGS.image_size}x{FLAGS.image_size}x{FLAGS.channels} ch{m.channels} "
+    f"x{tuple(m.channel_mults)} blocks {m.num_res_blocks} "
+    f"attention {tuple(m.attention_resolutions)}"
+  )
   if FLAGS.rounds:
     jax_rates, torch_rates = [], []
     for r in range(FLAGS.rounds):
@@ -136,7 +158,12 @@ def main(argv):
   rows = []
   for spec in FLAGS.sampling:
     rate, compile_sampler = sampling_rate(config, family, spec)
-    label = "DDPM ancestral, 1000 steps" if spec == "ddpm" else f"DDIM, {spec} steps"
+    if spec == "ddpm":
+      label = "ddpm ancestral, 1000 steps, 1000 evaluations"
+    else:
+      sampler, steps = spec.split(":")
+      nfe = samplers.evaluations(sampler, int(steps))
+      label = f"{config.diffusion.objective} {sampler}, {steps} steps, {nfe} evaluations"
     rows.append(f"| {name} | {label} | {FLAGS.sample_batch} | {rate:.2f} | {compile_sampler:.1f} |")
     print(rows[-1], flush=True)
   if rows:

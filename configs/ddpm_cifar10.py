@@ -46,7 +46,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     dropout=0.1,
     norm_groups=32,
   )
-  config.diffusion.update(variance="large", random_flip=True)
+  config.diffusion.update(objective="ddpm", schedule="linear", num_steps=1000, prediction="epsilon")
+  config.diffusion.update(min_snr_gamma=0.0, variance="large", random_flip=True)
   config.sample.update(sampler="ddpm")
   config.optim = common.optimizer(2e-4, warmup_steps=5_000, clip_norm=1.0, ema_decay=0.9999)
   config.train = common.train(num_steps=800_000, checkpoint_every=10_000, batch_size=128)

@@ -1,6 +1,7 @@
-"""Class-conditional DDPM on the embedded digits with classifier-free guidance:
+"""Class-conditional flow matching on the embedded digits with classifier-free guidance:
 configs/diffusion.py with the label fed to the U-Net, dropped 10% of the time
-in training (Ho & Salimans 2022), and samples guided with scale 2 (w = 1).
+in training (Ho & Salimans 2022), so `sample.guidance_scale` > 1 guides; the default is 1
+(the conditional model itself), which scored best here.
 
   python main.py --config=configs/diffusion_conditional.py --workdir=runs/diffusion_conditional
   python main.py --config=configs/diffusion_conditional.py \
@@ -18,9 +19,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise common.unknown_variant(arg, "configs/diffusion_conditional.py")
   config = diffusion.get_config(arg)
   config.model.conditional = True
-  config.sample.guidance_scale = 2.0
-  config.inpaint.guidance_scale = 2.0
-  if arg is None:
-    config.train.num_steps = 1000
-    config.eval.every_steps = 1000
+  # Measured on the digits (docs/diffusion.md): scale 1 (no guidance) FID 5.7 with 98.0% read as
+  # their class; scale 2: FID 46, 100%: guidance trades diversity the digits do not need.
+  config.sample.guidance_scale = 1.0
+  config.inpaint.guidance_scale = 1.0
   return config

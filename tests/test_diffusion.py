@@ -223,7 +223,7 @@ def test_the_family_reports_the_analytic_bits_per_dim(monkeypatch, variance):
   config = diffusion_config.get_config("smoke")
   config.model.image_size = 4
   config.model.channel_mults = (1,)
-  config.diffusion.update(num_steps=20, variance=variance)
+  config.diffusion.update(objective="ddpm", num_steps=20, variance=variance)
   config.eval.vb_timesteps = 19 if variance == "large" else 3  # 'small': every L_t is 0.
   family = DiffusionFamily(config, DataSpec.of_images(4, 1))
   s, x0 = family.schedule, _point_image()
@@ -318,10 +318,19 @@ def test_hole_scores_and_the_biharmonic_baseline():
 
 def test_bad_diffusion_configs_fail_with_a_clear_message():
   for change, message in [
-    (lambda c: c.diffusion.update(schedule="quadratic"), "diffusion.schedule 'quadratic'"),
-    (lambda c: c.diffusion.update(prediction="x0"), "diffusion.prediction 'x0'"),
-    (lambda c: c.diffusion.update(variance="learned"), "diffusion.variance 'learned'"),
-    (lambda c: c.sample.update(steps=21), r"sample.steps=21; use 1..20"),
+    (
+      lambda c: c.diffusion.update(objective="ddpm", schedule="quadratic"),
+      "diffusion.schedule 'quadratic'",
+    ),
+    (lambda c: c.diffusion.update(objective="ddpm", prediction="x0"), "diffusion.prediction 'x0'"),
+    (
+      lambda c: c.diffusion.update(objective="ddpm", variance="learned"),
+      "diffusion.variance 'learned'",
+    ),
+    (
+      lambda c: c.diffusion.update(objective="ddpm") or c.sample.update(steps=21),
+      r"sample.steps=21; use 1..20",
+    ),
     (lambda c: c.sample.update(sampler="pndm"), "sample.sampler 'pndm'"),
     (lambda c: c.sample.update(guidance_scale=3.0), "needs a conditional model"),
     (lambda c: c.inpaint.update(resample=0), "inpaint.resample=0"),
@@ -448,7 +457,8 @@ def test_the_conditional_model_trains_samples_given_classes_and_inpaints(data_di
   config.inpaint.update(mask="boxes", num_images=16)
   workdir = str(tmp_path)
   metrics = modes.run("train", config, workdir)
-  assert np.isfinite(metrics["test/bits_per_dim"]) and metrics["test/bits_per_dim"] > 0
+  assert config.diffusion.objective == "flow"  # The default; DDPM's bound is tested above.
+  assert np.isfinite(metrics["test/loss"]) and 0 < metrics["test/x0_mse_sigma_1"] < 10
   config.eval.classes = "3,5"
   out = modes.run("sample", config, workdir)["folder"]
   with np.load(os.path.join(out, "samples.npz")) as f:

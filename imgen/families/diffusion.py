@@ -78,7 +78,7 @@ def check_sampler(c: ml_collections.ConfigDict, objective, path: str) -> None:
     raise ConfigError(
       f"{path}.schedule 'levels' is DDPM's; diffusion.objective is {objective.name!r}."
     )
-  if ddpm and c.schedule == "levels" or ddpm and c.schedule == "auto":
+  if ddpm and c.schedule in ("levels", "auto"):
     diffusion.ddim_timesteps(objective.schedule.num_steps, c.steps)
   if c.rho <= 0:
     raise ConfigError(f"{path}.rho={c.rho}; it must be > 0.")
