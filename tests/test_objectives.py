@@ -7,10 +7,10 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
+from configs import diffusion as diffusion_config
 from imgen.core.errors import ConfigError
 from imgen.methods import diffusion
 from imgen.methods import objectives
@@ -120,24 +120,7 @@ def test_karras_and_uniform_time_grids():
 
 
 def _config(**overrides):
-  c = ml_collections.ConfigDict(
-    dict(
-      objective="edm",
-      schedule="linear",
-      num_steps=1000,
-      prediction="epsilon",
-      min_snr_gamma=0.0,
-      sigma_data=0.5,
-      p_mean=-1.2,
-      p_std=1.2,
-      sigma_min=0.002,
-      sigma_max=80.0,
-      t_mean=0.0,
-      t_std=1.0,
-    )
-  )
-  c.update(overrides)
-  return c
+  return diffusion_config.diffusion_group(**{"objective": "edm", **overrides})
 
 
 OBJECTIVES = {
@@ -190,6 +173,15 @@ def test_the_edm_loss_is_lambda_weighted_denoising_error():
   den = obj.denoise(out, x0 + sigma[:, None] * noise, sigma)
   lam = (sigma**2 + 0.36) / (sigma * 0.6) ** 2
   np.testing.assert_allclose((out - ex.target)[:, 0] ** 2, lam * (den - x0)[:, 0] ** 2, rtol=1e-4)
+  # c_in gives the network unit-variance inputs for data of std sigma_data, and
+  # c_noise = ln(sigma) / 4 (Karras et al. Table 1).
+  key = jax.random.key(0)
+  x0 = 0.6 * jax.random.normal(key, (100_000, 1))
+  for s in (0.05, 2.0, 50.0):
+    noise = jax.random.normal(jax.random.fold_in(key, 1), (100_000, 1))
+    ex = obj.training_example(x0, jnp.full((100_000,), s), noise)
+    assert abs(float(jnp.std(ex.x)) - 1.0) < 0.02
+    np.testing.assert_allclose(ex.time[0], math.log(s) / 4, rtol=1e-6)
 
 
 def test_min_snr_weights_and_the_nearest_level():
