@@ -112,6 +112,7 @@ SLOW_FIRST = (
   "test_the_conditional_model_trains_samples_given_classes_and_inpaints",
   "test_four_replicas_compute_what_one_computes[diffusion]",
   "test_the_paper_config_trains_on_a_cifar_shaped_mock",
+  "test_edm_trains_and_its_samplers_draw_through_the_family",
   "test_new_objectives_on_four_devices[resnet_hinge]",
   "test_bfloat16_step_keeps_float32_state_and_close_losses[text_to_image]",
   "test_new_objectives_resume_bitwise[resnet_hinge]",
