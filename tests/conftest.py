@@ -103,7 +103,6 @@ def smoke_run(data_dir):
 SLOW_FIRST = (
   "test_two_processes_train_as_one_of_four_devices",
   "test_scanned_calls_compute_the_same_run_and_resume_bitwise[text_to_image]",
-  "test_scanned_calls_compute_the_same_run_and_resume_bitwise[speech_to_image]",
   "test_text_sample_mode_with_prompts_and_prompts_mode",
   "test_speech_prompts_mode_classifies_samples_of_held_out_voices",
   "test_four_replicas_compute_what_one_computes[text_to_image]",

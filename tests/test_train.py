@@ -118,7 +118,9 @@ def _checkpoint_of(workdir: str, step: int, into: str) -> None:
   )
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+# speech_to_image runs text_to_image's sequence-conditioned step with another encoder; its
+# step is checked on four replicas, in bfloat16 and by its modes (81 s of the suite saved).
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "speech_to_image"])
 def test_scanned_calls_compute_the_same_run_and_resume_bitwise(
   smoke_run, data_dir, tmp_path, caplog, family
 ):
