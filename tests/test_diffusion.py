@@ -23,7 +23,6 @@ from imgen.core.errors import ConfigError
 from imgen.data import VALID
 from imgen.data.spec import DataSpec
 from imgen.families.diffusion import DiffusionFamily
-from imgen.families.diffusion import sampling_sigmas
 from imgen.methods import diffusion
 from imgen.methods import objectives
 from imgen.methods import samplers
@@ -113,7 +112,7 @@ def ddpm_denoiser(s: diffusion.Schedule, predict=None):
 
 def _levels(s: diffusion.Schedule, steps: int) -> np.ndarray:
   config = diffusion_config.sampler_group(steps=steps)
-  return sampling_sigmas(config, objectives.DDPM(s))
+  return samplers.group_sigmas(config, objectives.DDPM(s))
 
 
 @pytest.mark.parametrize(
@@ -334,10 +333,11 @@ def test_bad_diffusion_configs_fail_with_a_clear_message():
     (lambda c: c.sample.update(sampler="pndm"), "sample.sampler 'pndm'"),
     (lambda c: c.sample.update(guidance_scale=3.0), "needs a conditional model"),
     (lambda c: c.inpaint.update(resample=0), "inpaint.resample=0"),
+    (lambda c: c.inpaint.update(reconstruction=-1.0), "inpaint.reconstruction=-1.0"),
     (lambda c: c.model.update(norm_groups=3), "model.norm_groups=3 does not divide"),
     (lambda c: c.model.update(channel_mults=(1, 2, 2, 2)), "cannot be halved 3 times"),
     (lambda c: c.diffusion.update(objective="score"), "diffusion.objective 'score'"),
-    (lambda c: c.diffusion.update(objective="edm", sigma_min=90.0), "sigma_min=90.0, sigma_max=80"),
+    (lambda c: c.diffusion.update(objective="edm", sigma_min=90.0), "sigma_min=90.0, sigma_max=20"),
     (
       lambda c: c.diffusion.update(objective="flow") or c.sample.update(sampler="ddpm"),
       "sample.sampler 'ddpm' .* needs diffusion.objective='ddpm'",

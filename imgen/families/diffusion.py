@@ -56,47 +56,15 @@ from imgen.methods import samplers
 from imgen.models import compute_dtype
 from imgen.models import unet
 
-SAMPLERS = samplers.NAMES + ("ddpm",)
-SCHEDULES = ("auto", "karras", "uniform_t", "levels")
 SHOWN_SIGMAS = (0.2, 0.5, 1.0, 2.0, 5.0)  # The noise levels of the `denoising` grid.
 
 
-def check_sampler(c: ml_collections.ConfigDict, objective, path: str) -> None:
-  """A ConfigError for a bad sampler group (`sample` or `inpaint`) of `objective`."""
-  ddpm = objective.name == "ddpm"
-  if c.sampler == "ddpm":
-    if not ddpm:
-      raise ConfigError(
-        f"{path}.sampler 'ddpm' (ancestral over DDPM's levels) needs diffusion.objective="
-        f"'ddpm', not {objective.name!r}; use one of {samplers.NAMES}."
-      )
-  else:
-    samplers.check(c.sampler, c.steps, c.eta, path)
-  if c.schedule not in SCHEDULES:
-    raise ConfigError(f"{path}.schedule {c.schedule!r}; use one of {SCHEDULES}.")
-  if c.schedule == "levels" and not ddpm:
-    raise ConfigError(
-      f"{path}.schedule 'levels' is DDPM's; diffusion.objective is {objective.name!r}."
-    )
-  if ddpm and c.schedule in ("levels", "auto"):
-    diffusion.ddim_timesteps(objective.schedule.num_steps, c.steps)
-  if c.rho <= 0:
-    raise ConfigError(f"{path}.rho={c.rho}; it must be > 0.")
-
-
-def sampling_sigmas(c: ml_collections.ConfigDict, objective) -> np.ndarray:
-  """The descending noise levels (ending at 0) of sampler group `c`: `levels` (DDPM's own,
-  evenly spaced level indices as DDIM), `karras` (rho), or `uniform_t` (flow matching's);
-  `auto` is `levels` for DDPM and `karras` otherwise."""
-  schedule = c.schedule
-  if schedule == "auto":
-    schedule = "levels" if objective.name == "ddpm" else "karras"
-  if schedule == "levels":
-    ts = diffusion.ddim_timesteps(objective.schedule.num_steps, c.steps)
-    return np.append(objective.sigmas[ts], 0.0)
-  if schedule == "uniform_t":
-    return samplers.uniform_t_sigmas(c.steps, objective.sigma_max)
-  return samplers.karras_sigmas(c.steps, objective.sigma_min, objective.sigma_max, c.rho)
+def noised_levels(x0: jax.Array, noise: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(x0 repeated for each sigma of SHOWN_SIGMAS, those sigmas per row, x0 + sigma noise),
+  for one network call on every level: `noise` has len(SHOWN_SIGMAS) times x0's rows."""
+  sigma = jnp.repeat(jnp.asarray(SHOWN_SIGMAS, jnp.float32), x0.shape[0])
+  stacked = jnp.concatenate([x0] * len(SHOWN_SIGMAS))
+  return stacked, sigma, stacked + sigma.reshape((-1,) + (1,) * (x0.ndim - 1)) * noise
 
 
 class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
@@ -114,11 +82,16 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
     self.schedule = self.objective.schedule if self.ddpm else None
     if self.ddpm:
       self.schedule.log_variance(d.variance)  # Checks the name.
-    check_sampler(config.sample, self.objective, "sample")
+    samplers.check_group(config.sample, self.objective, "sample")
     if "inpaint" in config:
-      check_sampler(config.inpaint, self.objective, "inpaint")
+      samplers.check_group(config.inpaint, self.objective, "inpaint")
       if config.inpaint.resample < 1:
         raise ConfigError(f"inpaint.resample={config.inpaint.resample}; it must be >= 1.")
+      w = config.inpaint.get("reconstruction", 0.0)
+      if w < 0 or (w > 0 and config.inpaint.sampler == "ddpm"):
+        raise ConfigError(
+          f"inpaint.reconstruction={w}; it must be >= 0, and 0 with the 'ddpm' sampler."
+        )
     self.num_classes = class_count(config, spec)
     if not self.conditional and config.sample.guidance_scale != 1.0:
       raise ConfigError(
@@ -289,10 +262,8 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
       # The loss's rows and the denoising rows at every sigma of SHOWN_SIGMAS in one network
       # call on stacked rows (one program to compile, not six).
       levels = len(SHOWN_SIGMAS)
-      sigma = jnp.repeat(jnp.asarray(SHOWN_SIGMAS, jnp.float32), n)
-      stacked = jnp.concatenate([x0] * levels)
       draws = parallel.global_normal(jax.random.fold_in(key, 100), levels * n, shape)
-      x = stacked + sigma.reshape((-1,) + (1,) * (x0.ndim - 1)) * draws
+      stacked, sigma, x = noised_levels(x0, draws)
       net_x, net_time = obj.net_inputs(x, sigma)
       tiled = jax.tree.map(lambda v: jnp.concatenate([v] * (levels + 1)), labels)
       inputs = [jnp.concatenate([ex.x, net_x]), jnp.concatenate([ex.time, net_time])]
@@ -364,9 +335,11 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
     labels: jax.Array | None,
     c: ml_collections.ConfigDict,
     project=None,
+    guide=None,
   ) -> jax.Array:
     """This replica's n rows of a global batch drawn by the sampler of group `c` (`sample`
-    or `inpaint`) from `key`, with an optional `project(x, sigma, key)` hook."""
+    or `inpaint`) from `key`, with an optional `project(x, sigma, key)` hook and an
+    optional `guide(denoise) -> denoise` that edits the denoiser (not for `ddpm`)."""
     shape = self.image.shape
     normal = lambda k: parallel.global_normal(k, n, shape)
     guidance = c.guidance_scale if labels is not None else 1.0
@@ -388,10 +361,13 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
         resample=resample,
       )
     else:
-      sigmas = sampling_sigmas(c, self.objective)
+      sigmas = samplers.group_sigmas(c, self.objective)
       x = self.objective.prior_std(float(sigmas[0])) * normal(key_x)
       churn = samplers.Churn(c.s_churn, c.s_tmin, c.s_tmax, c.s_noise)
-      denoise = self.denoiser(params, labels, guidance, clip=c.clip)
+      denoise = self.denoiser(params, labels, guidance, clip=c.clip and guide is None)
+      if guide is not None:
+        guided = guide(denoise)
+        denoise = (lambda x, s: jnp.clip(guided(x, s), -1.0, 1.0)) if c.clip else guided
       x = samplers.sample(
         c.sampler,
         denoise,
@@ -433,7 +409,9 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
   ) -> jax.Array:
     """Completions of this replica's `images` where `known` (same shape, 1 =
     given) is 0: the known pixels, noised to each step's level, replace the
-    sample's after every step; the result keeps them exactly."""
+    sample's after every step; the result keeps them exactly. With
+    `c.reconstruction` = w > 0 the denoiser is also pulled towards agreeing with
+    the known pixels (reconstruction guidance, see `reconstruction_guide`)."""
     n = images.shape[0]
     known = known > 0.5
 
@@ -441,8 +419,10 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
       noise = parallel.global_normal(k, n, images.shape[1:])
       return jnp.where(known, images + sigma.reshape((-1, 1, 1, 1)) * noise, x)
 
+    w = c.get("reconstruction", 0.0)
+    guide = None if w == 0 else lambda d: samplers.reconstruction_guide(d, images, known, w)
     cond = self.sample_condition(condition, jax.random.fold_in(key, 2), n)
-    x = self.sample_chain(state.net.eval_params, key, n, cond, c, project)
+    x = self.sample_chain(state.net.eval_params, key, n, cond, c, project, guide)
     return jnp.where(known, images, x)
 
   # --- images --------------------------------------------------------------------------------
@@ -450,9 +430,7 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
   def _denoising(self, params, images, labels, key):
     n, levels = images.shape[0], len(SHOWN_SIGMAS)
     # All levels in one network call on stacked rows: the same math as a call per level.
-    sigma = jnp.repeat(jnp.asarray(SHOWN_SIGMAS, jnp.float32), n)
-    noise = [jax.random.normal(jax.random.fold_in(key, i), images.shape) for i in range(levels)]
-    x = jnp.concatenate([images] * levels) + sigma[:, None, None, None] * jnp.concatenate(noise)
+    _, sigma, x = noised_levels(images, jax.random.normal(key, (levels * n, *images.shape[1:])))
     tiled = jax.tree.map(lambda v: jnp.concatenate([v] * levels), labels)
     x0 = self.denoiser(params, tiled, clip=True)(x, sigma)
     shown = jnp.clip(x / jnp.sqrt(1.0 + sigma**2)[:, None, None, None], -1.0, 1.0)

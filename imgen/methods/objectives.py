@@ -92,8 +92,9 @@ class DDPM:
     return x / jnp.sqrt(1.0 + _rows(sigma, x) ** 2), self.level(sigma)
 
   def denoise(self, out: jax.Array, x: jax.Array, sigma: jax.Array) -> jax.Array:
-    xt, t = self.net_inputs(x, sigma)
-    eps = diffusion.eps_from_v(self.schedule, xt, t, out) if self.prediction == "v" else out
+    eps = out
+    if self.prediction == "v":
+      eps = diffusion.eps_from_v(self.schedule, *self.net_inputs(x, sigma), out)
     return x - _rows(sigma, x) * eps
 
   def draw_level(self, key: jax.Array, shape: tuple) -> jax.Array:

@@ -21,6 +21,10 @@ Sigma grids: `karras_sigmas` (Karras et al. Eq. 5, rho = 7) and `uniform_t_sigma
 A `project(x, sigma, key)` hook edits each step's result (inpainting puts back the known
 pixels noised to sigma), and `resample` > 1 repeats each step after re-noising its result
 back to the step's start (RePaint, Lugmayr et al. 2022, with jumps of one step).
+`reconstruction_guide` turns a denoiser into one that also agrees with known pixels.
+
+A config's sampler group (`sample` or `inpaint`: sampler, steps, schedule, rho, eta, ...)
+is checked by `check_group` and turned into its levels by `group_sigmas`.
 """
 
 from collections.abc import Callable
@@ -33,8 +37,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from imgen.core.errors import ConfigError
+from imgen.methods import diffusion
 
 NAMES = ("ddim", "euler", "heun", "edm", "dpmpp_2m")
+GRIDS = ("auto", "karras", "uniform_t", "levels")  # A sampler group's `schedule`.
 
 Denoiser = Callable[[jax.Array, jax.Array], jax.Array]  # (x, sigma rows) -> D.
 Normal = Callable[[jax.Array], jax.Array]  # key -> N(0, I) noise of x's shape.
@@ -68,6 +74,70 @@ class Churn:
   s_tmin: float = 0.0
   s_tmax: float = float("inf")
   s_noise: float = 1.0
+
+
+def check_group(c, objective, path: str) -> None:
+  """A ConfigError for a bad sampler group `c` of `objective` (`imgen.methods.objectives`);
+  the sampler 'ddpm' is DDPM's ancestral one (`imgen.methods.diffusion.ddpm_sample`)."""
+  ddpm = objective.name == "ddpm"
+  if c.sampler == "ddpm":
+    if not ddpm:
+      raise ConfigError(
+        f"{path}.sampler 'ddpm' (ancestral over DDPM's levels) needs diffusion.objective="
+        f"'ddpm', not {objective.name!r}; use one of {NAMES}."
+      )
+  else:
+    check(c.sampler, c.steps, c.eta, path)
+  if c.schedule not in GRIDS:
+    raise ConfigError(f"{path}.schedule {c.schedule!r}; use one of {GRIDS}.")
+  if c.schedule == "levels" and not ddpm:
+    raise ConfigError(
+      f"{path}.schedule 'levels' is DDPM's; diffusion.objective is {objective.name!r}."
+    )
+  if ddpm and c.schedule in ("levels", "auto"):
+    diffusion.ddim_timesteps(objective.schedule.num_steps, c.steps)
+  if c.rho <= 0:
+    raise ConfigError(f"{path}.rho={c.rho}; it must be > 0.")
+
+
+def group_sigmas(c, objective) -> np.ndarray:
+  """The descending noise levels (ending at 0) of sampler group `c`: `levels` (DDPM's own,
+  evenly spaced level indices as DDIM), `karras` (rho), or `uniform_t` (flow matching's);
+  `auto` is `levels` for DDPM and `karras` otherwise."""
+  schedule = c.schedule
+  if schedule == "auto":
+    schedule = "levels" if objective.name == "ddpm" else "karras"
+  if schedule == "levels":
+    ts = diffusion.ddim_timesteps(objective.schedule.num_steps, c.steps)
+    return np.append(objective.sigmas[ts], 0.0)
+  if schedule == "uniform_t":
+    return uniform_t_sigmas(c.steps, objective.sigma_max)
+  return karras_sigmas(c.steps, objective.sigma_min, objective.sigma_max, c.rho)
+
+
+def reconstruction_guide(
+  denoise: Denoiser, images: jax.Array, known: jax.Array, weight: float
+) -> Denoiser:
+  """D'(x, s) = D(x, s) - weight (1 + s^2) grad_x 1/2 ||known (D(x, s) - images)||^2.
+
+  The denoiser of x_0 given x and the known pixels y: D(x | y) = D(x) + s^2 grad_x
+  log p(y | x), with p(y | x) approximated by N(y; D(x, s), r^2 I) on the known pixels and
+  r^2 = s^2 / (1 + s^2), the posterior variance of x_0 for data of unit variance (Song et
+  al. 2023, Pi-GDM); weight 1 is that approximation, exact for i.i.d. N(0, 1) pixels. This
+  is Ho et al. 2022's reconstruction guidance in the frame x = x_0 + s n: the whole
+  network is steered to agree with the known pixels, where putting them back after each
+  step (RePaint) only ever shows them to it. One vector-Jacobian product a call."""
+
+  def guided(x, sigma):
+    def misfit(x):
+      den = denoise(x, sigma)
+      return 0.5 * jnp.sum(jnp.where(known, den - images, 0.0) ** 2), den
+
+    grad, den = jax.grad(misfit, has_aux=True)(x)
+    scale = weight * (1.0 + sigma**2)
+    return den - scale.reshape((-1,) + (1,) * (x.ndim - 1)) * grad
+
+  return guided
 
 
 def check(sampler: str, steps: int, eta: float, path: str) -> None:
