@@ -70,6 +70,26 @@ def test_scores_match_a_direct_numpy_computation():
   np.testing.assert_allclose(got["pixel_accuracy"], np.mean(t == p), rtol=1e-6)
 
 
+def test_object_scores_on_hand_made_masks():
+  truth = np.zeros((2, 14, 14), np.int64)  # Objects 2 pixels from the edges.
+  truth[0, 2:6, 2:6] = 3  # Two separate 3s and a 5.
+  truth[0, 8:12, 2:6] = 3
+  truth[0, 2:7, 8:12] = 5
+  truth[1, 3:10, 3:10] = 8
+  predicted = truth.copy()
+  predicted[0, 8:12, 2:5] = 0  # 12 of the second 3's 16 pixels background: wrong.
+  predicted[0, 2:7, 8] = 2  # The 5: 5 pixels 2, 5 pixels 6, 10 pixels 5: right.
+  predicted[0, 2:7, 9] = 6
+  predicted[1, 3:10, 3:10] = 1  # The 8 read as a 1.
+  assert mask_lib.instance_accuracy(truth, predicted) == (2, 4)
+
+  assert mask_lib.boundary_f(truth, truth, 10) == 1.0
+  moved = np.roll(truth, 1, axis=2)
+  assert mask_lib.boundary_f(truth, moved, 10, tolerance=1) == 1.0
+  far = mask_lib.boundary_f(truth, np.roll(truth, 3, axis=2), 10, tolerance=1)
+  assert 0.0 < far < 0.8
+
+
 def test_losses_match_numpy():
   rng = np.random.default_rng(1)
   logits = rng.normal(size=(2, 4, 3, 5)).astype(np.float32)
@@ -212,6 +232,12 @@ def test_segment_mode_writes_masks_of_the_split_a_folder_and_an_npz(smoke_run, t
   png = np.asarray(Image.open(os.path.join(out, "masks", "00000.png")))
   np.testing.assert_array_equal(png, masks[0])
   assert os.path.exists(os.path.join(out, "overlays.png"))
+  assert os.path.exists(os.path.join(out, "confusion.png"))
+  assert np.sum(record["confusion"]["pixels"]) == 32 * 64 * 64
+  right, objects = mask_lib.instance_accuracy(experiment_masks(config), masks)
+  assert record["scores"]["num_objects"] == objects > 0
+  assert record["scores"]["instance_accuracy"] == right / objects
+  assert 0.0 <= record["scores"]["boundary_f"] <= 1.0
 
   folder = tmp_path / "photos"
   folder.mkdir()
@@ -232,6 +258,10 @@ def test_segment_mode_writes_masks_of_the_split_a_folder_and_an_npz(smoke_run, t
   out = modes.run("segment", config, workdir)["folder"]
   with open(os.path.join(out, "scores.json")) as f:
     assert json.load(f)["num_images"] == 2
+
+
+def experiment_masks(config) -> np.ndarray:
+  return Experiment.create(config).held_out(10**9)["mask"]
 
 
 def test_the_grid_shows_images_their_masks_and_the_predictions(smoke_run):

@@ -5,11 +5,19 @@ column) summed over every valid pixel of a split: per class, IoU = C_cc /
 (row_c + col_c - C_cc) and Dice = 2 C_cc / (row_c + col_c); mean IoU and mean
 Dice average the classes that occur in the truth or the prediction (others
 have no defined score); pixel accuracy is trace(C) / sum(C).
+
+Object scores (host, per image): each real object is a connected component (8-connected) of
+one class of the true mask, other than the background; `instance_accuracy` counts those whose
+majority predicted class is theirs. `boundary_f` is the boundary F-score (Csurka et al.
+2013): per class, the boundary pixels of its true and predicted regions matched within
+`tolerance` pixels, F = 2PR / (P + R), averaged over the images where the class occurs, then
+over classes.
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.ndimage
 
 from imgen.core.errors import ConfigError
 from imgen.core.errors import DataError
@@ -112,3 +120,46 @@ def check_masks(name: str, split: str, masks: np.ndarray, num_classes: int) -> N
       f"{num_classes} classes 0..{num_classes - 1} of model.num_classes; set "
       f"--config.model.num_classes={high + 1} or fix the masks."
     )
+
+
+_EIGHT = np.ones((3, 3), bool)  # 8-connectivity.
+
+
+def instance_accuracy(truth, predicted, background: int = 0) -> tuple[int, int]:
+  """(objects whose majority predicted class is theirs, objects) over (H, W) mask pairs."""
+  right = total = 0
+  for t, p in zip(truth, predicted, strict=True):
+    t, p = np.asarray(t), np.asarray(p)
+    for c in np.unique(t):
+      if c == background:
+        continue
+      components, n = scipy.ndimage.label(t == c, structure=_EIGHT)
+      for i in range(1, n + 1):
+        votes = np.bincount(p[components == i].ravel())
+        right += int(np.argmax(votes) == c)
+      total += n
+  return right, total
+
+
+def _boundary(region: np.ndarray) -> np.ndarray:
+  """The region's pixels with a 4-neighbour outside it (the image's edge is not one)."""
+  return region & ~scipy.ndimage.binary_erosion(region, border_value=1)
+
+
+def boundary_f(truth, predicted, num_classes: int, tolerance: int = 1) -> float:
+  """Mean over classes of the mean over images (where the class occurs) of the F-score of
+  its predicted boundary against the true one, each within `tolerance` pixels."""
+  reach = np.ones((2 * tolerance + 1,) * 2, bool)
+  per_class = [[] for _ in range(num_classes)]
+  for t, p in zip(truth, predicted, strict=True):
+    t, p = np.asarray(t), np.asarray(p)
+    for c in np.union1d(np.unique(t), np.unique(p)):
+      bt, bp = _boundary(t == c), _boundary(p == c)
+      if not bt.any() and not bp.any():
+        continue
+      precision = (bp & scipy.ndimage.binary_dilation(bt, reach)).sum() / max(bp.sum(), 1)
+      recall = (bt & scipy.ndimage.binary_dilation(bp, reach)).sum() / max(bt.sum(), 1)
+      both = precision + recall
+      per_class[c].append(0.0 if both == 0 else 2 * precision * recall / both)
+  means = [np.mean(f) for f in per_class if f]
+  return float(np.mean(means)) if means else float("nan")

@@ -9,7 +9,9 @@ names; one array per image when their sizes differ), one palette PNG per mask
 under `masks/` whose pixel values are the labels, `overlays.png` (image /
 mask / overlay for the first 64 of the first image's size), and the record
 as `scores.json` (with mIoU, Dice and per-class IoU when there are masks) or
-`record.json`.
+`record.json`; with masks also `confusion.png` (true class per row). The scores: mIoU,
+Dice, per-class IoU, pixel accuracy, the boundary F-score, and for digits on a background
+the instance accuracy (each true digit's majority predicted class; `imgen.methods.masks`).
 """
 
 import datetime
@@ -27,6 +29,7 @@ from imgen.core.errors import ConfigError
 from imgen.core.errors import DataError
 from imgen.evaluation.experiment import Experiment
 from imgen.families import Segments
+from imgen.families.cnn import confusion_image
 from imgen.methods import masks as mask_lib
 from imgen.modes.base import Restore
 
@@ -118,16 +121,28 @@ def run(experiment: Experiment, restore: Restore) -> tuple[dict, str]:
       np.asarray(mask_lib.confusion(t.astype(np.int32), m.astype(np.int32), k, np.ones(t.shape)))
       for t, m in zip(truth, masks, strict=True)
     )
-    record["scores"] = mask_lib.scores(total, family.class_names)
+    scores = mask_lib.scores(total, family.class_names)
+    if family.class_names[0] == "background":  # Objects on a background: digits.
+      right, objects = mask_lib.instance_accuracy(truth, masks)
+      scores.update(instance_accuracy=right / max(objects, 1), num_objects=objects)
+    scores["boundary_f"] = mask_lib.boundary_f(truth, masks, k)
+    record["scores"] = scores
+    record["confusion"] = {"rows": "true class", "columns": "predicted class"}
+    record["confusion"]["pixels"] = np.asarray(total, np.int64).tolist()
     logging.info(
-      "%s: mIoU %.4f | mean Dice %.4f | pixel accuracy %.4f",
+      "%s: %s",
       record["input"],
-      record["scores"]["miou"],
-      record["scores"]["mean_dice"],
-      record["scores"]["pixel_accuracy"],
+      " | ".join(
+        f"{name} {scores[name]:.4f}"
+        for name in ("miou", "instance_accuracy", "boundary_f", "mean_dice", "pixel_accuracy")
+        if name in scores
+      ),
     )
   if jax.process_index() == 0:
     _write(out, images, names, masks)
+    if truth is not None:
+      confusion = image_lib.to_uint8(confusion_image(total))
+      image_lib.save_png(files.join(out, "confusion.png"), confusion)
   logging.info("Wrote %d masks of %s to %s", len(masks), record["checkpoint"], out)
   return record, files.join(out, "scores.json" if "scores" in record else "record.json")
 
