@@ -56,7 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.update(channels=32, channel_mults=(1, 2, 2))
   config.diffusion.objective = "ddpm"
   config.sample.update(sampler="ddim", steps=50, eta=1.0, schedule="levels")
-  config.inpaint.update(sampler="ddim", steps=50, eta=1.0, schedule="levels")
+  config.inpaint.update(sampler="ddim", steps=50, eta=1.0, schedule="levels", reconstruction=0.0)
   config.model.attention_resolutions = (8,)
   config.model.cross_attention_resolutions = (16, 8)
   config.model.heads = 4
