@@ -79,7 +79,7 @@ def inpaint_group(**overrides) -> ml_collections.ConfigDict:
       mask="centre",  # 'centre', 'boxes', 'strokes' or 'blobs'.
       num_images=500,  # The first images of data.eval_split.
       resample=5,  # RePaint: each step repeated this many times (1 = off).
-      reconstruction=4.0,  # > 0: reconstruction guidance of this weight (docs/diffusion.md).
+      reconstruction=0.0,  # > 0: reconstruction guidance of this weight (docs/diffusion.md).
       mask_seed=0,
     )
   )
@@ -111,7 +111,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # EDM's schedule lie above sigma 10, where these digits are noise (docs/diffusion.md).
   config.diffusion = diffusion_group(sigma_max=20.0)
   config.sample = sampler_group(rho=5.0)
-  config.inpaint = inpaint_group(rho=5.0)
+  # Reconstruction guidance 4: 40% -> 76.5% of centre-box completions read right (docs).
+  config.inpaint = inpaint_group(rho=5.0, reconstruction=4.0)
   config.optim = common.optimizer(
     2e-3, warmup_steps=100, schedule="cosine", clip_norm=1.0, ema_decay=0.995
   )
