@@ -78,6 +78,9 @@ def evaluation(
   (python main.py --config=configs/cnn.py --workdir=runs/cnn), 'inception'
   the FID Inception-v3 weights file `inception_weights` (pytorch-fid's .pth,
   or an .npz of it). `best_metric` picks the checkpoint kept in workdir/best.
+  `every_steps` (evaluations) and `sample_every` (grids) fall on those steps and
+  the last; 0 turns them off while training (`--mode=eval` and `--mode=sample`
+  still work on the checkpoints).
   """
   return ml_collections.ConfigDict(
     dict(

@@ -209,9 +209,11 @@ VARIANTS = {
 
 
 def _variant_config(name, data_dir, **train_overrides):
+  """Evaluation off while training (0): the runs compare states, and the modes test evaluates."""
   config = smoke_config("gan", data_dir, **train_overrides)
   for flag in VARIANTS[name]:
     override(config, flag)
+  config.eval.update(every_steps=0, sample_every=0)
   return config
 
 

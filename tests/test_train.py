@@ -95,6 +95,7 @@ def test_dispatch_sizes_stop_at_every_log_save_and_eval_step():
   assert {4, 6, 8, 12, 14} <= set(ends) and ends[-1] == 14
   assert list(train.dispatch_sizes(5, 12, (6,), 4)) == [1, 4, 1, 1]  # A resume at step 5.
   assert list(train.dispatch_sizes(0, 8, (4,), 1)) == [1] * 8
+  assert list(train.dispatch_sizes(0, 8, (4, 0), 4)) == [4, 4]  # 0: evaluation turned off.
 
 
 def test_one_device_gradients_skip_the_all_reduce():
@@ -127,15 +128,18 @@ def test_scanned_calls_compute_the_same_run_and_resume_bitwise(
   """Calls of 3 scanned steps (logs and saves at 3 and 6) against the
   smoke run's one step per call; then a run restored from the scanned run's
   mid-run checkpoint (step 3) and trained on to 6 ends in the scanned run's
-  final state bit for bit: parameters, optimizer, EMA, schedule, statistics."""
+  final state bit for bit: parameters, optimizer, EMA, schedule, statistics.
+  Evaluation is off (0): these runs check the trainer's state, and the smoke run evaluates."""
   needs_extra(family)
   scanned, resumed = str(tmp_path / "scanned"), str(tmp_path / "resumed")
   config = smoke_config(family, data_dir, log_every=3, steps_per_dispatch=3)
+  config.eval.update(every_steps=0, sample_every=0)
   metrics = train.train_and_evaluate(config, scanned)
   assert all(np.isfinite(v) for v in metrics.values())
   one = smoke_run(family)[1]
   assert_trees_close(saved_state(scanned)[0], saved_state(one)[0], rtol=1e-4, atol=1e-5)
   assert sorted(os.listdir(os.path.join(scanned, "checkpoints"))) == ["3", "6"]
+  assert not os.path.exists(os.path.join(scanned, "samples"))
 
   _checkpoint_of(scanned, 3, resumed)
   with caplog.at_level(logging.INFO):
@@ -185,6 +189,7 @@ def _run_main(workdir, data_dir, devices, *overrides, family="gan"):
     ("model.layer_forms", "gpu", "model.layer_forms='gpu'; use one of"),
     ("data.num_threads", 0, "data.num_threads=0; use 1 or more"),
     ("train.steps_per_dispatch", 0, "train.steps_per_dispatch=0"),
+    ("eval.every_steps", -1, "eval.every_steps=-1; use a step count, or 0 for never"),
     # The other optimizer values are checked in test_optim.py.
     ("optim.d.learning_rate", 0.0, "optim.d.learning_rate=0.0; it must be a positive"),
   ],

@@ -37,11 +37,9 @@ def _validate(config: ml_collections.ConfigDict, builder) -> None:
     "train.checkpoint_every": config.train.checkpoint_every,
     "train.keep_checkpoints": config.train.keep_checkpoints,
     "train.steps_per_dispatch": config.train.steps_per_dispatch,
-    "eval.sample_every": config.eval.sample_every,
     "eval.grid_samples": config.eval.grid_samples,
     "eval.num_samples": config.eval.num_samples,
     "eval.batch_size": config.eval.batch_size,
-    "eval.every_steps": config.eval.every_steps,
     "eval.kid_subsets": config.eval.kid_subsets,
     "eval.kid_subset_size": config.eval.kid_subset_size,
     "eval.is_splits": config.eval.is_splits,
@@ -50,6 +48,9 @@ def _validate(config: ml_collections.ConfigDict, builder) -> None:
   for name, value in positive.items():
     if value < 1:
       raise ConfigError(f"{name}={value}; it must be a positive integer.")
+  for name in ("every_steps", "sample_every"):  # 0: never while training (--mode=eval later).
+    if config.eval[name] < 0:
+      raise ConfigError(f"eval.{name}={config.eval[name]}; use a step count, or 0 for never.")
   data.pipeline.check_resize(config.data.resize)
   splits = sorted(builder.info.splits.keys())
   for field, split in (

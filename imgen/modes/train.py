@@ -38,7 +38,7 @@ def dispatch_sizes(start: int, end: int, every: Sequence[int], k: int) -> Iterat
   else 1, so logs, checkpoints and evaluations happen at the steps they name."""
   step = start
   while step < end:
-    boundary = min([end] + [(step // e + 1) * e for e in every])
+    boundary = min([end] + [(step // e + 1) * e for e in every if e])  # 0: never.
     n = k if boundary - step >= k else 1
     yield n
     step += n
@@ -226,9 +226,9 @@ class _Run:
       )
       return True
     t = time.perf_counter()
-    if step % c.eval.sample_every == 0 or last:
+    if c.eval.sample_every and (step % c.eval.sample_every == 0 or last):
       self.write_images(step)
-    if step % c.eval.every_steps == 0 or last:
+    if c.eval.every_steps and (step % c.eval.every_steps == 0 or last):
       self.evaluate(step)
     self.progress.exclude(time.perf_counter() - t)
     return last
