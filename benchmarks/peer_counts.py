@@ -10,6 +10,7 @@ import jax
 
 from benchmarks import torch_cnn
 from benchmarks import torch_dcgan
+from benchmarks import torch_segunet
 from benchmarks import torch_unet
 from benchmarks import torch_vae
 from imgen import families
@@ -31,7 +32,8 @@ def _shapes(config, spec):
 
 def check_family(torch, config, spec) -> int:
   """The GAN (G and D), VAE (its Gaussian log-scale aside, unused by the
-  Bernoulli default) or CNN of `config` against its peer; returns the count."""
+  Bernoulli default), CNN or segmentation U-Net (with its deep-supervision heads)
+  of `config` against its peer; returns the count."""
   family, m, size = config.family, config.model, config.model.image_size
   channels = spec.image.shape[-1]
   state = _shapes(config, spec)
@@ -45,6 +47,13 @@ def check_family(torch, config, spec) -> int:
   elif family == "cnn":
     ours = _count(state.net.params)
     theirs = torch_cnn.parameter_count(size, channels, m.num_classes, m.width)
+  elif family == "segment":
+    ours = _count(state.net.params)
+    aux = config.seg.get("deep_supervision", 0.0) > 0
+    net = torch_segunet.build_unet(
+      torch, channels, m.num_classes, m.depth, m.width, tuple(m.channel_mults), aux
+    )
+    theirs = sum(p.numel() for p in net.parameters())
   else:
     raise ValueError(f"no peer for family {family!r}")
   if ours != theirs:

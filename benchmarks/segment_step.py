@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import peer_counts  # noqa: E402
 from benchmarks import timing  # noqa: E402
 from benchmarks import torch_segunet  # noqa: E402
 from configs import segment as segment_config  # noqa: E402
@@ -40,6 +41,8 @@ flags.DEFINE_integer("image_size", 64, "Resolution.")
 flags.DEFINE_integer("batch_size", None, "Global train batch (default: the config's).")
 flags.DEFINE_integer("width", None, "U-Net width (default: the config's).")
 flags.DEFINE_integer("depth", None, "U-Net depth (default: the config's).")
+flags.DEFINE_list("channel_mults", None, "Channel multiples per level (default: the config's).")
+flags.DEFINE_float("deep_supervision", None, "seg.deep_supervision (default: the config's).")
 flags.DEFINE_integer("steps", 10, "Timed train steps per round (rounded up to whole calls).")
 flags.DEFINE_integer("steps_per_dispatch", None, "Steps per call (default: the config's).")
 flags.DEFINE_integer("rounds", 1, "Alternating imgen/PyTorch rounds.")
@@ -58,6 +61,10 @@ def _config():
   for name in ("width", "depth"):
     if getattr(FLAGS, name):
       config.model[name] = getattr(FLAGS, name)
+  if FLAGS.channel_mults is not None:
+    config.model.channel_mults = tuple(int(m) for m in FLAGS.channel_mults)
+  if FLAGS.deep_supervision is not None:
+    config.seg.deep_supervision = FLAGS.deep_supervision
   if FLAGS.batch_size:
     config.train.batch_size = FLAGS.batch_size
   return config
@@ -92,7 +99,11 @@ def main(argv):
     "image": Field("image", "image", (size, size, 3), "uint8"),
     "mask": Field(MASK, "mask", (size, size), "uint8"),
   }
-  family = SegmentationFamily(config, DataSpec(size, fields))
+  spec = DataSpec(size, fields)
+  family = SegmentationFamily(config, spec)
+  if FLAGS.torch or FLAGS.torch_compile:  # The peer must be the same network.
+    count = peer_counts.check_family(timing.import_torch("segmentation U-Net"), config, spec)
+    print(f"imgen and its PyTorch peer: {count:,} parameters each")
   n = jax.local_device_count()
   rng = np.random.default_rng(0)
   images = rng.uniform(-1, 1, (n, batch // n, size, size, 3)).astype(np.float32)
@@ -101,9 +112,20 @@ def main(argv):
   run_jax, compile_s = timing.trainer_step_runner(family, images, per_call, mask=masks)
   print(f"JAX {jax.__version__} on {jax.devices()}; {per_call} steps per call; first call")
   print(f"(compile) {compile_s:.1f}s")
+  mults, deep = tuple(m.channel_mults), config.seg.deep_supervision
   name = f"U-Net {size}x{size}x3 depth {m.depth} width {m.width} {m.norm}"
+  name += f" mults {mults}" * bool(mults) + f" deep supervision {deep}" * bool(deep)
   peer = lambda compile: torch_segunet.steps_per_second(
-    batch, size, 3, m.num_classes, m.depth, m.width, steps=FLAGS.steps, compile=compile
+    batch,
+    size,
+    3,
+    m.num_classes,
+    m.depth,
+    m.width,
+    steps=FLAGS.steps,
+    compile=compile,
+    mults=mults,
+    deep_supervision=deep,
   )
   jax_rates, torch_rates, compiled_rates = [], [], []
   for r in range(FLAGS.rounds):

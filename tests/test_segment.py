@@ -17,6 +17,7 @@ import pytest
 
 from imgen import data
 from imgen import modes
+from imgen.core import parallel
 from imgen.core.errors import ConfigError
 from imgen.core.errors import DataError
 from imgen.data import embedded
@@ -27,8 +28,10 @@ from imgen.data.spec import DataSpec
 from imgen.data.spec import Field
 from imgen.evaluation.experiment import Experiment
 from imgen.families.segment import SegmentationFamily
+from imgen.families.segment import cell_cross_entropy
 from imgen.families.segment import pixel_cross_entropy
 from imgen.families.segment import soft_dice
+from imgen.methods import elastic
 from imgen.methods import masks as mask_lib
 from imgen.models.layers import max_pool_2x2
 from imgen.models.seg_unet import SegUNet
@@ -100,6 +103,45 @@ def test_losses_match_numpy():
   onehot = np.eye(5)[labels]
   dice = (2 * (probs * onehot).sum((1, 2)) + 1) / (probs.sum((1, 2)) + onehot.sum((1, 2)) + 1)
   np.testing.assert_allclose(soft_dice(jnp.asarray(probs), labels), dice, rtol=1e-5)
+  # Deep supervision's cell loss: the mean over a cell's pixels of -log q(their class).
+  labels = rng.integers(0, 5, (2, 8, 12))
+  q = probs[:, :2, :]  # (2, 2, 3, 5): cells of 4x4 pixels.
+  by_hand = [
+    np.mean(
+      [
+        -np.log(q[n, i, j][labels[n, 4 * i : 4 * i + 4, 4 * j : 4 * j + 4]]).mean()
+        for i in range(2)
+        for j in range(3)
+      ]
+    )
+    for n in range(2)
+  ]
+  np.testing.assert_allclose(cell_cross_entropy(logits[:, :2], labels, 5), by_hand, rtol=1e-5)
+
+
+def test_elastic_fields_and_warps():
+  rng = np.random.default_rng(3)
+  images = rng.normal(size=(2, 12, 16, 3)).astype(np.float32)
+  labels = rng.integers(0, 11, (2, 12, 16)).astype(np.int32)
+  fields = np.zeros((2, 12, 16, 2), np.float32)
+  same = elastic.warp(images, labels, fields)
+  np.testing.assert_array_equal(same[0], images)
+  np.testing.assert_array_equal(same[1], labels)
+  fields[0, ..., 1], fields[1, ..., 0] = 1.0, -0.5  # One pixel left; half a pixel down.
+  image, label = map(np.asarray, elastic.warp(images, labels, fields))
+  np.testing.assert_allclose(image[0, :, :-1], images[0, :, 1:], atol=1e-6)
+  np.testing.assert_array_equal(label[0, :, :-1], labels[0, :, 1:])
+  half = 0.5 * (images[1, :-1] + images[1, 1:])  # Bilinear: between rows y - 1 and y.
+  np.testing.assert_allclose(image[1, 1:], half, atol=1e-6)
+  assert set(np.unique(label)) <= set(np.unique(labels))
+  # Smoothing rows sum to 1; each field has the asked RMS (replicas: the family's 4-vs-1 test).
+  np.testing.assert_allclose(elastic.gaussian_matrix(9, 2.0).sum(1), 1.0, rtol=1e-6)
+  draw = lambda k: elastic.displacements(k, 4, 12, 16, 1.5, 3.0)
+  one = np.asarray(jax.pmap(draw, axis_name=parallel.AXIS)(jax.random.split(jax.random.key(0), 1)))[
+    0
+  ]
+  np.testing.assert_allclose(np.sqrt(np.mean(one**2, axis=(1, 2, 3))), 1.5, rtol=1e-5)
+  assert one[0].std() > 0 and np.abs(one[0] - one[1]).max() > 0.1
 
 
 def test_nearest_resizing_keeps_the_label_set():
@@ -133,26 +175,33 @@ def test_upconv_and_pool_equal_their_plain_forms():
   )
 
 
-def _unet_parameters(c_in, k, depth, width):
+def _unet_parameters(c_in, k, depth, width, mults=None, aux=False):
   """By hand: 3x3 convolutions without bias plus BatchNorm scale and offset,
-  2x2 transposed convolutions with bias, the 1x1 head with bias."""
+  2x2 transposed convolutions with bias, the 1x1 head with bias (and the
+  deep-supervision heads of the expanding levels below the top)."""
   block = lambda a, b: 9 * a * b + 9 * b * b + 4 * b
-  widths = [width * 2**level for level in range(depth + 1)]
+  widths = [width * (mults[level] if mults else 2**level) for level in range(depth + 1)]
   total = block(c_in, widths[0]) + sum(block(widths[i - 1], widths[i]) for i in range(1, depth + 1))
   for level in range(depth):
     total += 4 * widths[level + 1] * widths[level] + widths[level]
     total += block(2 * widths[level], widths[level])
+    total += (widths[level] * k + k) if aux and level > 0 else 0
   return total + width * k + k
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3, 4])
-def test_unet_output_shape_and_size_at_every_depth(depth):
-  model = SegUNet(num_classes=6, depth=depth, width=4)
+@pytest.mark.parametrize(
+  "depth,mults,aux", [(1, None, False), (2, None, True), (3, (1, 3, 4, 9), True), (4, None, False)]
+)
+def test_unet_output_shape_and_size_at_every_depth(depth, mults, aux):
+  model = SegUNet(num_classes=6, depth=depth, width=4, mults=mults or (), aux_heads=aux)
   x = jnp.zeros((2, 32, 48, 3))
   variables = jax.eval_shape(model.init, jax.random.key(0), x)  # Shapes: nothing computed.
   assert jax.eval_shape(model.apply, variables, x).shape == (2, 32, 48, 6)
   count = sum(p.size for p in jax.tree.leaves(variables["params"]))
-  assert count == _unet_parameters(3, 6, depth, 4)
+  assert count == _unet_parameters(3, 6, depth, 4, mults, aux)
+  _, sown = jax.eval_shape(lambda v, x: model.apply(v, x, mutable=["intermediates"]), variables, x)
+  shapes = {k: v[0].shape for k, v in sown.get("intermediates", {}).items()}
+  assert shapes == ({f"aux_{v}": (2, 32 >> v, 48 >> v, 6) for v in range(1, depth)} if aux else {})
 
 
 def test_datasets_are_deterministic_and_their_splits_are_disjoint(data_dir, tmp_path):
@@ -211,6 +260,18 @@ def test_bad_masks_and_configs_fail_with_a_clear_message(data_dir, tmp_path):
   with pytest.raises(DataError, match=r"values 0\.\.10, outside the 5 classes.*num_classes=11"):
     modes.run("train", config, str(tmp_path / "few"))
   config = smoke_config("segment", data_dir)
+  config.model.channel_mults = (1, 2)
+  with nothing_compiled(), pytest.raises(ConfigError, match=r"channel_mults=\(1, 2\); give depth"):
+    modes.run("train", config, str(tmp_path / "mults"))
+  config = smoke_config("segment", data_dir)
+  config.seg.deep_supervision = -1.0
+  with nothing_compiled(), pytest.raises(ConfigError, match="seg.deep_supervision=-1.0; use"):
+    modes.run("train", config, str(tmp_path / "deep"))
+  config = smoke_config("segment", data_dir)
+  config.seg.elastic_sigma = 0.0
+  with nothing_compiled(), pytest.raises(ConfigError, match="seg.elastic_sigma=0.0; use an RMS"):
+    modes.run("train", config, str(tmp_path / "elastic"))
+  config = smoke_config("segment", data_dir)
   config.model.depth = 7
   with pytest.raises(ConfigError, match="not divisible by 2\\*\\*model.depth=128"):
     modes.run("train", config, str(tmp_path / "deep"))
@@ -258,6 +319,12 @@ def test_segment_mode_writes_masks_of_the_split_a_folder_and_an_npz(smoke_run, t
   out = modes.run("segment", config, workdir)["folder"]
   with open(os.path.join(out, "scores.json")) as f:
     assert json.load(f)["num_images"] == 2
+  with_truth = Image.open(os.path.join(out, "overlays.png")).size
+  np.savez(npz, images=np.zeros((2, 64, 64, 3), np.uint8))
+  out = modes.run("segment", config, workdir)["folder"]
+  without = Image.open(os.path.join(out, "overlays.png")).size
+  # Image / true mask / prediction / overlay; without masks, no true-mask column.
+  assert with_truth[1] == without[1] and abs(with_truth[0] / without[0] - 4 / 3) < 0.02
 
 
 def experiment_masks(config) -> np.ndarray:

@@ -9,6 +9,13 @@ image's size, values 0 .. model.num_classes - 1) is the target. Losses
   class from the softmax p and the one-hot truth y, averaged over the classes
   (weighted) and the images;
 - `ce+dice`: their sum.
+`seg.deep_supervision` w > 0 adds w times the mean, over the U-Net's lower expanding
+levels, of the cross-entropy of each level's own 1x1 logits against the share of each
+class among the pixels of its cell (deep supervision, Lee et al. 2015): a direct
+gradient to the coarse features that must tell the digits apart.
+`seg.elastic` r > 0 distorts each training image and its mask by a smooth random
+displacement field of RMS r pixels and correlation `seg.elastic_sigma` pixels
+(Simard et al. 2003; `imgen.methods.elastic`), new shapes of the same digits.
 Both are means over images, so a step computes the same on any number of
 devices. The held-out evaluation sums the confusion matrix over every valid
 pixel of the split and reports per-class IoU, mean IoU, per-class and mean
@@ -33,6 +40,7 @@ from imgen.families.base import Evaluates
 from imgen.families.base import Family
 from imgen.families.base import Segments
 from imgen.families.cnn import confusion_image
+from imgen.methods import elastic
 from imgen.methods import masks as mask_lib
 from imgen.models import compute_dtype
 from imgen.models.seg_unet import NORMS
@@ -53,6 +61,17 @@ def soft_dice(probs: jax.Array, labels: jax.Array, smooth: float = 1.0) -> jax.A
   overlap = jnp.sum(probs * onehot, axis=(1, 2))
   total = jnp.sum(probs, axis=(1, 2)) + jnp.sum(onehot, axis=(1, 2))
   return (2.0 * overlap + smooth) / (total + smooth)
+
+
+def cell_cross_entropy(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+  """Per image: the mean over cells of -sum_c share_c log softmax(logits)_c, where a
+  cell is the (H / h) x (W / w) block of `labels` (N, H, W) under logits (N, h, w, K)
+  and share_c its fraction of pixels of class c -> (N,)."""
+  n, h, w, _ = logits.shape
+  s = labels.shape[1] // h
+  onehot = jax.nn.one_hot(labels, k, dtype=jnp.float32).reshape(n, h, s, w, s, k)
+  share = jnp.mean(onehot, axis=(2, 4))
+  return -jnp.mean(jnp.sum(share * jax.nn.log_softmax(logits, -1), -1), axis=(1, 2))
 
 
 def parse_weights(spec: str, num_classes: int) -> np.ndarray:
@@ -101,7 +120,8 @@ def _block_means(model: SegUNet, variables, x: jax.Array) -> jax.Array:
     ),
     mutable=["intermediates"],
   )
-  leaves = jax.tree.leaves(captured["intermediates"])
+  blocks = {k: v for k, v in captured["intermediates"].items() if not k.startswith("aux_")}
+  leaves = jax.tree.leaves(blocks)  # The blocks' outputs, without deep supervision's logits.
   return jnp.concatenate([leaf.mean(axis=(1, 2)) for leaf in leaves], axis=-1)
 
 
@@ -115,6 +135,12 @@ class SegmentationFamily(Family, Evaluates, Segments):
       raise ConfigError(f"model.norm={m.norm!r}; use one of {NORMS}.")
     if m.depth < 1 or m.width < 1:
       raise ConfigError(f"model.depth={m.depth}, model.width={m.width}; both must be >= 1.")
+    mults = tuple(m.channel_mults)
+    if mults and (len(mults) != m.depth + 1 or min(mults) < 1):
+      raise ConfigError(
+        f"model.channel_mults={mults}; give depth + 1 = {m.depth + 1} positive multiples of "
+        "model.width, one per level and the bottom's last, or () to double per level."
+      )
     if spec.size % 2**m.depth:
       raise ConfigError(
         f"model.image_size={spec.size} is not divisible by 2**model.depth={2**m.depth}; "
@@ -122,17 +148,33 @@ class SegmentationFamily(Family, Evaluates, Segments):
       )
     if config.seg.loss not in LOSSES:
       raise ConfigError(f"seg.loss={config.seg.loss!r}; use one of {LOSSES}.")
+    if config.seg.get("deep_supervision", 0.0) < 0:
+      raise ConfigError(
+        f"seg.deep_supervision={config.seg.deep_supervision}; use a weight >= 0 (0: off)."
+      )
+    if config.seg.get("elastic", 0.0) < 0 or config.seg.get("elastic_sigma", 1.0) <= 0:
+      raise ConfigError(
+        f"seg.elastic={config.seg.elastic}, seg.elastic_sigma={config.seg.elastic_sigma}; "
+        "use an RMS displacement >= 0 pixels (0: off) and a smoothing > 0 pixels."
+      )
     if m.num_classes < 2:
       raise ConfigError(f"model.num_classes={m.num_classes}; segmentation needs 2 or more.")
     self.num_mask_classes = m.num_classes
     self.class_names = mask_lib.class_names(m.class_names, m.num_classes)
     self.weights = parse_weights(config.seg.class_weights, m.num_classes)
     self.loss = config.seg.loss
+    self.deep_supervision = float(config.seg.get("deep_supervision", 0.0))
+    self.elastic = (
+      float(config.seg.get("elastic", 0.0)),
+      float(config.seg.get("elastic_sigma", 1)),
+    )
     self.depth = m.depth
     self.model = SegUNet(
       num_classes=m.num_classes,
       depth=m.depth,
       width=m.width,
+      mults=mults,
+      aux_heads=self.deep_supervision > 0,
       norm=m.norm,
       axis_name=parallel.AXIS,
       dtype=compute_dtype(m.dtype),
@@ -162,14 +204,25 @@ class SegmentationFamily(Family, Evaluates, Segments):
     model, field = self.model, self.mask_field
 
     def train_step(state: SingleNetworkState, batch: dict, key: jax.Array):
-      del key
-      labels = batch[field]
+      images, labels = batch["image"], batch[field]
+      if self.elastic[0] > 0:
+        step_key = jax.random.fold_in(key, state.step)  # Fields drawn for the global batch.
+        images, labels = elastic.distort(images, labels, step_key, *self.elastic)
 
       def loss_fn(params):
         logits, updates = model.apply(
-          state.net.variables(params), batch["image"], train=True, mutable=["batch_stats"]
+          state.net.variables(params),
+          images,
+          train=True,
+          mutable=["batch_stats", "intermediates"],
         )
-        return jnp.mean(self._loss(logits, labels)), (logits, updates.get("batch_stats", {}))
+        loss = jnp.mean(self._loss(logits, labels))
+        aux = jax.tree.leaves(updates.get("intermediates", {}))
+        if aux:
+          k = logits.shape[-1]
+          deep = [jnp.mean(cell_cross_entropy(a, labels, k)) for a in aux]
+          loss += self.deep_supervision * sum(deep) / len(deep)
+        return loss, (logits, updates.get("batch_stats", {}))
 
       (loss, (logits, batch_stats)), grads = parallel.value_and_mean_grad(loss_fn)(state.net.params)
       accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)

@@ -10,6 +10,15 @@ As in most later U-Nets the convolutions are 'same'-padded (the paper's are
 unpadded, with cropped skips and a larger input tile), so the logits have the
 input's height and width, which must be divisible by 2**depth.
 
+`mults` sets each level's channels as multiples of `width`, the bottom level's
+last (depth + 1 entries); empty, they double per level as in the paper. Wide
+low levels are cheap: a level has a quarter of the pixels of the one above.
+
+`aux_heads` adds a 1x1 convolution to class logits after each expanding level
+below the full resolution, sown as `intermediates/aux_<level>` (level l: 1/2**l of
+the input's side): deep supervision (Lee et al. 2015), trained by the family
+against the masks' class fractions per cell; inference leaves them out.
+
 `norm`: 'batch' (synchronised over `axis_name` when training, running
 averages otherwise), 'group' (8 groups, or fewer for narrow layers) or
 'none' (biases instead).
@@ -85,6 +94,8 @@ class SegUNet(nn.Module):
   num_classes: int
   depth: int = 3
   width: int = 16
+  mults: tuple[int, ...] = ()
+  aux_heads: bool = False
   norm: str = "batch"
   axis_name: str | None = None
   dtype: jnp.dtype = jnp.float32
@@ -94,14 +105,20 @@ class SegUNet(nn.Module):
     block = functools.partial(
       _ConvBlock, norm=self.norm, axis_name=self.axis_name, dtype=self.dtype
     )
+    mults = self.mults or tuple(2**level for level in range(self.depth + 1))
+    assert len(mults) == self.depth + 1, (mults, self.depth)
+    features = [self.width * m for m in mults]
     skips = []
     for level in range(self.depth):
-      x = block(self.width * 2**level)(x, train)
+      x = block(features[level])(x, train)
       skips.append(x)
       x = max_pool_2x2(x)
-    x = block(self.width * 2**self.depth)(x, train)
+    x = block(features[self.depth])(x, train)
     for level in reversed(range(self.depth)):
-      x = UpConv2x2(self.width * 2**level, dtype=self.dtype)(x)
+      x = UpConv2x2(features[level], dtype=self.dtype)(x)
       x = jnp.concatenate([skips[level], x], axis=-1)
-      x = block(self.width * 2**level)(x, train)
+      x = block(features[level])(x, train)
+      if self.aux_heads and level > 0:
+        aux = Conv(self.num_classes, (1, 1), dtype=self.dtype, name=f"aux_head_{level}")(x)
+        self.sow("intermediates", f"aux_{level}", aux.astype(jnp.float32))
     return Conv(self.num_classes, (1, 1), dtype=self.dtype)(x).astype(jnp.float32)

@@ -7,7 +7,8 @@ Images of any size are segmented whole: the U-Net is fully convolutional.
 Written to `workdir/segment/<step>/`: `masks.npz` (uint8 labels and the
 names; one array per image when their sizes differ), one palette PNG per mask
 under `masks/` whose pixel values are the labels, `overlays.png` (image /
-mask / overlay for the first 64 of the first image's size), and the record
+true mask where given / predicted mask / overlay, for the first 64 of the first image's
+size), and the record
 as `scores.json` (with mIoU, Dice and per-class IoU when there are masks) or
 `record.json`; with masks also `confusion.png` (true class per row). The scores: mIoU,
 Dice, per-class IoU, pixel accuracy, the boundary F-score, and for digits on a background
@@ -139,7 +140,7 @@ def run(experiment: Experiment, restore: Restore) -> tuple[dict, str]:
       ),
     )
   if jax.process_index() == 0:
-    _write(out, images, names, masks)
+    _write(out, images, names, masks, truth)
     if truth is not None:
       confusion = image_lib.to_uint8(confusion_image(total))
       image_lib.save_png(files.join(out, "confusion.png"), confusion)
@@ -147,7 +148,7 @@ def run(experiment: Experiment, restore: Restore) -> tuple[dict, str]:
   return record, files.join(out, "scores.json" if "scores" in record else "record.json")
 
 
-def _write(out: str, images, names, masks) -> None:
+def _write(out: str, images, names, masks, truth) -> None:
   stems = [os.path.splitext(n)[0] for n in names]
   if len({m.shape for m in masks}) == 1:
     arrays = {"masks": np.stack(masks)}
@@ -163,9 +164,9 @@ def _write(out: str, images, names, masks) -> None:
   if shown:
     x = np.stack([images[i] for i in shown]).astype(np.float32) / 127.5 - 1.0
     m = np.stack([masks[i] for i in shown])
-    grid = np.concatenate(
-      [mask_lib.rgb(x), mask_lib.colour(m), mask_lib.overlay(x, m)], axis=2
-    )  # Side by side.
+    true = [] if truth is None else [mask_lib.colour(np.stack([truth[i] for i in shown]))]
+    columns = [mask_lib.rgb(x), *true, mask_lib.colour(m), mask_lib.overlay(x, m)]
+    grid = np.concatenate(columns, axis=2)  # Side by side.
     image_lib.save_png(
       files.join(out, "overlays.png"), image_lib.make_grid(image_lib.to_uint8(grid), 4)
     )
