@@ -6,6 +6,8 @@
 configs/segment.py's U-Net and training on Voronoi mosaics of 8 textures and
 photographs (brick, grass, gravel, coins, moon, page, retina, hubble deep
 field): the mask is the texture's index, so there is no background class.
+Without deep supervision and with 5,000 steps: on the mosaics it peaked early and
+ended lower (0.873 against 0.889 test mIoU, docs/segmentation.md).
 """
 
 import ml_collections
@@ -19,4 +21,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.name = "texture_mosaic" + ("/tiny" if arg == "smoke" else "")
   config.model.num_classes = len(scenes.MOSAIC_SOURCES)
   config.model.class_names = ",".join(s.name for s in scenes.MOSAIC_SOURCES)
+  config.seg.deep_supervision = 0.0
+  if arg != "smoke":
+    config.train.num_steps = 5000
   return config

@@ -51,7 +51,7 @@ def test_the_segmentation_step_benchmark_runs(data_dir):
   args += ["--dataset=digit_scenes/tiny", "--pipeline_batches=2"]
   result = _run(data_dir, "benchmarks/segment_step.py", *args)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert "| U-Net 64x64x3 depth 2 width 4 batch | 4 |" in result.stdout
+  assert "| U-Net 64x64x3 depth 2 width 4 batch deep supervision 3.0 | 4 |" in result.stdout
   assert "| input pipeline, digit_scenes/tiny 64x64 + masks | 4 |" in result.stdout
 
 
