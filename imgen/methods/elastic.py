@@ -38,7 +38,7 @@ def displacements(key: jax.Array, local_batch: int, h: int, w: int, rms: float, 
 def warp(images: jax.Array, masks: jax.Array, fields: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Images (N, H, W, C) bilinearly and masks (N, H, W) by nearest neighbour, each
   pixel (y, x) read from (y + dy, x + dx) of `fields` (N, H, W, 2)."""
-  n, h, w = masks.shape
+  _, h, w = masks.shape
   y, x = jnp.meshgrid(
     jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij"
   )
@@ -51,7 +51,6 @@ def warp(images: jax.Array, masks: jax.Array, fields: jax.Array) -> tuple[jax.Ar
     warped = jax.vmap(lambda c: sample(c, 1), in_axes=-1, out_axes=-1)(image)
     return warped, sample(mask, 0)
 
-  del n
   return jax.vmap(one)(images, masks, fields)
 
 
