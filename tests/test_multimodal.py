@@ -161,6 +161,7 @@ def test_text_sample_mode_with_prompts_and_prompts_mode(smoke_run, data_dir, tmp
   segment = smoke_config("segment", data_dir)
   segment.model.image_size = 32
   segment.data.resize = "resize"
+  segment.eval.update(every_steps=0, sample_every=0)  # Only the judge's weights are needed.
   modes.run("train", segment, segmenter)
   config = smoke.copy_and_resolve_references()
   config.prompts.segmenter_workdir = segmenter
