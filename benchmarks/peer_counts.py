@@ -49,9 +49,9 @@ def check_family(torch, config, spec) -> int:
     theirs = torch_cnn.parameter_count(size, channels, m.num_classes, m.width)
   elif family == "segment":
     ours = _count(state.net.params)
-    aux = config.seg.get("deep_supervision", 0.0) > 0
+    unet = families.FAMILIES[family](config, spec).model  # Its heads as the family chose them.
     net = torch_segunet.build_unet(
-      torch, channels, m.num_classes, m.depth, m.width, tuple(m.channel_mults), aux
+      torch, channels, m.num_classes, unet.depth, unet.width, unet.mults, unet.aux_heads
     )
     theirs = sum(p.numel() for p in net.parameters())
   else:

@@ -148,13 +148,19 @@ class SegmentationFamily(Family, Evaluates, Segments):
       )
     if config.seg.loss not in LOSSES:
       raise ConfigError(f"seg.loss={config.seg.loss!r}; use one of {LOSSES}.")
-    if config.seg.get("deep_supervision", 0.0) < 0:
+    # .get: a config.json of a run from before these settings reads as them off.
+    self.deep_supervision = float(config.seg.get("deep_supervision", 0.0))
+    self.elastic = (
+      float(config.seg.get("elastic", 0.0)),
+      float(config.seg.get("elastic_sigma", 1)),
+    )
+    if self.deep_supervision < 0:
       raise ConfigError(
-        f"seg.deep_supervision={config.seg.deep_supervision}; use a weight >= 0 (0: off)."
+        f"seg.deep_supervision={self.deep_supervision}; use a weight >= 0 (0: off)."
       )
-    if config.seg.get("elastic", 0.0) < 0 or config.seg.get("elastic_sigma", 1.0) <= 0:
+    if self.elastic[0] < 0 or self.elastic[1] <= 0:
       raise ConfigError(
-        f"seg.elastic={config.seg.elastic}, seg.elastic_sigma={config.seg.elastic_sigma}; "
+        f"seg.elastic={self.elastic[0]}, seg.elastic_sigma={self.elastic[1]}; "
         "use an RMS displacement >= 0 pixels (0: off) and a smoothing > 0 pixels."
       )
     if m.num_classes < 2:
@@ -163,11 +169,6 @@ class SegmentationFamily(Family, Evaluates, Segments):
     self.class_names = mask_lib.class_names(m.class_names, m.num_classes)
     self.weights = parse_weights(config.seg.class_weights, m.num_classes)
     self.loss = config.seg.loss
-    self.deep_supervision = float(config.seg.get("deep_supervision", 0.0))
-    self.elastic = (
-      float(config.seg.get("elastic", 0.0)),
-      float(config.seg.get("elastic_sigma", 1)),
-    )
     self.depth = m.depth
     self.model = SegUNet(
       num_classes=m.num_classes,

@@ -9,9 +9,10 @@ names; one array per image when their sizes differ), one palette PNG per mask
 under `masks/` whose pixel values are the labels, `overlays.png` (image / true
 mask where given / predicted mask / overlay, for the first 64 of the first image's
 size), and the record as `scores.json` (with mIoU, Dice and per-class IoU when
-there are masks) or `record.json`; with masks also `confusion.png` (true class per row). The scores: mIoU,
-Dice, per-class IoU, pixel accuracy, the boundary F-score, and for digits on a background
-the instance accuracy (each true digit's majority predicted class; `imgen.methods.masks`).
+there are masks) or `record.json`; with masks also `confusion.png` (true class per
+row). The scores: mIoU, Dice, per-class IoU, pixel accuracy, the boundary F-score, and
+for digits on a background the instance accuracy (each true digit's majority predicted
+class; `imgen.methods.masks`).
 """
 
 import datetime
