@@ -81,8 +81,8 @@ MOSAIC_SOURCES = (
 
 
 @functools.cache
-def _source_half(source: Source, split: str) -> np.ndarray:
-  """The split's half (train: left columns, test: right) of the source, RGB uint8."""
+def source_image(source: Source) -> np.ndarray:
+  """The whole source (its `box`), RGB uint8."""
   import skimage.data  # pylint: disable=g-import-not-at-top
 
   image = np.asarray(getattr(skimage.data, source.name)())
@@ -91,33 +91,40 @@ def _source_half(source: Source, split: str) -> np.ndarray:
     image = image[top:bottom, left:right]
   if image.ndim == 2:
     image = np.repeat(image[..., None], 3, axis=-1)
+  return image
+
+
+@functools.cache
+def source_half(source: Source, split: str) -> np.ndarray:
+  """The split's half (train: left columns, test: right) of the source, RGB uint8."""
+  image = source_image(source)
   half = image.shape[1] // 2
   return np.ascontiguousarray(image[:, :half] if split == "train" else image[:, half:])
 
 
-def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
   """Pillow's antialiased bilinear resize of a uint8 image (integer arithmetic)."""
   return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
 
 
-def _crop(rng: np.random.Generator, half: np.ndarray, sides: tuple[int, int]):
+def crop_square(rng: np.random.Generator, half: np.ndarray, sides: tuple[int, int]):
   """A random square crop of `half`, resized to SIZE; and its (top, left, side)."""
   h, w = half.shape[:2]
   side = int(rng.integers(sides[0], min(sides[1], h, w) + 1))
   top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-  crop = _resize(half[top : top + side, left : left + side], SIZE, SIZE)
+  crop = resize(half[top : top + side, left : left + side], SIZE, SIZE)
   return crop, np.array([top, left, side], np.int32)
 
 
-def _luminance(rgb: np.ndarray) -> np.ndarray:
+def luminance(rgb: np.ndarray) -> np.ndarray:
   return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
 
 
-def _colour(rng: np.random.Generator, under: float) -> np.ndarray:
+def contrasting_colour(rng: np.random.Generator, under: float) -> np.ndarray:
   """A random colour whose luminance differs from `under` by MIN_CONTRAST."""
   for _ in range(32):
     colour = rng.integers(0, 256, 3)
-    if abs(_luminance(colour.astype(np.float64)) - under) >= MIN_CONTRAST:
+    if abs(luminance(colour.astype(np.float64)) - under) >= MIN_CONTRAST:
       return colour.astype(np.uint8)
   return np.full(3, 255 if under < 128 else 0, np.uint8)
 
@@ -132,7 +139,7 @@ def make_scene(
   """One digit scene of `split` drawn by `rng` from the split's digits
   (N, 28, 28), their labels and their MNIST indices."""
   background = int(rng.integers(len(BACKGROUNDS)))
-  image, crop = _crop(rng, _source_half(BACKGROUNDS[background], split), (SIZE, 256))
+  image, crop = crop_square(rng, source_half(BACKGROUNDS[background], split), (SIZE, 256))
   image = image.astype(np.float32)
   mask = np.zeros((SIZE, SIZE), np.uint8)
   layout = {
@@ -145,10 +152,10 @@ def make_scene(
     i = int(rng.integers(len(digits)))
     side = int(rng.integers(DIGIT_SIDES[0], DIGIT_SIDES[1] + 1))
     top, left = (int(v) for v in rng.integers(0, SIZE - side + 1, 2))
-    alpha = _resize(digits[i], side, side).astype(np.float32) / 255.0
+    alpha = resize(digits[i], side, side).astype(np.float32) / 255.0
     window = image[top : top + side, left : left + side]
     ink = alpha > 0.5
-    colour = _colour(rng, float(_luminance(window[ink]).mean()) if ink.any() else 128.0)
+    colour = contrasting_colour(rng, float(luminance(window[ink]).mean()) if ink.any() else 128.0)
     window[:] = window * (1 - alpha[..., None]) + colour.astype(np.float32) * alpha[..., None]
     mask[top : top + side, left : left + side][ink] = 1 + digit_labels[i]
     layout["digits"][k], layout["digit_ids"][k] = digit_labels[i], digit_ids[i]
@@ -168,7 +175,7 @@ def make_mosaic(rng: np.random.Generator, split: str) -> dict:
   image = np.zeros((SIZE, SIZE, 3), np.uint8)
   crops = np.full((5, 3), -1, np.int32)
   for r, s in enumerate(sources):
-    texture, crops[r] = _crop(rng, _source_half(MOSAIC_SOURCES[s], split), (SIZE, 2 * SIZE))
+    texture, crops[r] = crop_square(rng, source_half(MOSAIC_SOURCES[s], split), (SIZE, 2 * SIZE))
     image[nearest == r] = texture[nearest == r]
   mask = sources[nearest].astype(np.uint8)
   sources = np.pad(sources, (0, 5 - regions), constant_values=-1).astype(np.int32)

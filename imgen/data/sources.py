@@ -14,6 +14,7 @@ from imgen.core.errors import DataError
 from imgen.core.errors import UserError
 from imgen.core.errors import one_line
 from imgen.data import embedded
+from imgen.data import layouts
 from imgen.data import scene_captions
 from imgen.data import scenes
 from imgen.data import speech
@@ -23,6 +24,7 @@ from imgen.data import textures
 EMBEDDED = {
   **embedded.BUILDERS,
   **scenes.BUILDERS,
+  **layouts.BUILDERS,
   **scene_captions.BUILDERS,
   **speech.BUILDERS,
   **spoken_mnist.BUILDERS,

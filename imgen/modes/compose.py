@@ -137,7 +137,7 @@ def draw_layout(rng: np.random.Generator, n: int, num_backgrounds: int, classes)
 def _resize(alpha: np.ndarray, side: int) -> np.ndarray:
   """A [0, 1] matte (28, 28) resized by Pillow's bilinear filter, as digit_scenes does."""
   pixels = np.clip(np.rint(alpha * 255), 0, 255).astype(np.uint8)
-  return scenes._resize(pixels, side, side) / 255.0  # noqa: SLF001
+  return scenes.resize(pixels, side, side) / 255.0
 
 
 def render(
@@ -158,8 +158,8 @@ def render(
       ink = alpha[..., 0] > 0.5
       window = (slice(top, top + side), slice(left, left + side))
       under = out["alpha"][i][window]
-      lum = scenes._luminance(under[ink]).mean() if ink.any() else 128.0  # noqa: SLF001
-      colour = scenes._colour(rng, float(lum)).astype(np.float32)  # noqa: SLF001
+      lum = scenes.luminance(under[ink]).mean() if ink.any() else 128.0
+      colour = scenes.contrasting_colour(rng, float(lum)).astype(np.float32)
       layout.colours[i, k] = colour
       out["paste"][i][window] = np.where(ink[..., None], colour, out["paste"][i][window])
       out["alpha"][i][window] = under * (1 - alpha) + colour * alpha
