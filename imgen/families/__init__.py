@@ -19,6 +19,7 @@ from imgen.families.base import Segments
 from imgen.families.cnn import CNNFamily
 from imgen.families.diffusion import DiffusionFamily
 from imgen.families.gan import GANFamily
+from imgen.families.judge import JudgeFamily
 from imgen.families.multimodal import SpeechToImageFamily
 from imgen.families.multimodal import TextToImageFamily
 from imgen.families.segment import SegmentationFamily
@@ -30,6 +31,7 @@ FAMILIES: dict[str, type[Family]] = {
   "cnn": CNNFamily,
   "diffusion": DiffusionFamily,
   "segment": SegmentationFamily,
+  "judge": JudgeFamily,
   "text_to_image": TextToImageFamily,
   "speech_to_image": SpeechToImageFamily,
 }
