@@ -60,6 +60,13 @@ def test_layout_scenes_are_readable_and_say_what_they_show(examples):
         canvas[over + top : over + top + side, over + left : over + left + side] = alpha
         ink = canvas[over : over + 64, over : over + 64]
         assert ink.sum() == alpha.sum()  # No ink outside the image.
+        rows, cols = np.nonzero(ink)
+        seen = np.array([rows.min() + rows.max() + 1, cols.min() + cols.max() + 1]) / 2
+        cell = divmod(int(ex["cells"][k]), 3)
+        for centre_, k_ in zip(seen, cell, strict=True):  # The ink's centre is in the cell too.
+          assert (k_ == 0 or centre_ >= k_ * 64 / 3 + layout_data.CELL_MARGIN) and (
+            k_ == 2 or centre_ < (k_ + 1) * 64 / 3 - layout_data.CELL_MARGIN
+          )
         inks.append(scipy.ndimage.binary_dilation(ink, np.ones((3, 3))))
         assert np.all(ex["mask"][ink & (ex["mask"] > 0)] > 0)
       if len(inks) == 2:

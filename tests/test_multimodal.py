@@ -24,6 +24,7 @@ from imgen.families.multimodal import SpeechToImageFamily
 from imgen.families.multimodal import TextToImageFamily
 from imgen.families.multimodal import parse_prompts
 from imgen.methods import audio
+from imgen.methods import layouts
 from imgen.models import unet
 from imgen.modes import prompts
 
@@ -130,25 +131,7 @@ def test_the_speech_condition_is_the_log_mel_of_the_clip():
   assert cond["inputs"].shape == (2, audio.num_frames(33075), 64)
 
 
-def test_layout_check_reads_digits_colours_and_rough_positions():
-  mask = np.zeros((64, 64), np.uint8)
-  image = np.full((64, 64, 3), 128, np.uint8)
-  mask[4:20, 6:18], image[4:20, 6:18] = 1 + 3, (230, 20, 20)  # A red 3 at the top left.
-  mask[40:60, 40:52], image[40:60, 40:52] = 1 + 7, (20, 20, 230)  # A blue 7 at the bottom right.
-  found = prompts.found_digits(mask, image)
-  asked = captions.parse("a red 3 at the top left and a blue 7 at the bottom right on brick")
-  assert prompts.layout_matches(asked.digits, found)
-  for wrong in (
-    "a red 3 at the top left on brick",
-    "a green 3 at the top left and a blue 7 at the bottom right on brick",
-    "a red 3 at the bottom and a blue 7 at the bottom right on brick",
-    "a red 5 at the top left and a blue 7 at the bottom right on brick",
-  ):
-    assert not prompts.layout_matches(captions.parse(wrong).digits, found), wrong
-  assert prompts.layout_matches(captions.parse("a 3 and a 7").digits, found)  # Unasked: unchecked.
-
-
-def test_text_sample_mode_with_prompts_and_prompts_mode(smoke_run, data_dir, tmp_path):
+def test_text_sample_mode_with_prompts_and_prompts_mode(smoke_run):
   """--mode=sample with prompts and --mode=prompts, through `modes.run` as main.py runs them."""
   smoke, workdir, _ = smoke_run("text_to_image")
   config = smoke.copy_and_resolve_references()
@@ -157,14 +140,9 @@ def test_text_sample_mode_with_prompts_and_prompts_mode(smoke_run, data_dir, tmp
   modes.run("sample", config, workdir)
   samples = np.load(os.path.join(workdir, "samples", "step0000006", "samples.npz"))["images"]
   assert samples.shape == (24, 32, 32, 3)
-  segmenter = str(tmp_path / "segment32")
-  segment = smoke_config("segment", data_dir)
-  segment.model.image_size = 32
-  segment.data.resize = "resize"
-  segment.eval.update(every_steps=0, sample_every=0)  # Only the judge's weights are needed.
-  modes.run("train", segment, segmenter)
+  _, judge, _ = smoke_run("judge")  # configs/judge.py:smoke reads 32x32 scenes.
   config = smoke.copy_and_resolve_references()
-  config.prompts.segmenter_workdir = segmenter
+  config.prompts.judge_workdir = judge
   modes.run("prompts", config, workdir)
   with open(os.path.join(workdir, "prompts", "step0000006.json")) as f:
     record = json.load(f)
@@ -175,9 +153,9 @@ def test_text_sample_mode_with_prompts_and_prompts_mode(smoke_run, data_dir, tmp
   assert {"seen", "held_out_phrasings"} <= set(groups), sorted(record)
   for group in groups:  # Held-out combinations only where the 16 test scenes have one.
     for scores in (record[group]["samples"], record[group]["real_scenes"]):
-      assert set(scores) >= {"layout_accuracy", "count"}
+      assert set(scores) == set(layouts.ATTRIBUTES)
       assert all(0.0 <= v <= 1.0 for v in scores.values()), scores
-  assert np.isfinite(record["fid_segmenter_features"])
+  assert np.isfinite(record["fid_judge_features"])
 
 
 def test_speech_prompts_mode_classifies_samples_of_held_out_voices(smoke_run, cnn_workdir):

@@ -4,8 +4,9 @@ GenEval's kinds of prompt (Ghosh et al. 2023: one object, two objects, colour
 attribution, position) over `digit_scenes`' backgrounds: one or two real
 MNIST digits (half the scenes each) that do not touch, in distinct cells of
 the 3x3 grid, sized and coloured so the attributes can be read at 32x32:
-- position: the centre of each digit's box lies in its cell, at least
-  `CELL_MARGIN` pixels (of 64) inside the cell's inner edges; the box may
+- position: the centre of each digit's box, and the centre of its ink's box
+  (which a reader sees; MNIST centres digits by mass, not by box), lie in its
+  cell, at least `CELL_MARGIN` pixels (of 64) inside the cell's inner edges; the box may
   overhang the image by `OVERHANG` of its side (MNIST's blank border), its
   ink never;
 - size: `medium` boxes are 30-33 pixels, `large` 38-41 (`SIDES`), a gap the
@@ -43,7 +44,7 @@ MAX_DIGITS = 2
 SIDES = {"medium": (30, 33), "large": (38, 41)}  # Box sides in pixels of 64, inclusive.
 OVERHANG = 4 / 28  # Share of a box's side that may lie outside the image (MNIST's blank border).
 MIN_DISTANCE = 120  # RGB distance between a digit's colour and the mean background under it.
-CELL_MARGIN = 2.0  # Pixels (of 64) between a box's centre and its cell's inner edges.
+CELL_MARGIN = 2.5  # Pixels (of 64) between a centre and its cell's inner edges.
 _HUE_SPREAD = 12 / 360  # Hue within this of its sector's centre.
 CAPTIONS = 4
 _SEED = 20231017  # Fixed forever. (GenEval's arXiv date.)
@@ -72,6 +73,20 @@ def _place(rng: np.random.Generator, cell: int, side: int) -> tuple[int, int]:
     starts = range(-over, scenes.SIZE - side + over + 1)
     corner.append(int(rng.choice([s for s in starts if low <= s + side / 2 < high])))
   return corner[0], corner[1]
+
+
+def _ink_in_cell(alpha: np.ndarray, cell: int) -> bool:
+  """Whether the centre of the ink's box (alpha > 0.1) lies CELL_MARGIN inside
+  `cell`'s inner edges, as the box's centre does: the cell a reader sees."""
+  third = scenes.SIZE / 3
+  for k, axis in zip(divmod(cell, 3), (1, 0), strict=True):
+    where = np.flatnonzero((alpha > 0.1).any(axis=axis))
+    centre = (where[0] + where[-1] + 1) / 2
+    low = k * third + (CELL_MARGIN if k > 0 else -np.inf)
+    high = (k + 1) * third - (CELL_MARGIN if k < 2 else -np.inf)
+    if not low <= centre < high:
+      return False
+  return True
 
 
 _PAD = 8  # Pixels around the image of the canvas digits are pasted on (>= OVERHANG * 44).
@@ -137,7 +152,7 @@ def make_layout_scene(
       placed = _on_canvas(alpha, top, left)
       ink = _grown_ink(placed)
       outside = (placed > 0.1).sum() - (_inside(placed) > 0.1).sum()
-      if outside or (_inside(ink) & taken).any():
+      if outside or (_inside(ink) & taken).any() or not _ink_in_cell(_inside(placed), cell):
         continue
       placed = _inside(placed)
       under = image[placed > 0.5].mean(axis=0)

@@ -160,7 +160,7 @@ class _SequenceConditioned(DiffusionFamily):
 class TextToImageFamily(_SequenceConditioned):
   input_field = "captions"
   condition_kind = "text"
-  default_data = "scene_captions"
+  default_data = "layout_scenes"
 
   def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
     self.prompts = parse_prompts(config.sample.prompt)

@@ -1,24 +1,17 @@
 """`--mode=prompts`: how well a text- or speech-conditioned model follows
 held-out prompts, measured by trained networks rather than by eye.
 
-Text (`text_to_image`): one sample per test scene of `scene_captions`, from
-its first caption, in three groups: seen combinations in training phrasings,
-held-out combinations (scenes with a digit-colour-position triple no
-training caption has), and the seen scenes again in held-out phrasings. The
-segmenter of `prompts.segmenter_workdir` (configs/segment.py trained at the
-model's size) labels every sample. Each connected part of one class
-(8-connected; parts of a class within MERGE_GAP of each other merged, a
-stroke cut by another digit; at least MIN_AREA pixels, both in pixels of the
-64x64 scenes the captions speak of) is one digit: its colour the name of the
-median of the third of its pixels farthest from the background around it,
-its position the centre of its box, which may lie up to POSITION_MARGIN
-outside the asked cell of the 3x3 grid ("rough positions"). A sample's layout
-is right when the digits found match the digits asked for one to one, in
-class, colour and position (what a prompt leaves out is not checked; sizes
-are not checked). The same measurement of the real test scenes is the
-ceiling the instrument allows. FID against the real test scenes uses the
-segmenter's features (the spatial means of its blocks' outputs, as
-`imgen.modes.compose`).
+Text (`text_to_image` on `layout_scenes`): one sample per test scene, from
+its first caption, in three groups: seen combinations in training
+phrasings, held-out combinations (scenes with a digit-colour-position triple
+no training caption has), and the seen scenes again in held-out phrasings.
+The judge of `prompts.judge_workdir` (configs/judge.py, a layout reader
+trained on real scenes at the model's size) reads every sample, and GenEval's
+checks (`imgen.methods.layouts`) score it against its prompt per attribute
+(count, digit, colour, position, size, background) and all at once. The same
+reading of the real test scene behind each prompt is the judge's ceiling,
+reported beside every sample score, with the samples' share of it. FID
+against the real test scenes uses the judge's features.
 
 Speech (`speech_to_image`): one sample per test clip of `spoken_mnist` (held-
 out voices), classified by the in-domain CNN of `eval.cnn_workdir`:
@@ -26,146 +19,27 @@ accuracy against the spoken digit, overall and per voice; FID in the CNN's
 features against the real test digits.
 """
 
-import dataclasses
-import itertools
 import json
 
 from absl import logging
 import jax
 import numpy as np
-import scipy.ndimage
 
 from imgen.core import files
 from imgen.core import images as image_lib
 from imgen.core.errors import ConfigError
 from imgen.data import captions
+from imgen.data import layouts as layout_data
 from imgen.evaluation import features as features_lib
 from imgen.evaluation.evaluate import draw
 from imgen.evaluation.experiment import Experiment
 from imgen.families import Generates
-from imgen.families import Segments
+from imgen.families import judge as judge_lib
+from imgen.methods import layouts
 from imgen.methods import metrics
 from imgen.modes.base import Restore
 
-MIN_AREA = 24  # Pixels (of a 64x64 scene) of the smallest part counted as a digit.
-MERGE_GAP = 3  # Pixels (of 64) between parts of one class that make one digit.
-POSITION_MARGIN = 4  # Pixels (of 64) a digit's centre may lie outside its cell: "rough".
 GROUPS = ("seen", "held_out_combinations", "held_out_phrasings")
-
-
-@dataclasses.dataclass(frozen=True)
-class Found:
-  """A digit found in a segmentation: class, colour name, centre (row, col) in 64x64 pixels."""
-
-  digit: int
-  colour: str
-  centre: tuple[float, float]
-
-
-def _parts(mask: np.ndarray, k: int) -> list[np.ndarray]:
-  """Boolean maps of class k's connected parts (8-connected), merged when
-  their boxes lie within MERGE_GAP of each other (a stroke cut by another digit)."""
-  scale = 64 / mask.shape[0]
-  labels, n = scipy.ndimage.label(mask == k, structure=np.ones((3, 3)))
-  parts = [labels == i for i in range(1, n + 1)]
-  boxes = [np.array(scipy.ndimage.find_objects(p.astype(int))[0]) for p in parts]
-  merged = True
-  while merged and len(parts) > 1:
-    merged = False
-    for i, j in itertools.combinations(range(len(parts)), 2):
-      gap = max(
-        max(boxes[i][a].start, boxes[j][a].start) - min(boxes[i][a].stop, boxes[j][a].stop)
-        for a in (0, 1)
-      )
-      if gap * scale <= MERGE_GAP:
-        parts[i] = parts[i] | parts.pop(j)
-        boxes[i] = np.array(scipy.ndimage.find_objects(parts[i].astype(int))[0])
-        boxes.pop(j)
-        merged = True
-        break
-  return [p for p in parts if p.sum() * scale**2 >= MIN_AREA]
-
-
-def _ink_colour(image: np.ndarray, inside: np.ndarray, foreground: np.ndarray) -> str:
-  """The colour name of a digit's most saturated ink: the median of the third
-  of its pixels farthest from the background just around it (edge pixels
-  are blends of ink and background)."""
-  ring = scipy.ndimage.binary_dilation(inside, iterations=2) & ~foreground
-  pixels = image[inside].astype(np.float64)
-  background = np.median(image[ring] if ring.any() else image.reshape(-1, 3), axis=0)
-  far = np.argsort(-np.linalg.norm(pixels - background, axis=-1))[: max(1, len(pixels) // 3)]
-  return captions.colour_name(np.median(pixels[far], axis=0))
-
-
-def found_digits(mask: np.ndarray, image: np.ndarray) -> list[Found]:
-  """The digits a segmentation `mask` (H, W; 0 background, 1 + class) shows
-  in the uint8 `image` (H, W, 3)."""
-  scale = 64 / mask.shape[0]
-  digits = []
-  for k in range(1, int(mask.max(initial=0)) + 1):
-    for inside in _parts(mask, k):
-      ys, xs = np.nonzero(inside)
-      centre = ((ys.min() + ys.max() + 1) / 2 * scale, (xs.min() + xs.max() + 1) / 2 * scale)
-      digits.append(Found(k - 1, _ink_colour(image, inside, mask > 0), centre))
-  return digits
-
-
-def _in_cell(position: str, centre: tuple[float, float]) -> bool:
-  row, col = next(
-    (r, c)
-    for r, cells in enumerate(captions.POSITIONS)
-    for c, name in enumerate(cells)
-    if name == position
-  )
-  cell = 64 / 3
-  return all(
-    k * cell - POSITION_MARGIN <= x < (k + 1) * cell + POSITION_MARGIN
-    for k, x in ((row, centre[0]), (col, centre[1]))
-  )
-
-
-def _agrees(asked: captions.Digit, found: Found, attributes) -> bool:
-  checks = {
-    "digit": lambda: asked.digit is None or asked.digit == found.digit,
-    "colour": lambda: asked.colour is None or asked.colour == found.colour,
-    "position": lambda: asked.position is None or _in_cell(asked.position, found.centre),
-  }
-  return all(checks[a]() for a in attributes)
-
-
-def layout_matches(asked, found, attributes=("digit", "colour", "position")) -> bool:
-  """Whether the found digits match the asked ones one to one on `attributes`."""
-  if len(asked) != len(found):
-    return False
-  return any(
-    all(_agrees(a, f, attributes) for a, f in zip(asked, order, strict=True))
-    for order in itertools.permutations(found)
-  )
-
-
-def _layout_scores(asked: list, found: list) -> dict[str, float]:
-  """Shares of samples whose layout is right, and of its weaker parts."""
-  checks = {
-    "layout_accuracy": ("digit", "colour", "position"),
-    "digits_and_colours": ("digit", "colour"),
-    "digits_and_positions": ("digit", "position"),
-    "digits": ("digit",),
-    "count": (),
-  }
-  return {
-    name: float(np.mean([layout_matches(a, f, attrs) for a, f in zip(asked, found, strict=True)]))
-    for name, attrs in checks.items()
-  }
-
-
-def _segment(experiment: Experiment, state, images: np.ndarray) -> np.ndarray:
-  family = experiment.family
-  return np.concatenate(
-    [
-      np.asarray(family.segment(state, image_lib.from_uint8(images[i : i + 250])))
-      for i in range(0, len(images), 250)
-    ]
-  )
 
 
 def _text_prompts(held: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -177,55 +51,69 @@ def _text_prompts(held: dict) -> tuple[np.ndarray, np.ndarray]:
     held["novel_captions"][~novel, 0],
   ]
   if not np.any(rows[2]):  # A train split: no held-out phrasings.
-    raise ConfigError("--mode=prompts scores the test split of scene_captions (data.eval_split).")
+    raise ConfigError("--mode=prompts scores the test split of layout_scenes (data.eval_split).")
   groups = np.concatenate([np.full(len(r), g) for g, r in enumerate(rows)])
   return np.concatenate(rows), groups
 
 
-def score_text(experiment: Experiment, state, workdir: str) -> tuple[dict, np.ndarray, list]:
-  c = experiment.config.prompts
-  held = experiment.held_out(c.num_prompts)
-  tokens, groups = _text_prompts(held)
+def _judge(experiment: Experiment, workdir: str):
+  """The judge run of `prompts.judge_workdir`, checked against the model's size."""
   size = experiment.spec.size
   train_it = (
-    f"train it: python main.py --config=configs/segment.py --workdir={c.segmenter_workdir} "
-    f"--config.model.image_size={size} --config.data.resize=resize"
+    f"train it: python main.py --config=configs/judge.py --workdir={workdir} "
+    f"--config.model.image_size={size}"
   )
-  judge, judge_state, _ = Experiment.of_run(
-    c.segmenter_workdir, "prompts.segmenter_workdir", train_it
-  )
-  if (
-    judge.spec.size != size
-    or not isinstance(judge.family, Segments)
-    or judge.family.num_mask_classes != 11
-  ):
+  judge, state, _ = Experiment.of_run(workdir, "prompts.judge_workdir", train_it)
+  if judge.spec.size != size or not isinstance(judge.family, judge_lib.JudgeFamily):
     raise ConfigError(
-      f"prompts.segmenter_workdir={c.segmenter_workdir} must hold a segmenter of "
-      f"digit_scenes' 11 classes at {size}x{size}; {train_it}"
+      f"prompts.judge_workdir={workdir} must hold a judge (configs/judge.py) of "
+      f"{size}x{size} scenes; {train_it}"
     )
+  return judge.family, state
+
+
+def score_text(experiment: Experiment, state, workdir: str) -> tuple[dict, np.ndarray, list]:
+  c = experiment.config.prompts
+  if experiment.config.data.name.split("/")[0] != "layout_scenes":
+    raise ConfigError(
+      f"--mode=prompts scores runs trained on layout_scenes, the scenes its judge reads; "
+      f"this run used data.name={experiment.config.data.name!r}."
+    )
+  judge, judge_state = _judge(experiment, c.judge_workdir)
+  held = experiment.held_out(c.num_prompts)
+  tokens, groups = _text_prompts(held)
   logging.info("Drawing %d samples, one per held-out prompt", len(tokens))
   samples = draw(experiment, state, experiment.keys.quality_samples, len(tokens), tokens)
   novel = held["held_out"] == 1  # The real scene of each prompt, in the order of _text_prompts.
   real = image_lib.to_uint8(np.concatenate([held["image"][i] for i in (~novel, novel, ~novel)]))
-  asked = [captions.parse(captions.decode(t)).digits for t in tokens]
-  read = lambda images: list(map(found_digits, _segment(judge, judge_state, images), images))
+  asked, unsaid = layout_data.reading_of_layouts(
+    [captions.parse(captions.decode(t)) for t in tokens]
+  )
+  read = lambda images: judge.read(judge_state, image_lib.from_uint8(images))
   found, found_real = read(samples), read(real)
+  pick = lambda r, rows: layouts.Reading(*(np.asarray(x)[rows] for x in r))
   record = {}
   for g, name in enumerate(GROUPS):
     rows = np.flatnonzero(groups == g)
     if not len(rows):
       continue
+    samples_score, ceiling = (
+      layouts.scores(pick(asked, rows), pick(r, rows), **judge_lib.SIZES, unsaid=unsaid[rows])
+      for r in (found, found_real)
+    )
     record[name] = {
       "num_prompts": len(rows),
-      "samples": _layout_scores([asked[i] for i in rows], [found[i] for i in rows]),
-      "real_scenes": _layout_scores([asked[i] for i in rows], [found_real[i] for i in rows]),
+      "samples": samples_score,
+      "real_scenes": ceiling,
+      "share_of_ceiling": {
+        k: samples_score[k] / ceiling[k] if ceiling[k] else 0.0 for k in layouts.ATTRIBUTES
+      },
     }
   if c.fid:
-    real_scenes = image_lib.from_uint8(image_lib.to_uint8(held["image"]))  # As samples are.
-    reference = judge.family.features(judge_state, real_scenes)
     first = groups < 2  # One sample per test scene.
-    fake = judge.family.features(judge_state, image_lib.from_uint8(samples[first]))
-    record["fid_segmenter_features"] = metrics.fid_from_features(reference, fake)
+    reference = judge.features(judge_state, image_lib.from_uint8(real[first]))
+    fake = judge.features(judge_state, image_lib.from_uint8(samples[first]))
+    record["fid_judge_features"] = metrics.fid_from_features(reference, fake)
   texts = [captions.decode(t) for t in tokens]
   return record, samples, texts
 
