@@ -35,6 +35,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.dtype = "float32"  # Or bfloat16 (accelerators): activations; params stay f32.
   config.model.layer_forms = "auto"  # Layers' CPU forms on CPU, XLA's elsewhere; or cpu/xla.
 
+  config.judge = ml_collections.ConfigDict()
+  config.judge.elastic = 0.0  # RMS pixels of the elastic distortion of training scenes; 0: off.
+  config.judge.elastic_sigma = 3.0  # Its smoothing, in pixels.
+
   config.optim = common.optimizer(1e-3, schedule="cosine")
 
   config.train = common.train(num_steps=4000, checkpoint_every=500, batch_size=64)

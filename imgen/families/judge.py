@@ -10,7 +10,11 @@ background's cross-entropy, plus per cell the binary cross-entropy of
 class, colour and size. The held-out evaluation reports, per attribute and
 all at once, the share of real test scenes read right
 (`imgen.methods.layouts`): the judge's ceiling, which every model score
-beside it is read against.
+beside it is read against. `judge.elastic` r > 0 distorts each training image
+by a smooth random displacement field of RMS r pixels and correlation
+`judge.elastic_sigma` pixels (Simard et al. 2003; `imgen.methods.elastic`):
+new shapes of the 4,000 training digits, which the reader otherwise learns by
+heart.
 """
 
 import jax
@@ -30,6 +34,7 @@ from imgen.data import captions
 from imgen.data.spec import DataSpec
 from imgen.families.base import Evaluates
 from imgen.families.base import Family
+from imgen.methods import elastic
 from imgen.methods import layouts
 from imgen.models import compute_dtype
 from imgen.models.reader import CellLogits
@@ -90,6 +95,12 @@ class JudgeFamily(Family, Evaluates):
         f"The judge family reads layouts; dataset {config.data.name!r} lacks {missing}. "
         "Use --config.data.name=layout_scenes."
       )
+    self.elastic = (float(config.judge.elastic), float(config.judge.elastic_sigma))
+    if self.elastic[0] < 0 or self.elastic[1] <= 0:
+      raise ConfigError(
+        f"judge.elastic={self.elastic[0]}, judge.elastic_sigma={self.elastic[1]}; "
+        "use an RMS displacement >= 0 pixels (0: off) and a smoothing > 0 pixels."
+      )
     m = config.model
     if min(m.width, m.levels, m.hidden) < 1 or not 0 <= m.dropout < 1:
       raise ConfigError(
@@ -136,11 +147,15 @@ class JudgeFamily(Family, Evaluates):
     def train_step(state: SingleNetworkState, batch: dict, key: jax.Array):
       key = jax.random.fold_in(key, state.step)  # Dropout masks are drawn for the global batch.
       truth = true_reading(batch)
+      images = batch["image"]
+      if self.elastic[0] > 0:  # Fields drawn for the global batch, as the dropout masks.
+        fields = elastic.displacements(jax.random.fold_in(key, 1), *images.shape[:3], *self.elastic)
+        images, _ = elastic.warp(images, jnp.zeros(images.shape[:3]), fields)
 
       def loss_fn(params):
         logits, updates = model.apply(
           state.net.variables(params),
-          batch["image"],
+          images,
           train=True,
           mutable=["batch_stats"],
           rngs={"dropout": key},
