@@ -7,6 +7,8 @@ in the U-Net, with classifier-free guidance. Needs the optional extra
 
   python main.py --config=configs/speech_to_image.py --workdir=runs/speech_to_image
   python main.py --config=configs/speech_to_image.py --workdir=runs/speech_to_image --mode=sample
+  python main.py --config=configs/speech_to_image.py --workdir=runs/speech_to_image --mode=sample \\
+    --config.sample.audio="seven.wav|three.wav"                 # your recordings, a row each
   python main.py --config=configs/speech_to_image.py --workdir=runs/speech_to_image --mode=prompts
   python main.py --config=configs/speech_to_image.py:smoke    # seconds, for tests
 
@@ -47,6 +49,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
   )
   config.sample.guidance_scale = 3.0
+  # --mode=sample: '' draws one held-out clip per digit; or WAV files (mono or not, any rate,
+  # resampled to 22,050 Hz, quiet ends trimmed) separated by '|', a grid row each.
+  config.sample.audio = ""
   config.inpaint.guidance_scale = 1.0
   config.train.num_steps = 1600
   config.train.steps_per_dispatch = 10

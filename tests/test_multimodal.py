@@ -11,10 +11,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.io.wavfile
 
 from imgen import modes
 from imgen.core.errors import ConfigError
+from imgen.core.errors import DataError
 from imgen.data import captions
+from imgen.data import speech
 from imgen.data.spec import IMAGE
 from imgen.data.spec import LABEL
 from imgen.data.spec import TENSOR
@@ -182,3 +185,40 @@ def test_a_prompt_the_grammar_cannot_read_is_a_one_line_config_error():
   np.testing.assert_array_equal(
     captions.encode("a red 3 in the center."), captions.encode("a red 3 in the centre")
   )
+
+
+def test_a_users_wav_becomes_a_centred_clip_at_the_models_rate(tmp_path):
+  """A stereo 16 kHz float WAV with 0.4 s of a 440 Hz tone in 2 s of faint noise:
+  resampled to 22,050 Hz, its quiet ends trimmed, centred; the tone's pitch kept."""
+  rate, rng = 16_000, np.random.default_rng(0)
+  t = np.arange(int(0.4 * rate)) / rate
+  mono = rng.normal(0, 1e-4, 2 * rate)
+  mono[rate : rate + len(t)] += 0.5 * np.sin(2 * np.pi * 440 * t)
+  path = str(tmp_path / "seven.wav")
+  scipy.io.wavfile.write(path, rate, np.stack([mono, mono], 1).astype(np.float32))
+  clip = speech.read_clip(path)
+  assert clip.dtype == np.int16 and clip.shape == (speech.CLIP_SAMPLES,)
+  sound = np.flatnonzero(np.abs(clip) > 1000)
+  assert abs(len(clip) - sound[0] - sound[-1]) < 2 * 256 + 2  # Centred, to a frame.
+  assert abs((sound[-1] - sound[0]) / speech.SAMPLE_RATE - 0.4) < 0.03
+  spectrum = np.abs(np.fft.rfft(clip.astype(np.float64)))
+  assert abs(np.argmax(spectrum) * speech.SAMPLE_RATE / len(clip) - 440) < 3
+  config = smoke_config("speech_to_image", "unused")
+  config.sample.audio = f"{path}|{path}"
+  spec = DataSpec(
+    28,
+    {
+      "image": Field(IMAGE, "image", (28, 28, 1), "uint8"),
+      "label": Field(LABEL, "label", (), "int64", 10),
+      "audio": Field(TENSOR, "audio", (33075,), "int16"),
+    },
+  )
+  rows = SpeechToImageFamily(config, spec).grid_conditions()
+  np.testing.assert_array_equal(rows, np.stack([clip, clip]))
+  (tmp_path / "notes.txt").write_text("not a sound")
+  with pytest.raises(DataError, match=r"Cannot read .*notes.txt.* as a WAV file"):
+    speech.read_clip(str(tmp_path / "notes.txt"))
+  long = str(tmp_path / "long.wav")
+  scipy.io.wavfile.write(long, rate, (0.5 * np.sin(np.arange(3 * rate))).astype(np.float32))
+  with pytest.raises(DataError, match=r"3\.0\d s of sound"):
+    speech.read_clip(long)

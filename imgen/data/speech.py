@@ -41,6 +41,7 @@ import collections
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import struct
 import subprocess
@@ -204,6 +205,45 @@ def fit_clip(samples: np.ndarray, what: str) -> np.ndarray:
   clip = np.zeros(CLIP_SAMPLES, np.int16)
   start = (CLIP_SAMPLES - len(speech)) // 2
   clip[start : start + len(speech)] = speech
+  return clip
+
+
+def read_clip(path: str) -> np.ndarray:
+  """A user's recording as a clip (`--mode=sample` with `sample.audio`): a WAV
+  file of any rate and sample format, mixed to mono, resampled to SAMPLE_RATE,
+  its quiet ends trimmed (the 256-sample frames below 2% of the loudest
+  frame's RMS), centred in CLIP_SAMPLES zeros. A DataError (one line) for a
+  file it cannot read, silence, or sound longer than a clip."""
+  import scipy.io.wavfile  # pylint: disable=g-import-not-at-top
+  import scipy.signal  # pylint: disable=g-import-not-at-top
+
+  try:
+    rate, data = scipy.io.wavfile.read(path)
+  except (OSError, ValueError, EOFError) as e:
+    raise DataError(f"Cannot read {path!r} as a WAV file: {e}") from None
+  full_scale = {np.dtype(np.uint8): 128.0, np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2.0**31}
+  x = np.asarray(data, np.float64)
+  if data.dtype == np.uint8:
+    x = x - 128.0
+  x = x / full_scale.get(data.dtype, 1.0)
+  x = x.mean(axis=1) if x.ndim == 2 else x
+  g = math.gcd(int(rate), SAMPLE_RATE)
+  x = scipy.signal.resample_poly(x, SAMPLE_RATE // g, int(rate) // g) if rate != SAMPLE_RATE else x
+  hop = 256
+  frames = x[: len(x) // hop * hop].reshape(-1, hop)
+  rms = np.sqrt(np.mean(frames**2, axis=1)) if len(frames) else np.zeros(0)
+  if not rms.size or rms.max() == 0:
+    raise DataError(f"{path!r} holds no sound.")
+  loud = np.flatnonzero(rms >= 0.02 * rms.max())
+  speech = x[loud[0] * hop : (loud[-1] + 1) * hop]
+  if len(speech) > CLIP_SAMPLES:
+    raise DataError(
+      f"{path!r} holds {len(speech) / SAMPLE_RATE:.2f} s of sound; the model reads "
+      f"{CLIP_SECONDS} s clips: trim it to the spoken digit."
+    )
+  clip = np.zeros(CLIP_SAMPLES, np.int16)
+  start = (CLIP_SAMPLES - len(speech)) // 2
+  clip[start : start + len(speech)] = np.clip(np.rint(speech * 32767), -32768, 32767)
   return clip
 
 

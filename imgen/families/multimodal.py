@@ -25,6 +25,7 @@ import numpy as np
 from imgen.core import parallel
 from imgen.core.errors import ConfigError
 from imgen.data import captions
+from imgen.data import speech
 from imgen.data.spec import DataSpec
 from imgen.families.diffusion import DiffusionFamily
 from imgen.methods import audio
@@ -202,6 +203,8 @@ class SpeechToImageFamily(_SequenceConditioned):
   def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
     self.mel = dict(config.condition.mel)
     self._grid_clips = None
+    audio_files = config.sample.get("audio", "")
+    self.audio_files = [p.strip() for p in audio_files.split("|")] if audio_files.strip() else []
     self._clip_source = (config.data.name, config.data.data_dir, config.data.eval_split)
     super().__init__(config, spec)
 
@@ -212,7 +215,10 @@ class SpeechToImageFamily(_SequenceConditioned):
     return audio.log_mel(raw.astype(jnp.float32) / 32768.0, **self.mel)
 
   def grid_conditions(self) -> np.ndarray:
-    """One row per digit of data.eval_split, in order: its first clip there (a held-out voice)."""
+    """One row per WAV file of `sample.audio`, or else one per digit of
+    data.eval_split, in order: its first clip there (a held-out voice)."""
+    if self._grid_clips is None and self.audio_files:
+      self._grid_clips = np.stack([speech.read_clip(p) for p in self.audio_files]).astype(np.int32)
     if self._grid_clips is None:
       from imgen import data  # pylint: disable=g-import-not-at-top
 
