@@ -95,7 +95,8 @@ class JudgeFamily(Family, Evaluates):
         f"The judge family reads layouts; dataset {config.data.name!r} lacks {missing}. "
         "Use --config.data.name=layout_scenes."
       )
-    self.elastic = (float(config.judge.elastic), float(config.judge.elastic_sigma))
+    group = config.get("judge") or {}  # A run from before `judge` reads as its defaults.
+    self.elastic = (float(group.get("elastic", 0.0)), float(group.get("elastic_sigma", 3.0)))
     if self.elastic[0] < 0 or self.elastic[1] <= 0:
       raise ConfigError(
         f"judge.elastic={self.elastic[0]}, judge.elastic_sigma={self.elastic[1]}; "
