@@ -222,15 +222,15 @@ def test_datasets_are_deterministic_and_their_splits_are_disjoint(data_dir, tmp_
       assert set(np.unique(r["mask"])) <= {0} | set(1 + r["digits"][: len(ids)])
       # The background is the recorded crop of this split's half, wherever no digit lies.
       top, left, side = r["crop"]
-      half = scenes._source_half(scenes.BACKGROUNDS[r["background"]], split)
-      background = scenes._resize(half[top : top + side, left : left + side], 64, 64)
+      half = scenes.source_half(scenes.BACKGROUNDS[r["background"]], split)
+      background = scenes.resize(half[top : top + side, left : left + side], 64, 64)
       free = np.ones((64, 64), bool)
       for y, x, h, w in r["boxes"][: len(ids)]:
         free[y : y + h, x : x + w] = False
       np.testing.assert_array_equal(r["image"][free], background[free])
   assert not set(pools["train"]) & set(pools["test"])
   for source in scenes.BACKGROUNDS + scenes.MOSAIC_SOURCES:  # The halves partition each image.
-    left, right = scenes._source_half(source, "train"), scenes._source_half(source, "test")
+    left, right = scenes.source_half(source, "train"), scenes.source_half(source, "test")
     assert abs(left.shape[1] - right.shape[1]) <= 1 and left.shape[0] == right.shape[0]
   mosaic = data.get_builder("texture_mosaic/tiny", data_dir)
   for r in _records(mosaic, "test"):

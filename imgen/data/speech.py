@@ -202,6 +202,11 @@ def fit_clip(samples: np.ndarray, what: str) -> np.ndarray:
       f"{what} lasts {len(speech) / SAMPLE_RATE:.2f} s, longer than the {CLIP_SECONDS} s "
       f"clips; raise speech.CLIP_SECONDS or the slowest of speech.RATES."
     )
+  return _centred(speech)
+
+
+def _centred(speech: np.ndarray) -> np.ndarray:
+  """int16 `speech` (at most CLIP_SAMPLES long) centred in CLIP_SAMPLES zeros."""
   clip = np.zeros(CLIP_SAMPLES, np.int16)
   start = (CLIP_SAMPLES - len(speech)) // 2
   clip[start : start + len(speech)] = speech
@@ -241,10 +246,7 @@ def read_clip(path: str) -> np.ndarray:
       f"{path!r} holds {len(speech) / SAMPLE_RATE:.2f} s of sound; the model reads "
       f"{CLIP_SECONDS} s clips: trim it to the spoken digit."
     )
-  clip = np.zeros(CLIP_SAMPLES, np.int16)
-  start = (CLIP_SAMPLES - len(speech)) // 2
-  clip[start : start + len(speech)] = np.clip(np.rint(speech * 32767), -32768, 32767)
-  return clip
+  return _centred(np.clip(np.rint(speech * 32767), -32768, 32767).astype(np.int16))
 
 
 def split_grid(split: str) -> list[tuple[int, int, int, int, int]]:
