@@ -123,7 +123,6 @@ class JudgeFamily(Family, Evaluates):
     self.optimizer = make_optimizer(config.optim, config.train.num_steps, "optim")
     model = self.model
     self._read = jax.jit(lambda s, x: read_logits(model.apply(s.net.variables(), x, train=False)))
-
     self._features = jax.jit(
       lambda s, x: model.apply(s.net.variables(), x, train=False, features=True)
     )
