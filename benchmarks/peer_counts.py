@@ -10,6 +10,7 @@ import jax
 
 from benchmarks import torch_cnn
 from benchmarks import torch_dcgan
+from benchmarks import torch_reader
 from benchmarks import torch_segunet
 from benchmarks import torch_unet
 from benchmarks import torch_vae
@@ -32,8 +33,8 @@ def _shapes(config, spec):
 
 def check_family(torch, config, spec) -> int:
   """The GAN (G and D), VAE (its Gaussian log-scale aside, unused by the
-  Bernoulli default), CNN or segmentation U-Net (with its deep-supervision heads)
-  of `config` against its peer; returns the count."""
+  Bernoulli default), CNN, segmentation U-Net (with its deep-supervision heads)
+  or judge's layout reader of `config` against its peer; returns the count."""
   family, m, size = config.family, config.model, config.model.image_size
   channels = spec.image.shape[-1]
   state = _shapes(config, spec)
@@ -54,6 +55,9 @@ def check_family(torch, config, spec) -> int:
       torch, channels, m.num_classes, unet.depth, unet.width, unet.mults, unet.aux_heads
     )
     theirs = sum(p.numel() for p in net.parameters())
+  elif family == "judge":
+    ours = _count(state.net.params)
+    theirs = torch_reader.parameter_count(**reader_shape(config))
   else:
     raise ValueError(f"no peer for family {family!r}")
   if ours != theirs:
@@ -61,6 +65,22 @@ def check_family(torch, config, spec) -> int:
       f"{family} {size}x{size}: imgen has {ours:,} parameters, its peer {theirs:,}"
     )
   return ours
+
+
+def reader_shape(config) -> dict:
+  """The judge config's layout reader as benchmarks/torch_reader.py's arguments."""
+  from imgen.data import captions  # pylint: disable=g-import-not-at-top
+
+  m = config.model
+  return dict(
+    backgrounds=len(captions.BACKGROUND_NAMES),
+    colours=len(captions.COLOURS),
+    sizes=len(captions.SIZES),
+    width=m.width,
+    levels=m.levels,
+    hidden=m.hidden,
+    dropout=m.dropout,
+  )
 
 
 def check_conditioned(torch, config, spec) -> int:

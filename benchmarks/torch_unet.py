@@ -66,6 +66,7 @@ def build_unet(
   cross_attention=(),
   heads=4,
   context_dim=None,
+  coordinates=False,
 ):
   """imgen's U-Net; with `context_dim`, conditioned on a context (N, L, context_dim)
   through the context embedding and cross-attention at `cross_attention` resolutions."""
@@ -137,7 +138,7 @@ def build_unet(
       self.emb = nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
       if context_dim:
         self.context_embedding = nn.Linear(context_dim, emb_dim)
-      self.conv_in = nn.Conv2d(image_channels, channels, 3, padding=1)
+      self.conv_in = nn.Conv2d(image_channels + 2 * coordinates, channels, 3, padding=1)
       self.down, widths, c, res = nn.ModuleList(), [channels], channels, size
       for level, m in enumerate(mults):
         for _ in range(blocks):
@@ -183,6 +184,10 @@ def build_unet(
             h = layer(h)
         return h
 
+      if coordinates:  # Each pixel's (x, y) in [-1, 1] as two more channels.
+        ramp = torch.linspace(-1.0, 1.0, x.shape[-1])
+        grid = torch.stack(torch.meshgrid(ramp, ramp, indexing="xy"))
+        x = torch.cat([x, grid[None].expand(x.shape[0], -1, -1, -1)], dim=1)
       h = self.conv_in(x)
       skips = [h]
       for layers in self.down:
@@ -369,6 +374,7 @@ def build_conditioned(torch, config, image_channels):
     cross_attention=tuple(m.cross_attention_resolutions),
     heads=m.heads,
     context_dim=width,
+    coordinates=m.get("coordinates", False),
   )
 
   class ConditionedUNet(nn.Module):

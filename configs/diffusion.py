@@ -44,6 +44,7 @@ def diffusion_group(**overrides) -> ml_collections.ConfigDict:
       t_std=1.0,
       label_dropout=0.1,  # Conditional models: P(label -> "none"), for guidance.
       random_flip=False,  # Flip each training image left-right with probability 1/2.
+      foreground_weight=0.0,  # > 0: the loss weighs pixels of the batch's `mask` (grown by a pixel) 1 + this.
     )
   )
   group.update(overrides)
@@ -103,6 +104,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.attention_resolutions = (7,)
   config.model.dropout = 0.0
   config.model.norm_groups = 8
+  config.model.coordinates = False  # Two input channels of each pixel's (x, y) in [-1, 1].
   config.model.conditional = False
   config.model.dtype = "float32"
   config.model.layer_forms = "auto"  # Layers' CPU forms on CPU, XLA's elsewhere; or cpu/xla.

@@ -9,7 +9,10 @@ model's size) resized to 48x48: (conv-BN-ReLU x2, max-pool) at 48, 24 and 12
 pixels with 16, 32 and 64 channels, two conv-BN-ReLU of 128 at 6x6; one
 head shared by the 9 cells (each cell's 4x4 window of the map, dense 256,
 dropout 0.2: present, class, colour, size), the background from the map's
-mean. Adam 1e-3 with cosine decay, batch 64. The held-out evaluation is the
+mean. Half of each training batch is elastically distorted (1 px RMS,
+smoothed over 3 px) on and around its digits only, and those rows teach no
+size (docs/multimodal.md: all-correct 0.860 against 0.846 without). Adam 1e-3
+with cosine decay, batch 64. The held-out evaluation is the
 judge's ceiling: the share of the 1,000 real test scenes read right per attribute and all at once
 (`test/read_all` picks the checkpoint kept in workdir/best).
 """
@@ -36,8 +39,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.layer_forms = "auto"  # Layers' CPU forms on CPU, XLA's elsewhere; or cpu/xla.
 
   config.judge = ml_collections.ConfigDict()
-  config.judge.elastic = 0.0  # RMS pixels of the elastic distortion of training scenes; 0: off.
+  config.judge.elastic = 1.0  # RMS pixels of the elastic distortion of training scenes; 0: off.
   config.judge.elastic_sigma = 3.0  # Its smoothing, in pixels.
+  config.judge.elastic_ink = True  # Distort only the digits and 2 pixels around them.
+  config.judge.elastic_share = 0.5  # Of the rows distorted (they teach no size).
 
   config.optim = common.optimizer(1e-3, schedule="cosine")
 

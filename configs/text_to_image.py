@@ -20,6 +20,10 @@ encoder: 2 transformer blocks of width 64, 4 heads, over the 56 caption
 tokens; captions dropped 10% of the time in training, samples guided with
 scale `sample.guidance_scale`. Batch 32.
 
+Options measured but not defaults (docs/multimodal.md): `model.coordinates`
+(each pixel's (x, y) as two input channels) and `diffusion.foreground_weight`
+(the loss on the digits' ink weighed 1 + w).
+
 `--mode=prompts` draws one sample per held-out test caption and scores it
 with the judge of configs/judge.py (`prompts.judge_workdir`): GenEval's
 per-attribute and all-correct shares on seen prompts, held-out combinations

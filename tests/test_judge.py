@@ -32,7 +32,8 @@ def examples(data_dir):
 
 def test_layout_scenes_are_readable_and_say_what_they_show(examples):
   """Every digit's cell, colour name and size band agree with its box and RGB
-  colour; the digits' inks do not touch; captions parse back to the labels;
+  colour, which stands out from 90% of the photograph under its ink; the
+  digits' inks do not touch; captions parse back to the labels;
   the train split holds no held-out triple."""
   splits, mnist = examples
   assert (len(splits["train"]), len(splits["test"])) == (64, 32)
@@ -40,6 +41,9 @@ def test_layout_scenes_are_readable_and_say_what_they_show(examples):
   for split, rows in splits.items():
     for ex in rows:
       here = ex["digits"] >= 0
+      y, x, crop = ex["crop"]
+      photo = scenes.source_image(scenes.BACKGROUNDS[ex["background"]])
+      photo = scenes.resize(photo[y : y + crop, x : x + crop], 64, 64).astype(float)
       counts.append(here.sum())
       assert list(here) == sorted(here, reverse=True) and 1 <= here.sum() <= 2
       cells = ex["cells"][here]
@@ -55,11 +59,15 @@ def test_layout_scenes_are_readable_and_say_what_they_show(examples):
         assert max(top, left) + side <= 64 + over
         assert captions.colour_name(ex["colours"][k]) == captions.COLOURS[ex["colour_names"][k]]
         assert captions.size_name(side) == captions.SIZES[ex["sizes"][k]]
-        alpha = scenes.resize(mnist[ex["digit_ids"][k]], side, side) > 0.1 * 255
-        canvas = np.zeros((64 + 2 * over, 64 + 2 * over), bool)
+        alpha = scenes.resize(mnist[ex["digit_ids"][k]], side, side) / 255
+        canvas = np.zeros((64 + 2 * over, 64 + 2 * over))
         canvas[over + top : over + top + side, over + left : over + left + side] = alpha
-        ink = canvas[over : over + 64, over : over + 64]
-        assert ink.sum() == alpha.sum()  # No ink outside the image.
+        ink, inked = canvas[over : over + 64, over : over + 64], alpha > 0.1
+        under = photo[ink > 0.5]  # The generator's rule, on an independent rebuild.
+        ink = ink > 0.1
+        assert ink.sum() == inked.sum()  # No ink outside the image.
+        far = np.linalg.norm(under - ex["colours"][k], axis=1) >= layout_data.MIN_DISTANCE
+        assert far.mean() >= layout_data.CONTRAST_SHARE
         rows, cols = np.nonzero(ink)
         seen = np.array([rows.min() + rows.max() + 1, cols.min() + cols.max() + 1]) / 2
         cell = divmod(int(ex["cells"][k]), 3)
@@ -192,3 +200,7 @@ def test_judge_targets_are_the_cells_of_the_labels():
     float(judge.reading_loss(logits._replace(digit=logits.digit.at[1, 5].set(9.0)), truth)[1])
     < 1e-6
   )
+  # A wrong size costs only in the rows that teach size (the undistorted ones).
+  small = logits._replace(size=-logits.size)
+  unsized = judge.reading_loss(small, truth, jnp.array([False, True]))
+  assert float(unsized[0]) < 1e-6 and float(unsized[1]) > 10

@@ -222,3 +222,38 @@ def test_a_users_wav_becomes_a_centred_clip_at_the_models_rate(tmp_path):
   scipy.io.wavfile.write(long, rate, (0.5 * np.sin(np.arange(3 * rate))).astype(np.float32))
   with pytest.raises(DataError, match=r"3\.0\d s of sound"):
     speech.read_clip(long)
+
+
+def test_coordinate_channels_and_foreground_weights():
+  """model.coordinates: (x, y) in [-1, 1] as two more input channels;
+  diffusion.foreground_weight w: 1 + w on the mask grown by a pixel, mean 1."""
+  grid = np.asarray(unet.pixel_coordinates(1, 4, jnp.float32))[0]
+  expected = {(0, 0): (-1, -1), (0, 3): (1, -1), (3, 0): (-1, 1), (1, 2): (1 / 3, -1 / 3)}
+  for (row, col), xy in expected.items():  # Channel 0 runs along the columns, 1 down the rows.
+    np.testing.assert_allclose(grid[row, col], xy, rtol=1e-6)
+  config = smoke_config("text_to_image", "unused")
+  config.model.coordinates = True
+  config.diffusion.foreground_weight = 3.0
+  spec = DataSpec(
+    32,
+    {
+      "image": Field(IMAGE, "image", (64, 64, 3), "uint8"),
+      "captions": Field(TENSOR, "captions", (4, captions.TOKEN_LENGTH), "int32"),
+      "mask": Field("mask", "mask", (64, 64), "uint8"),
+    },
+  )
+  family = TextToImageFamily(config, spec)
+  params = jax.eval_shape(family.init_state, jax.random.key(0)).net.params
+  first = [v["kernel"].shape for k, v in params["unet"].items() if k.startswith("Conv")]
+  assert (3, 3, 5, config.model.channels) in first  # RGB and (x, y).
+  mask = np.zeros((2, 32, 32), np.int32)
+  mask[0, 10:12, 10:12] = 4
+  x0 = jnp.zeros((2, 32, 32, 3))
+  w = np.asarray(family.pixel_weights({"mask": jnp.asarray(mask)}, x0))[..., 0]
+  np.testing.assert_allclose(w.mean(axis=(1, 2)), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(w[1], 1.0)  # No digit: the plain loss.
+  assert np.isclose(w[0, 9, 9] / w[0, 0, 0], 4.0) and np.isclose(w[0, 12, 12] / w[0, 0, 0], 4.0)
+  assert np.isclose(w[0, 13, 13], w[0, 0, 0]) and np.isclose(w[0, 10, 13], w[0, 0, 0])
+  del spec.fields["mask"]
+  with pytest.raises(ConfigError, match="foreground_weight=3.0 needs"):
+    TextToImageFamily(config, spec)

@@ -142,6 +142,17 @@ def test_elastic_fields_and_warps():
   ]
   np.testing.assert_allclose(np.sqrt(np.mean(one**2, axis=(1, 2, 3))), 1.5, rtol=1e-5)
   assert one[0].std() > 0 and np.abs(one[0] - one[1]).max() > 0.1
+  # Confined to a mask: whole within a pixel of it, nothing from 6 pixels on (the
+  # Gaussian of sigma 1 spent), so the image there is left as it was.
+  mask = np.zeros((1, 12, 16), np.int32)
+  mask[0, 5:7, 6:9] = 3
+  near = np.asarray(elastic.confine(one[:1], mask))[0]
+  rows, cols = np.meshgrid(np.arange(12), np.arange(16), indexing="ij")
+  gap = np.maximum(np.maximum(5 - rows, rows - 6), np.maximum(6 - cols, cols - 8))
+  np.testing.assert_allclose(near[gap <= 1], one[0][gap <= 1], rtol=1e-6)
+  assert np.all(near[gap >= 6] == 0) and np.abs(near[gap == 3]).max() > 0
+  warped = np.asarray(elastic.warp(images[:1], labels[:1], near[None])[0])[0]
+  np.testing.assert_allclose(warped[gap >= 7], images[0][gap >= 7], atol=1e-6)
 
 
 def test_nearest_resizing_keeps_the_label_set():

@@ -13,9 +13,12 @@ the 3x3 grid, sized and coloured so the attributes can be read at 32x32:
   32x32 image keeps (captions' `size_name` names them; `small` is not drawn);
 - colour: a name of `captions.COLOURS` drawn uniformly, then a colour well
   inside it (`_colour_of`: hues within 12 degrees of the sector's centre,
-  saturated and bright; white, grey and black near-neutral), redrawn until it
-  lies `MIN_DISTANCE` from the mean colour under the digit in RGB (chroma
-  counts as contrast, unlike digit_scenes' luminance rule);
+  saturated and bright; white, grey and black near-neutral), redrawn (with
+  the digit's cell and name) until `CONTRAST_SHARE` of the background pixels
+  under its ink lie `MIN_DISTANCE` from it in RGB (chroma counts as contrast,
+  unlike digit_scenes' luminance rule; version 1.0.0 measured the distance to
+  their mean colour, which let a grey digit vanish into half of a textured
+  photograph);
 - non-overlap: the two digits' inks (alpha > 0.1), each grown by a pixel, are
   disjoint.
 The backgrounds are crops of the whole photographs in both splits (the
@@ -36,6 +39,7 @@ import typing
 
 import numpy as np
 import scipy.ndimage
+import tensorflow_datasets as tfds
 
 from imgen.data import captions
 from imgen.data import scenes
@@ -44,7 +48,8 @@ from imgen.methods import layouts as layout_checks
 MAX_DIGITS = 2
 SIDES = {"medium": (30, 33), "large": (38, 41)}  # Box sides in pixels of 64, inclusive.
 OVERHANG = 4 / 28  # Share of a box's side that may lie outside the image (MNIST's blank border).
-MIN_DISTANCE = 120  # RGB distance between a digit's colour and the mean background under it.
+MIN_DISTANCE = 120  # RGB distance between a digit's colour and the background pixels under it,
+CONTRAST_SHARE = 0.9  # for this share of them.
 CELL_MARGIN = 2.5  # Pixels (of 64) between a centre and its cell's inner edges.
 _HUE_SPREAD = 12 / 360  # Hue within this of its sector's centre.
 CAPTIONS = 4
@@ -151,10 +156,11 @@ def make_layout_scene(
       if outside or (_inside(ink) & taken).any() or not _ink_in_cell(_inside(placed), cell):
         continue
       placed = _inside(placed)
-      under = image[placed > 0.5].mean(axis=0)
+      under = image[placed > 0.5]
       name = captions.COLOURS[int(rng.integers(len(captions.COLOURS)))]
       colour = _colour_of(rng, name)
-      if np.linalg.norm(colour - under) < MIN_DISTANCE:
+      far = np.linalg.norm(under - colour, axis=1) >= MIN_DISTANCE
+      if np.mean(far) < CONTRAST_SHARE:
         continue
       position = captions.POSITION_NAMES[cell]
       if split == "train" and captions.is_held_out(
@@ -225,6 +231,12 @@ def reading_of_layouts(
 
 class LayoutScenes(scenes.DigitScenes, skip_registration=True):
   """One or two readable digits on digit_scenes' backgrounds, with captions."""
+
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+    "1.0.0": "First release.",
+    "1.1.0": "Contrast per pixel: 90% of the background under a digit's ink lies 120 from it.",
+  }
 
   DATASET_ID = 2
   BUILDER_CONFIGS = [

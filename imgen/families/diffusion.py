@@ -103,6 +103,12 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
     self.image = spec.image
     self.variance, self.label_dropout = d.variance, d.label_dropout
     self.random_flip = d.random_flip
+    self.foreground_weight = d.get("foreground_weight", 0.0)
+    if self.foreground_weight < 0 or (self.foreground_weight and "mask" not in spec.fields):
+      raise ConfigError(
+        f"diffusion.foreground_weight={self.foreground_weight} needs a value >= 0, and > 0 a "
+        f"dataset with a `mask` ({config.data.name} has {sorted(spec.fields)})."
+      )
     self.sample_config = config.sample
     self.vb_timesteps = min(config.eval.vb_timesteps, d.num_steps - 1)
     self.model = self.make_model(config)
@@ -120,6 +126,7 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
       dropout=m.dropout,
       num_classes=self.num_classes,
       groups=m.norm_groups,
+      coordinates=m.get("coordinates", False),  # Runs from before it read as without.
       dtype=compute_dtype(m.dtype),
     )
     return unet.UNet(**{**fields, **overrides})
@@ -233,10 +240,12 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
       ex = obj.training_example(x0, level, noise)
       rngs = {"dropout": jax.random.fold_in(key, 3)}
 
+      pixels = self.pixel_weights(batch, x0)
+
       def loss_fn(params):
         inputs = [ex.x, ex.time] + ([] if labels is None else [labels])
         out = self.model.apply({"params": params}, *inputs, train=True, rngs=rngs)
-        per_row = jnp.mean((out - ex.target) ** 2, axis=tuple(range(1, x0.ndim)))
+        per_row = jnp.mean(pixels * (out - ex.target) ** 2, axis=tuple(range(1, x0.ndim)))
         return jnp.mean(ex.weight * per_row), ()
 
       (loss, _), grads = parallel.value_and_mean_grad(loss_fn)(state.net.params)
@@ -244,6 +253,17 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
       return state.replace(step=state.step + 1, net=state.net.apply_gradients(grads=grads)), metrics
 
     return train_step
+
+  def pixel_weights(self, batch: dict, x0: jax.Array) -> jax.Array | float:
+    """1, or with `diffusion.foreground_weight` w: 1 + w on the batch's mask (its nonzero
+    pixels grown by one pixel, so the strokes' edges count), scaled to mean 1 per image
+    so the loss keeps its scale."""
+    if not self.foreground_weight:
+      return 1.0
+    mask = (batch["mask"] > 0).astype(jnp.float32)[..., None]
+    grown = lax.reduce_window(mask, 0.0, lax.max, (1, 3, 3, 1), (1, 1, 1, 1), "SAME")
+    weights = 1.0 + self.foreground_weight * grown
+    return weights / jnp.mean(weights, axis=(1, 2, 3), keepdims=True)
 
   def make_eval_step(self):
     """Per-replica sums over the held-out batch of the objective's loss, the denoising

@@ -14,7 +14,12 @@ beside it is read against. `judge.elastic` r > 0 distorts each training image
 by a smooth random displacement field of RMS r pixels and correlation
 `judge.elastic_sigma` pixels (Simard et al. 2003; `imgen.methods.elastic`):
 new shapes of the 4,000 training digits, which the reader otherwise learns by
-heart.
+heart. With `judge.elastic_ink` (the default) the field is confined to each
+scene's digits and two pixels around them (`elastic.confine`): distorting the
+whole image also distorted the photographs the background is read from. Only
+a share `judge.elastic_share` of the rows is distorted, and those rows teach
+no size: a distortion moves a digit's extent, and the size bands are 2.5
+pixels apart at 32x32.
 """
 
 import jax
@@ -71,17 +76,16 @@ def read_logits(logits: CellLogits) -> layouts.Reading:
   )
 
 
-def reading_loss(logits: CellLogits, truth: layouts.Reading) -> jax.Array:
-  """Per image: the background's and every cell's losses (module docstring)."""
+def reading_loss(logits: CellLogits, truth: layouts.Reading, sized=None) -> jax.Array:
+  """Per image: the background's and every cell's losses (module docstring); the
+  size's only where `sized` (N,) is True, if given."""
   ce = optax.softmax_cross_entropy_with_integer_labels
   present = truth.present.astype(jnp.float32)
   cells = optax.sigmoid_binary_cross_entropy(logits.present, present)
-  for head, labels in (
-    (logits.digit, truth.digit),
-    (logits.colour, truth.colour),
-    (logits.size, truth.size),
-  ):
+  for head, labels in ((logits.digit, truth.digit), (logits.colour, truth.colour)):
     cells += present * ce(head, labels)
+  size = present * ce(logits.size, truth.size)
+  cells += size if sized is None else jnp.where(sized[:, None], size, 0.0)
   return ce(logits.background, truth.background) + jnp.sum(cells, -1)
 
 
@@ -97,6 +101,10 @@ class JudgeFamily(Family, Evaluates):
       )
     group = config.get("judge") or {}  # A run from before `judge` reads as its defaults.
     self.elastic = (float(group.get("elastic", 0.0)), float(group.get("elastic_sigma", 3.0)))
+    self.elastic_ink = bool(group.get("elastic_ink", False))
+    self.elastic_share = float(group.get("elastic_share", 1.0))
+    if not 0 < self.elastic_share <= 1:
+      raise ConfigError(f"judge.elastic_share={self.elastic_share}; it must lie in (0, 1].")
     if self.elastic[0] < 0 or self.elastic[1] <= 0:
       raise ConfigError(
         f"judge.elastic={self.elastic[0]}, judge.elastic_sigma={self.elastic[1]}; "
@@ -147,9 +155,15 @@ class JudgeFamily(Family, Evaluates):
     def train_step(state: SingleNetworkState, batch: dict, key: jax.Array):
       key = jax.random.fold_in(key, state.step)  # Dropout masks are drawn for the global batch.
       truth = true_reading(batch)
-      images = batch["image"]
+      images, sized = batch["image"], None
       if self.elastic[0] > 0:  # Fields drawn for the global batch, as the dropout masks.
+        n = images.shape[0]
         fields = elastic.displacements(jax.random.fold_in(key, 1), *images.shape[:3], *self.elastic)
+        if self.elastic_ink:
+          fields = elastic.confine(fields, batch["mask"])
+        u = parallel.global_draw(jax.random.uniform, jax.random.fold_in(key, 2), n, ())
+        sized = u >= self.elastic_share  # The rows left as they are.
+        fields = jnp.where(sized[:, None, None, None], 0.0, fields)
         images, _ = elastic.warp(images, jnp.zeros(images.shape[:3]), fields)
 
       def loss_fn(params):
@@ -160,7 +174,7 @@ class JudgeFamily(Family, Evaluates):
           mutable=["batch_stats"],
           rngs={"dropout": key},
         )
-        return jnp.mean(reading_loss(logits, truth)), (logits, updates["batch_stats"])
+        return jnp.mean(reading_loss(logits, truth, sized)), (logits, updates["batch_stats"])
 
       (loss, (logits, batch_stats)), grads = parallel.value_and_mean_grad(loss_fn)(state.net.params)
       right = check(truth, read_logits(logits))["all"]

@@ -6,6 +6,9 @@ per pixel and axis, smoothed by a Gaussian of `sigma` pixels. Simard et al.
 scale the smoothed field by a fixed alpha; here each field is scaled to an RMS
 displacement of `rms` pixels, so the setting reads in pixels at any size.
 
+`confine` limits a field to the surroundings of a mask's nonzero pixels (the
+digits of a scene), so the rest of the image (its background) stays as it is.
+
 Images are resampled bilinearly and masks by nearest neighbour at the same
 coordinates, the edges repeated. Draws come from `parallel.global_draw`: the
 same fields on any number of devices.
@@ -33,6 +36,20 @@ def displacements(key: jax.Array, local_batch: int, h: int, w: int, rms: float, 
   smooth = jnp.einsum("ai,nijc,bj->nabc", gaussian_matrix(h, sigma), raw, gaussian_matrix(w, sigma))
   scale = jnp.sqrt(jnp.mean(jnp.square(smooth), axis=(1, 2, 3), keepdims=True))
   return smooth * (rms / jnp.maximum(scale, 1e-12))
+
+
+def confine(fields: jax.Array, masks: jax.Array, grow: int = 2, sigma: float = 1.0) -> jax.Array:
+  """`fields` (N, H, W, 2) times a window that is 1 within `grow` - 1 pixels of
+  the nonzero pixels of `masks` (N, H, W) and falls to 0 over a few `sigma`
+  beyond `grow` (a Gaussian blur of the grown mask, doubled and clipped to 1; 0 where
+  below 0.01, so pixels far from the mask do not move at all)."""
+  _, h, w = masks.shape
+  near = (masks > 0).astype(jnp.float32)
+  size = 2 * grow + 1
+  near = jax.lax.reduce_window(near, 0.0, jax.lax.max, (1, size, size), (1, 1, 1), "SAME")
+  window = jnp.einsum("ai,nij,bj->nab", gaussian_matrix(h, sigma), near, gaussian_matrix(w, sigma))
+  window = jnp.where(window < 0.005, 0.0, jnp.minimum(2.0 * window, 1.0))
+  return fields * window[..., None]
 
 
 def warp(images: jax.Array, masks: jax.Array, fields: jax.Array) -> tuple[jax.Array, jax.Array]:

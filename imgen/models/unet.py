@@ -22,7 +22,8 @@ mean of the context is added to the time embedding through a dense layer, and
 at the resolutions in `cross_attention_resolutions` every block (and the
 middle) is followed by multi-head cross-attention from the image positions to
 the context (as in Rombach et al. 2022's latent diffusion U-Net), residual and
-initialised near zero like the other branches.
+initialised near zero like the other branches. With `coordinates`, each
+pixel's (x, y) in [-1, 1] joins the input as two channels (`pixel_coordinates`).
 
 With the CIFAR-10 settings (channels 128, mults (1, 2, 2, 2), 2 blocks,
 attention at 16x16) it has the paper's 35.7M parameters (35,746,307; counted
@@ -148,6 +149,15 @@ class CrossAttention(nn.Module):
     return x + dense("proj", _LAST)(y).reshape(n, h, w, c)
 
 
+def pixel_coordinates(n: int, size: int, dtype) -> jax.Array:
+  """(n, size, size, 2): each pixel's column and row, scaled to [-1, 1] (CoordConv,
+  Liu et al. 2018): the convolutions alone know a position only by its distance to the
+  zero padding, which a caption's "top left" needs."""
+  ramp = jnp.linspace(-1.0, 1.0, size, dtype=dtype)
+  grid = jnp.stack(jnp.meshgrid(ramp, ramp, indexing="xy"), axis=-1)
+  return jnp.broadcast_to(grid, (n, size, size, 2))
+
+
 def masked_mean(context: jax.Array, mask: jax.Array) -> jax.Array:
   """(N, L, D) -> (N, D): the mean over the valid positions (at least one per row)."""
   weights = mask.astype(jnp.float32)[..., None]
@@ -167,6 +177,7 @@ class UNet(nn.Module):
   groups: int = 32
   cross_attention_resolutions: tuple[int, ...] = ()
   heads: int = 4  # Of the cross-attention.
+  coordinates: bool = False  # Append each pixel's (x, y) in [-1, 1] to the input channels.
   axis_name: str | None = parallel.AXIS
   dtype: jnp.dtype = jnp.float32
 
@@ -206,6 +217,8 @@ class UNet(nn.Module):
 
     conv = lambda c, **kw: Conv(c, (3, 3), dtype=self.dtype, kernel_init=_DEFAULT, **kw)
 
+    if self.coordinates:
+      x = jnp.concatenate([x, pixel_coordinates(x.shape[0], size, x.dtype)], axis=-1)
     h = conv(self.channels)(x.astype(self.dtype))
     skips = [h]
     for level, mult in enumerate(self.channel_mults):
