@@ -51,6 +51,7 @@ from imgen.families.base import Inpaints
 from imgen.families.base import class_count
 from imgen.families.base import reject_condition
 from imgen.methods import diffusion
+from imgen.methods import masks as mask_lib
 from imgen.methods import objectives
 from imgen.methods import samplers
 from imgen.models import compute_dtype
@@ -260,9 +261,7 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
     so the loss keeps its scale."""
     if not self.foreground_weight:
       return 1.0
-    mask = (batch["mask"] > 0).astype(jnp.float32)[..., None]
-    grown = lax.reduce_window(mask, 0.0, lax.max, (1, 3, 3, 1), (1, 1, 1, 1), "SAME")
-    weights = 1.0 + self.foreground_weight * grown
+    weights = 1.0 + self.foreground_weight * mask_lib.grown(batch["mask"], 1)[..., None]
     return weights / jnp.mean(weights, axis=(1, 2, 3), keepdims=True)
 
   def make_eval_step(self):

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from imgen.core import parallel
+from imgen.methods import masks as mask_lib
 
 
 def gaussian_matrix(n: int, sigma: float) -> np.ndarray:
@@ -44,9 +45,7 @@ def confine(fields: jax.Array, masks: jax.Array, grow: int = 2, sigma: float = 1
   beyond `grow` (a Gaussian blur of the grown mask, doubled and clipped to 1; 0 where
   below 0.01, so pixels far from the mask do not move at all)."""
   _, h, w = masks.shape
-  near = (masks > 0).astype(jnp.float32)
-  size = 2 * grow + 1
-  near = jax.lax.reduce_window(near, 0.0, jax.lax.max, (1, size, size), (1, 1, 1), "SAME")
+  near = mask_lib.grown(masks, grow)
   window = jnp.einsum("ai,nij,bj->nab", gaussian_matrix(h, sigma), near, gaussian_matrix(w, sigma))
   window = jnp.where(window < 0.005, 0.0, jnp.minimum(2.0 * window, 1.0))
   return fields * window[..., None]
