@@ -5,8 +5,9 @@
 imgen's step is timed as the trainer runs it: behind the non-finite guard,
 buffers donated, `train.steps_per_dispatch` steps per call, on one fixed batch
 of random images and layouts (with the config's elastic distortion of half
-the rows, which the peer lacks: `--elastic=0` times the network alone); the peer (benchmarks/torch_reader.py, the same
-network and loss, parameter counts checked equal first) in PyTorch eager. The
+the rows, which the peer lacks: `--elastic=0` times the network alone); the
+peer (benchmarks/torch_reader.py, the same network and loss, parameter counts
+checked equal first) in PyTorch eager. The
 two alternate `rounds` times in one process; the ratio of their medians is
 printed with a markdown row for BENCHMARKS.md.
 """
@@ -59,13 +60,14 @@ def main(argv):
   if FLAGS.elastic is not None:
     config.judge.elastic = FLAGS.elastic
   size, batch = config.model.image_size, config.train.batch_size
-  shape = peer_counts.reader_shape(config)
   fields = {"image": Field("image", "image", (size, size, 3), "uint8")}
   for name in ("digits", "cells", "colour_names", "sizes"):
     fields[name] = Field("tensor", name, (2,), "int32")
   fields["background"] = Field("label", "background", (), "int32")
   fields["mask"] = Field("mask", "mask", (size, size), "uint8")
   spec = DataSpec(size, fields)
+  family = JudgeFamily(config, spec)
+  shape = peer_counts.reader_shape(family.model)
   torch = timing.import_torch("judge's layout reader")
   count = peer_counts.check_family(torch, config, spec)
   print(f"imgen and its PyTorch peer: {count:,} parameters each")
@@ -73,7 +75,7 @@ def main(argv):
   layout = layout_batch(n, batch // n, size, shape["backgrounds"])
   images = layout.pop("images")
   layout["mask"] = (images[..., 0] > 0.8).astype(np.int32)  # Some "ink" for the distortion.
-  run_jax, compile_s = timing.trainer_step_runner(JudgeFamily(config, spec), images, per_call, **layout)
+  run_jax, compile_s = timing.trainer_step_runner(family, images, per_call, **layout)
   print(f"JAX {jax.__version__}; {per_call} steps per call; compile {compile_s:.1f}s")
   jax_rates, torch_rates = [], []
   for r in range(FLAGS.rounds):
@@ -84,9 +86,9 @@ def main(argv):
   print("| network (batch) | imgen steps/s (rounds) | PyTorch steps/s (rounds) | imgen/PyTorch |")
   fmt = lambda rates: ", ".join(f"{x:.2f}" for x in rates)
   print(
-    f"| judge reader {size}x{size} -> {6 * 2 ** config.model.levels}, width "
-    f"{config.model.width}, elastic {config.judge.elastic} ({batch}) | {fmt(jax_rates)} | {fmt(torch_rates)} | "
-    f"**{ours / theirs:.2f}** |"
+    f"| judge reader {size}x{size} -> {6 * 2**config.model.levels}, width "
+    f"{config.model.width}, elastic {config.judge.elastic} ({batch}) | {fmt(jax_rates)} | "
+    f"{fmt(torch_rates)} | **{ours / theirs:.2f}** |"
   )
 
 

@@ -57,7 +57,8 @@ def check_family(torch, config, spec) -> int:
     theirs = sum(p.numel() for p in net.parameters())
   elif family == "judge":
     ours = _count(state.net.params)
-    theirs = torch_reader.parameter_count(**reader_shape(config))
+    reader = families.FAMILIES[family](config, spec).model  # The reader as the family built it.
+    theirs = torch_reader.parameter_count(**reader_shape(reader))
   else:
     raise ValueError(f"no peer for family {family!r}")
   if ours != theirs:
@@ -67,19 +68,17 @@ def check_family(torch, config, spec) -> int:
   return ours
 
 
-def reader_shape(config) -> dict:
-  """The judge config's layout reader as benchmarks/torch_reader.py's arguments."""
-  from imgen.data import captions  # pylint: disable=g-import-not-at-top
-
-  m = config.model
+def reader_shape(reader) -> dict:
+  """The judge family's LayoutReader as benchmarks/torch_reader.py's arguments."""
   return dict(
-    backgrounds=len(captions.BACKGROUND_NAMES),
-    colours=len(captions.COLOURS),
-    sizes=len(captions.SIZES),
-    width=m.width,
-    levels=m.levels,
-    hidden=m.hidden,
-    dropout=m.dropout,
+    backgrounds=reader.num_backgrounds,
+    colours=reader.num_colours,
+    sizes=reader.num_sizes,
+    digits=reader.num_digits,
+    width=reader.width,
+    levels=reader.levels,
+    hidden=reader.hidden,
+    dropout=reader.dropout,
   )
 
 
