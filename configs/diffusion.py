@@ -44,7 +44,8 @@ def diffusion_group(**overrides) -> ml_collections.ConfigDict:
       t_std=1.0,
       label_dropout=0.1,  # Conditional models: P(label -> "none"), for guidance.
       random_flip=False,  # Flip each training image left-right with probability 1/2.
-      foreground_weight=0.0,  # > 0: the loss weighs pixels of the batch's `mask` (grown by a pixel) 1 + this.
+      # > 0: the loss weighs the pixels of the batch's `mask` (grown by a pixel) 1 + this.
+      foreground_weight=0.0,
     )
   )
   group.update(overrides)

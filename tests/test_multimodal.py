@@ -14,6 +14,7 @@ import pytest
 import scipy.io.wavfile
 
 from imgen import modes
+from imgen.core import parallel
 from imgen.core.errors import ConfigError
 from imgen.core.errors import DataError
 from imgen.data import captions
@@ -132,6 +133,28 @@ def test_the_speech_condition_is_the_log_mel_of_the_clip():
     cond["inputs"], audio.log_mel(clip / 32768.0, **config.condition.mel), rtol=1e-6
   )
   assert cond["inputs"].shape == (2, audio.num_frames(33075), 64)
+  # In training each row's mel axis is stretched by its own factor in 1 +- mel_stretch.
+  config.condition.mel_stretch = 0.15
+  family = SpeechToImageFamily(config, spec)
+  rows = {"audio": jnp.repeat(clip[:1], 24, axis=0)[None]}
+  draw = lambda batch: family.train_condition(batch, jax.random.key(1), 24)
+  stretched = np.asarray(jax.pmap(draw, axis_name=parallel.AXIS)(rows)["inputs"][0])
+  plain, bands = np.asarray(cond["inputs"][0]), np.arange(64.0)
+
+  def stretch(f):  # NumPy's: band b read at b * f, linearly between bands.
+    at = np.clip(bands * f, 0, 63)
+    low = np.floor(at).astype(int)
+    return plain[:, low] * (1 - (at - low)) + plain[:, np.minimum(low + 1, 63)] * (at - low)
+
+  found = []
+  for row in stretched:  # The factor that explains each row: a coarse search, then a fine one.
+    error = lambda f, row=row: np.abs(row - stretch(f)).max()
+    best = min(np.linspace(0.8, 1.2, 801), key=error)
+    best = min(best + np.linspace(-1e-3, 1e-3, 2001), key=error)
+    assert error(best) < 1e-4 * np.abs(plain).max(), error(best)
+    found.append(best)
+  assert 0.85 - 1e-3 <= min(found) < 0.9 and 1.1 < max(found) <= 1.15 + 1e-3, found
+  assert len(set(found)) == len(found), found
 
 
 def test_text_sample_mode_with_prompts_and_prompts_mode(smoke_run):

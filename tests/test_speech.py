@@ -83,6 +83,21 @@ def test_a_tone_lands_in_its_mel_band():
   )
 
 
+def test_stretching_the_mel_axis_reads_each_band_at_its_scaled_index():
+  rng = np.random.default_rng(0)
+  mel = rng.normal(size=(3, 5, 64)).astype(np.float32)
+  factors = np.array([1.0, 1.13, 0.86], np.float32)
+  ours = np.asarray(jax.jit(audio.stretch_mels)(mel, factors))
+  np.testing.assert_array_equal(ours[0], mel[0])  # Factor 1: the identity.
+  bands = np.arange(64)
+  for i, f in enumerate(factors):  # np.interp holds the end value past the last band.
+    want = np.stack([np.interp(bands * f, bands, frame) for frame in mel[i]])
+    np.testing.assert_allclose(ours[i], want, rtol=1e-5, atol=1e-5)
+  peak = np.zeros((1, 1, 64), np.float32)
+  peak[..., 33] = 1.0  # Above 1 the spectrum moves down the bands: 33 / 1.1 = 30.
+  assert np.asarray(audio.stretch_mels(peak, np.array([1.1], np.float32))).argmax() == 30
+
+
 def test_num_frames_of_a_clip():
   assert audio.num_frames(speech.CLIP_SAMPLES) == 126
   with pytest.raises(ValueError, match="fewer than one frame"):

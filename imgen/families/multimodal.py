@@ -7,7 +7,9 @@ with cross-attention to a sequence from an encoder trained with it.
   `diffusion.label_dropout` for classifier-free guidance.
 - `speech_to_image`: the int16 clip `audio` of `spoken_mnist` (a spoken digit
   paired with an MNIST image of it), as a log-mel spectrogram computed in JAX
-  (`imgen.methods.audio`) inside the step, through `AudioEncoder`.
+  (`imgen.methods.audio`) inside the step, through `AudioEncoder`. In
+  training each row's mel axis is stretched by a factor drawn uniformly in
+  1 +- `condition.mel_stretch` (`audio.stretch_mels`), for voices it never hears.
 
 Everything else (training, the bound, DDIM/DDPM sampling, guidance,
 inpainting) is `imgen.families.diffusion`'s. Sampling takes `condition` rows of
@@ -202,6 +204,7 @@ class SpeechToImageFamily(_SequenceConditioned):
 
   def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
     self.mel = dict(config.condition.mel)
+    self.mel_stretch = config.condition.get("mel_stretch", 0.0)  # Runs from before it: none.
     self._grid_clips = None
     audio_files = config.sample.get("audio", "")
     self.audio_files = [p.strip() for p in audio_files.split("|")] if audio_files.strip() else []
@@ -213,6 +216,14 @@ class SpeechToImageFamily(_SequenceConditioned):
 
   def encoder_inputs(self, raw):
     return audio.log_mel(raw.astype(jnp.float32) / 32768.0, **self.mel)
+
+  def train_condition(self, batch, key, n):
+    cond = super().train_condition(batch, key, n)
+    if self.mel_stretch:
+      u = parallel.global_draw(jax.random.uniform, jax.random.fold_in(key, 2), n, ())
+      factors = 1.0 + self.mel_stretch * (2.0 * u - 1.0)
+      cond = {**cond, "inputs": audio.stretch_mels(cond["inputs"], factors)}
+    return cond
 
   def grid_conditions(self) -> np.ndarray:
     """One row per WAV file of `sample.audio`, or else one per digit of

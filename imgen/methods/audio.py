@@ -17,6 +17,12 @@ mel power spectrograms (N, frames, n_mels):
   mel_scale="htk", norm=None);
 - log(max(mel, eps)).
 
+`stretch_mels(mel, factors)` stretches each spectrogram's mel axis by its
+factor, a training augmentation for unseen voices in the manner of vocal
+tract length perturbation (Jaitly & Hinton 2013, who warp the linear
+frequency axis by 0.9-1.1 before the filterbank; this scales the mel bands'
+index after it).
+
 The defaults suit a small conv encoder over ~1-1.5 s speech clips at
 22,050 Hz: 46 ms frames every 11.6 ms, 64 mels up to 8 kHz, where speech
 has nearly all of its energy.
@@ -102,3 +108,16 @@ def log_mel(
   # HIGHEST: no reduced-precision (TF32/bf16) matmul on accelerators.
   mel = jnp.matmul(power, filterbank, precision=jax.lax.Precision.HIGHEST)
   return jnp.log(jnp.maximum(mel, eps))
+
+
+def stretch_mels(mel: jax.Array, factors: jax.Array) -> jax.Array:
+  """`mel` (N, frames, n_mels) with band b of row i read at band b * factors[i]:
+  linear interpolation between the two nearest bands, the top band beyond
+  the last. Factor 1 is the identity; above 1 the spectrum moves down the bands."""
+  bands = mel.shape[-1]
+  at = jnp.clip(jnp.arange(bands, dtype=jnp.float32)[None] * factors[:, None], 0.0, bands - 1)
+  low = jnp.floor(at).astype(jnp.int32)
+  high = jnp.minimum(low + 1, bands - 1)
+  weight = (at - low)[:, None, :]
+  pick = lambda index: jnp.take_along_axis(mel, jnp.broadcast_to(index[:, None], mel.shape), -1)
+  return pick(low) * (1.0 - weight) + pick(high) * weight
