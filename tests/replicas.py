@@ -65,7 +65,9 @@ def train_steps(
   else:  # Given: no initialisation compiled here (in a process of 4 devices, nothing is cached).
     shapes = jax.eval_shape(family_.init_state, experiment.keys.init)
     start = jax.tree.unflatten(jax.tree.structure(shapes), initial)
-  state = jax.tree.map(lambda x: np.stack([np.asarray(x)] * devices), start)
+  # Laid out as the step's outputs are, so the second step does not compile the step again.
+  assert devices == jax.local_device_count(), (devices, jax.devices())
+  state = parallel.replicate(start)
   batches = experiment.train_batches(0)
   out = {}
   for i in range(STEPS):
