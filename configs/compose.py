@@ -3,6 +3,8 @@
   python main.py --config=configs/compose.py --mode=compose --workdir=runs/compose
   python main.py --config=configs/compose.py --mode=compose --workdir=runs/compose \\
     --config.compose.classes=3,7              # a 3 and a 7 in every scene
+  python main.py --config=configs/compose.py --mode=compose --workdir=runs/compose \\
+    --config.compose.scene_workdir=runs/diffusion_scenes   # and SDEdit by a scene model
 """
 
 import ml_collections
@@ -17,6 +19,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       texture_workdirs="runs/texture_brick,runs/texture_grass,runs/texture_gravel",
       digits_workdir="runs/gan_conditional",
       segment_workdir="runs/segment",
+      # SDEdit (Meng et al. 2022) of the alpha blends by a diffusion model of the real scenes
+      # (configs/diffusion_scenes.py), from this noise level; '' leaves it out.
+      scene_workdir="",
+      sdedit_sigma=0.5,
       classes="",  # '' = 1-4 random digits per scene; '3,7' = those digits in every scene.
       num_scenes=1000,  # The size of digit_scenes' test split, FID's reference.
       seed=0,

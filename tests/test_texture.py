@@ -3,6 +3,7 @@ independent computations, and the two modes run as a user runs them."""
 
 import json
 import os
+import types
 
 from helpers import shared_training
 from helpers import smoke_config
@@ -14,11 +15,16 @@ import scipy.ndimage
 
 from configs import compose as compose_config
 from configs import texture as texture_config
+from configs.common import default_config
 from imgen import modes
+from imgen.core import parallel
 from imgen.core.errors import ConfigError
 from imgen.data import sources
 from imgen.data import textures
+from imgen.data.spec import DataSpec
 from imgen.evaluation import features as features_lib
+from imgen.families.diffusion import DiffusionFamily
+from imgen.methods import samplers
 from imgen.methods import texture
 from imgen.methods import texture_map
 from imgen.models import sgan
@@ -273,25 +279,64 @@ def test_texture_mode_writes_scores_and_the_grid(texture_run):
   assert set(record["generator_images_per_second"]) == {"64x64_batch1", "64x64_batch8"}
 
 
+def test_sdedit_follows_the_exact_ode_of_gaussian_data_from_the_noised_image(monkeypatch):
+  """Data N(m, s^2) per pixel has the exact denoiser D(x, sigma) = m + s^2 / (s^2 + sigma^2)
+  (x - m), whose probability-flow ODE from x at sigma0 ends at m + (x - m) s / sqrt(s^2 +
+  sigma0^2). SDEdit from image y at sigma0, by the Euler sampler over 300 levels, must so
+  give samples of mean m + (y - m) k and std sigma0 k, k = s / sqrt(s^2 + sigma0^2)."""
+  m, s, sigma0 = 0.2, 0.3, 0.8
+  config = default_config("diffusion", "smoke")
+  config.sample.update(sampler="euler", steps=300, clip=False)
+  family = DiffusionFamily(config, DataSpec.of_images(28, 1))
+  exact = lambda params, labels, guidance=1.0, clip=False: (
+    lambda x, sigma: m + (s**2 / (s**2 + sigma[:, None, None, None] ** 2)) * (x - m)
+  )
+  monkeypatch.setattr(family, "denoiser", exact)
+  state = types.SimpleNamespace(net=types.SimpleNamespace(eval_params=None))
+  y = jnp.broadcast_to(jnp.linspace(-1.0, 1.0, 28)[None, :, None, None], (64, 28, 28, 1))
+  edit = jax.pmap(
+    lambda y: family.edit(state, jax.random.key(0), y, sigma0), axis_name=parallel.AXIS
+  )
+  out = np.asarray(edit(y[None]))[0]
+  k = s / np.sqrt(s**2 + sigma0**2)
+  np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), m + (y[0, :, 0, 0] - m) * k, atol=0.02)
+  np.testing.assert_allclose(out.std(axis=(0, 2, 3)), sigma0 * k, rtol=0.05)
+  sigmas = samplers.levels_below(np.array([20.0, 3.0, 0.5, 0.1, 0.0]), 0.8, "sigma")
+  np.testing.assert_array_equal(sigmas, [0.8, 0.5, 0.1, 0.0])
+  with pytest.raises(ConfigError, match="sigma=30"):
+    samplers.levels_below(np.array([20.0, 0.0]), 30.0, "sigma")
+
+
 def test_compose_mode_scores_every_blend(texture_run, smoke_run, data_dir, tmp_path):
   digits = smoke_config("gan", data_dir)
   digits.model.conditional = True
   digits_dir = str(tmp_path / "digits")
   train.train_and_evaluate(digits, digits_dir)
+  scene_model = default_config("diffusion_scenes", "smoke")
+  scene_model.data.data_dir = data_dir
+  scene_model.eval.update(every_steps=0, sample_every=0)  # Compose samples from it itself.
+  scene_dir = str(tmp_path / "scenes")
+  train.train_and_evaluate(scene_model, scene_dir)
   config = compose_config.get_config("smoke")
   config.compose.update(
     texture_workdirs=texture_run[1],
     digits_workdir=digits_dir,
     segment_workdir=smoke_run("segment")[1],
+    scene_workdir=scene_dir,
   )
   record = modes.run("compose", config, str(tmp_path / "out"))
-  assert set(record["results"]) == {"real_test", "real_train", *compose.BLENDS}
-  for blend in compose.BLENDS:
+  assert set(record["results"]) == {"real_test", "real_train", *compose.BLENDS, "sdedit"}
+  for blend in (*compose.BLENDS, "sdedit"):
     assert 0 <= record["results"][blend]["miou"] <= 1
     assert np.isfinite(record["results"][blend]["fid"])
   saved = np.load(tmp_path / "out" / "compose" / "scenes.npz")
   assert saved["images_poisson"].shape == (16, 64, 64, 3) and saved["digits"].shape == (16, 4)
+  assert saved["images_sdedit"].shape == (16, 64, 64, 3)
   assert os.path.isfile(tmp_path / "out" / "compose" / "blends.png")
+  config.compose.scene_workdir = digits_dir  # Not a diffusion model of colour scenes.
+  with pytest.raises(ConfigError, match="unconditional diffusion model of 64x64"):
+    modes.run("compose", config, str(tmp_path / "out3"))
+  config.compose.scene_workdir = ""
   config.compose.digits_workdir = texture_run[1]  # Not a conditional generator.
   with pytest.raises(Exception, match="class-conditional"):
     modes.run("compose", config, str(tmp_path / "out2"))

@@ -98,6 +98,25 @@ def make_sampler(
   return sample_batches
 
 
+def over_rows(experiment: Experiment, state, key: jax.Array, fn: Callable, *arrays) -> np.ndarray:
+  """`fn(replicated_state, key, *rows)` (this replica's rows of each array, or None for
+  an array that is None) over every row of the host `arrays` (N, ...), in global batches
+  of eval.batch_size (the last one wraps around to the first rows), batch i with
+  fold_in(key, i), gathered from every process: its outputs (N, ...)."""
+  global_batch, num = experiment.config.eval.batch_size, len(arrays[0])
+  per_process = global_batch // jax.process_count()
+  call = parallel.pmap(
+    fn, axis_name=parallel.AXIS, in_axes=(0, None, *(None if a is None else 0 for a in arrays))
+  )
+  replicated, parts = parallel.replicate(state), []
+  for i in range(-(-num // global_batch)):
+    index = (i * global_batch + jax.process_index() * per_process + np.arange(per_process)) % num
+    rows = [None if a is None else parallel.shard_rows(a[index]) for a in arrays]
+    out = np.asarray(jax.device_get(call(replicated, jax.random.fold_in(key, i), *rows)))
+    parts.append(parallel.gather(out.reshape(-1, *out.shape[2:])))
+  return np.concatenate(parts)[:num]
+
+
 def host_samples(batches: Iterator[jax.Array], num: int) -> np.ndarray:
   """The first `num` samples of device batches, gathered from every process (N, H, W, C)."""
   parts = [np.asarray(jax.device_get(b)) for b in batches]

@@ -355,10 +355,13 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
     c: ml_collections.ConfigDict,
     project=None,
     guide=None,
+    start: tuple[jax.Array, float] | None = None,
   ) -> jax.Array:
     """This replica's n rows of a global batch drawn by the sampler of group `c` (`sample`
     or `inpaint`) from `key`, with an optional `project(x, sigma, key)` hook and an
-    optional `guide(denoise) -> denoise` that edits the denoiser (not for `ddpm`)."""
+    optional `guide(denoise) -> denoise` that edits the denoiser (not for `ddpm`). With
+    `start` = (images, sigma) the chain starts from the images noised to level sigma
+    (x = x_0 + sigma n) and runs the schedule's levels below it (SDEdit; not for `ddpm`)."""
     shape = self.image.shape
     normal = lambda k: parallel.global_normal(k, n, shape)
     guidance = c.guidance_scale if labels is not None else 1.0
@@ -367,6 +370,8 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
       jax.random.fold_in(key, 0),
       jax.random.fold_in(key, 1),
     )
+    if c.sampler == "ddpm" and start is not None:
+      raise ConfigError("Editing (SDEdit) runs the DDIM-type samplers; sampler 'ddpm' cannot.")
     if c.sampler == "ddpm":
       x = diffusion.ddpm_sample(
         self.schedule,
@@ -382,6 +387,10 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
     else:
       sigmas = samplers.group_sigmas(c, self.objective)
       x = self.objective.prior_std(float(sigmas[0])) * normal(key_x)
+      if start is not None:
+        images, sigma = start
+        sigmas = samplers.levels_below(sigmas, sigma, "the edit's sigma")
+        x = images + sigma * normal(key_x)
       churn = samplers.Churn(c.s_churn, c.s_tmin, c.s_tmax, c.s_noise)
       denoise = self.denoiser(params, labels, guidance, clip=c.clip and guide is None)
       if guide is not None:
@@ -416,6 +425,17 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
   def generate(self, state: SingleNetworkState, key: jax.Array, n: int, condition=None):
     cond = self.sample_condition(condition, jax.random.fold_in(key, 2), n)
     return self.sample_chain(state.net.eval_params, key, n, cond, self.sample_config)
+
+  def edit(
+    self, state: SingleNetworkState, key: jax.Array, images: jax.Array, sigma: float, condition=None
+  ) -> jax.Array:
+    """SDEdit (Meng et al. 2022): this replica's `images` noised to level `sigma` and
+    denoised by the `sample` group's sampler from there: a sample of the model that keeps
+    what the noise leaves of the images (the layout; at small sigma their details too)."""
+    n = images.shape[0]
+    cond = self.sample_condition(condition, jax.random.fold_in(key, 2), n)
+    params = state.net.eval_params
+    return self.sample_chain(params, key, n, cond, self.sample_config, start=(images, sigma))
 
   def inpaint(
     self,

@@ -115,6 +115,14 @@ def group_sigmas(c, objective) -> np.ndarray:
   return karras_sigmas(c.steps, objective.sigma_min, objective.sigma_max, c.rho)
 
 
+def levels_below(sigmas: np.ndarray, sigma: float, path: str) -> np.ndarray:
+  """SDEdit's levels (Meng et al. 2022): `sigma`, then those of the schedule `sigmas`
+  (descending, ending at 0) below it."""
+  if not 0.0 < sigma <= sigmas[0]:
+    raise ConfigError(f"{path}={sigma}; it must lie in (0, {sigmas[0]:g}], the sampler's range.")
+  return np.append(np.float64(sigma), sigmas[sigmas < sigma])
+
+
 def reconstruction_guide(
   denoise: Denoiser, images: jax.Array, known: jax.Array, weight: float
 ) -> Denoiser:

@@ -13,6 +13,10 @@ Every scene is made with each blend of `BLENDS`:
   coloured digit into the background over the ink dilated by two pixels,
   with their mixed gradients (Sec. 3.2: the stronger of the digit's and the
   background's at each pixel pair), solved exactly by conjugate gradients.
+- `sdedit` (with `compose.scene_workdir`): the alpha blends noised to level
+  `compose.sdedit_sigma` and denoised by a diffusion model of the real scenes
+  (SDEdit, Meng et al. 2022; `configs/diffusion_scenes.py`), which redraws
+  what the noise hides in the manner of real scenes and keeps the layout.
 The layout (class, box, colour of each digit; the background's source) and
 the mask (0, or 1 + class where the matte exceeds 1/2, later digits on top)
 come with every scene.
@@ -42,6 +46,7 @@ from imgen.core import images as image_lib
 from imgen.core.errors import ConfigError
 from imgen.data import scenes
 from imgen.evaluation.evaluate import draw
+from imgen.evaluation.evaluate import over_rows
 from imgen.evaluation.experiment import Experiment
 from imgen.families import Segments
 from imgen.methods import masks as mask_lib
@@ -240,6 +245,9 @@ def compose_scenes(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mattes = np.zeros((c.num_scenes, scenes.MAX_DIGITS, side, side), np.float32)
   mattes[tuple(slots.T)] = drawn[..., 0].astype(np.float32) / 255.0
   composed, masks = render(backgrounds, mattes, layout, rng)
+  if c.get("scene_workdir", "").strip():
+    key_edit = jax.random.fold_in(key, 200)
+    composed["sdedit"] = sdedit(c.scene_workdir, c.sdedit_sigma, composed["alpha"], key_edit)
 
   record = {"mode": "compose", "num_scenes": c.num_scenes, "classes": c.classes or "random"}
   segment_experiment, segment_state, _ = Experiment.of_run(
@@ -288,6 +296,23 @@ def compose_scenes(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return record
 
 
+def sdedit(workdir: str, sigma: float, images: np.ndarray, key: jax.Array) -> np.ndarray:
+  """`images` (N, 64, 64, 3) uint8 edited by the scene model of `workdir` from level `sigma`."""
+  experiment, state, _ = Experiment.of_run(workdir, "compose.scene_workdir")
+  family = experiment.family
+  if (
+    not hasattr(family, "edit")
+    or family.conditional
+    or tuple(experiment.spec.image.shape) != (SIZE, SIZE, 3)
+  ):
+    raise ConfigError(
+      f"compose.scene_workdir={workdir} must hold an unconditional diffusion model of "
+      f"{SIZE}x{SIZE} colour scenes (configs/diffusion_scenes.py)."
+    )
+  fn = lambda s, k, x: family.edit(s, k, x, sigma)
+  return image_lib.to_uint8(over_rows(experiment, state, key, fn, image_lib.from_uint8(images)))
+
+
 def _real_scenes(experiment: Experiment, split: str, num: int) -> tuple[np.ndarray, np.ndarray]:
   """The first `num` scenes (uint8) and masks of a digit_scenes split."""
   source = experiment.builder.as_data_source(split=split)
@@ -320,14 +345,12 @@ def _write(out, record, composed, masks, predictions, layout: Layout) -> None:
     **{f"predicted_{b}": x for b, x in predictions.items()},
     **dataclasses.asdict(layout),
   )
-  rows = []
-  for b in BLENDS:
-    rows.append(image_lib.from_uint8(composed[b][:8]))
+  rows = [image_lib.from_uint8(x[:8]) for x in composed.values()]
   rows.append(mask_lib.colour(masks[:8]))
   rows.append(mask_lib.colour(predictions["poisson"][:8]))
   grid = image_lib.make_grid(image_lib.to_uint8(np.concatenate(rows)), 8)
   image_lib.save_png(files.join(out, "blends.png"), grid)
-  for b in BLENDS:
+  for b in composed:
     grid = image_lib.make_grid(composed[b][:64], 8)
     image_lib.save_png(files.join(out, f"scenes_{b}.png"), grid)
   logging.info("Wrote %s", out)

@@ -30,9 +30,9 @@ import skimage.restoration
 
 from imgen.core import files
 from imgen.core import images as image_lib
-from imgen.core import parallel
 from imgen.core.errors import ConfigError
 from imgen.evaluation.evaluate import make_sampler
+from imgen.evaluation.evaluate import over_rows
 from imgen.evaluation.evaluate import sample_quality
 from imgen.evaluation.experiment import GRID_COLUMNS
 from imgen.evaluation.experiment import Experiment
@@ -116,28 +116,11 @@ def hole_scores(truth: np.ndarray, completed: np.ndarray, known: np.ndarray) -> 
 
 
 def _complete(experiment: Experiment, state, images, known, labels) -> np.ndarray:
-  """The family's completions of every image, in global batches of eval.batch_size
-  (the last one wraps around to the first images), gathered from every process."""
+  """The family's completions of every image (`over_rows`)."""
   c, family = experiment.config, experiment.family
-  global_batch, num = c.eval.batch_size, len(images)
-  per_process = global_batch // jax.process_count()
-  call = parallel.pmap(
-    lambda s, k, x, m, y: family.inpaint(s, k, x, m, y, c.inpaint),
-    axis_name=parallel.AXIS,
-    in_axes=(0, None, 0, 0, None if labels is None else 0),
-  )
-  replicated, key, parts = (
-    parallel.replicate(state),
-    jax.random.fold_in(experiment.keys.eval, 7),
-    [],
-  )
-  for i in range(-(-num // global_batch)):
-    index = (i * global_batch + jax.process_index() * per_process + np.arange(per_process)) % num
-    x, m = parallel.shard_rows(images[index]), parallel.shard_rows(known[index])
-    y = None if labels is None else parallel.shard_rows(labels[index])
-    out = call(replicated, jax.random.fold_in(key, i), x, m, y)
-    parts.append(parallel.gather(np.asarray(jax.device_get(out)).reshape(-1, *images.shape[1:])))
-  return np.concatenate(parts)[:num]
+  fn = lambda s, k, x, m, y: family.inpaint(s, k, x, m, y, c.inpaint)
+  key = jax.random.fold_in(experiment.keys.eval, 7)
+  return over_rows(experiment, state, key, fn, images, known, labels)
 
 
 def run(experiment: Experiment, restore: Restore) -> tuple[dict, str]:
