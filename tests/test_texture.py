@@ -333,6 +333,9 @@ def test_compose_mode_scores_every_blend(texture_run, smoke_run, data_dir, tmp_p
   assert saved["images_poisson"].shape == (16, 64, 64, 3) and saved["digits"].shape == (16, 4)
   assert saved["images_sdedit"].shape == (16, 64, 64, 3)
   assert os.path.isfile(tmp_path / "out" / "compose" / "blends.png")
+  config.compose.sdedit_sigma = 30.0  # Both fail before a scene is drawn.
+  with pytest.raises(ConfigError, match=r"compose.sdedit_sigma=30.0; it must lie in \(0, 20\]"):
+    modes.run("compose", config, str(tmp_path / "out3"))
   config.compose.scene_workdir = digits_dir  # Not a diffusion model of colour scenes.
   with pytest.raises(ConfigError, match="unconditional diffusion model of 64x64"):
     modes.run("compose", config, str(tmp_path / "out3"))

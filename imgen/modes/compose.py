@@ -51,6 +51,7 @@ from imgen.evaluation.experiment import Experiment
 from imgen.families import Segments
 from imgen.methods import masks as mask_lib
 from imgen.methods import metrics
+from imgen.methods import samplers
 from imgen.methods import texture_map
 
 BLENDS = ("paste", "alpha", "poisson")
@@ -215,6 +216,7 @@ def compose_scenes(config: ml_collections.ConfigDict, workdir: str) -> dict:
   texture_dirs = [d for d in c.texture_workdirs.split(",") if d.strip()]
   if not texture_dirs:
     raise ConfigError("compose.texture_workdirs is empty: name trained configs/texture.py runs.")
+  scene_model = _scene_model(c)
   rng = np.random.default_rng(c.seed)
   key = jax.random.key(c.seed)
   layout = draw_layout(rng, c.num_scenes, len(texture_dirs), classes)
@@ -245,9 +247,9 @@ def compose_scenes(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mattes = np.zeros((c.num_scenes, scenes.MAX_DIGITS, side, side), np.float32)
   mattes[tuple(slots.T)] = drawn[..., 0].astype(np.float32) / 255.0
   composed, masks = render(backgrounds, mattes, layout, rng)
-  if c.get("scene_workdir", "").strip():
+  if scene_model is not None:
     key_edit = jax.random.fold_in(key, 200)
-    composed["sdedit"] = sdedit(c.scene_workdir, c.sdedit_sigma, composed["alpha"], key_edit)
+    composed["sdedit"] = sdedit(scene_model, c.sdedit_sigma, composed["alpha"], key_edit)
 
   record = {"mode": "compose", "num_scenes": c.num_scenes, "classes": c.classes or "random"}
   segment_experiment, segment_state, _ = Experiment.of_run(
@@ -296,9 +298,12 @@ def compose_scenes(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return record
 
 
-def sdedit(workdir: str, sigma: float, images: np.ndarray, key: jax.Array) -> np.ndarray:
-  """`images` (N, 64, 64, 3) uint8 edited by the scene model of `workdir` from level `sigma`."""
-  experiment, state, _ = Experiment.of_run(workdir, "compose.scene_workdir")
+def _scene_model(c: ml_collections.ConfigDict):
+  """(experiment, state) of compose.scene_workdir, checked with compose.sdedit_sigma before
+  any scene is drawn; None without one."""
+  if not c.get("scene_workdir", "").strip():
+    return None
+  experiment, state, _ = Experiment.of_run(c.scene_workdir, "compose.scene_workdir")
   family = experiment.family
   if (
     not hasattr(family, "edit")
@@ -306,10 +311,18 @@ def sdedit(workdir: str, sigma: float, images: np.ndarray, key: jax.Array) -> np
     or tuple(experiment.spec.image.shape) != (SIZE, SIZE, 3)
   ):
     raise ConfigError(
-      f"compose.scene_workdir={workdir} must hold an unconditional diffusion model of "
+      f"compose.scene_workdir={c.scene_workdir} must hold an unconditional diffusion model of "
       f"{SIZE}x{SIZE} colour scenes (configs/diffusion_scenes.py)."
     )
-  fn = lambda s, k, x: family.edit(s, k, x, sigma)
+  sigmas = samplers.group_sigmas(family.sample_config, family.objective)
+  samplers.levels_below(sigmas, c.sdedit_sigma, "compose.sdedit_sigma")
+  return experiment, state
+
+
+def sdedit(scene_model, sigma: float, images: np.ndarray, key: jax.Array) -> np.ndarray:
+  """`images` (N, 64, 64, 3) uint8 edited by the scene model (`_scene_model`) from level `sigma`."""
+  experiment, state = scene_model
+  fn = lambda s, k, x: experiment.family.edit(s, k, x, sigma)
   return image_lib.to_uint8(over_rows(experiment, state, key, fn, image_lib.from_uint8(images)))
 
 
