@@ -100,6 +100,17 @@ def test_dispatch_sizes_stop_at_every_log_save_and_eval_step():
   assert list(train.dispatch_sizes(0, 8, (4, 0), 4)) == [4, 4]  # 0: evaluation turned off.
 
 
+def test_the_host_dispatches_at_most_two_calls_ahead(data_dir, tmp_path, monkeypatch):
+  """Metrics are read only at log steps; before each call past the second the host waits
+  for the call two before it, so a stop signal waits for two calls, not a log interval."""
+  waited, real = [], jax.block_until_ready
+  monkeypatch.setattr(jax, "block_until_ready", lambda x: waited.append(x) or real(x))
+  config = smoke_config("gan", data_dir, num_steps=6, log_every=6, checkpoint_every=6)
+  config.eval.update(every_steps=0, sample_every=0)
+  train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert len(waited) == 1 + (6 - train.IN_FLIGHT)  # The first call (timed), then calls 3-6.
+
+
 def test_one_device_gradients_skip_the_all_reduce():
   """On one device the mean over devices is the gradient itself, bit for bit, and
   the step has no all-reduce (XLA's CPU backend runs one even over one device)."""
