@@ -386,8 +386,9 @@ class DiffusionFamily(Family, Evaluates, Generates, Inpaints):
       )
     else:
       sigmas = samplers.group_sigmas(c, self.objective)
-      x = self.objective.prior_std(float(sigmas[0])) * normal(key_x)
-      if start is not None:
+      if start is None:
+        x = self.objective.prior_std(float(sigmas[0])) * normal(key_x)
+      else:
         images, sigma = start
         sigmas = samplers.levels_below(sigmas, sigma, "the edit's sigma")
         x = images + sigma * normal(key_x)
