@@ -78,7 +78,6 @@ def make_sampler(
   if not isinstance(family, Generates):
     raise ConfigError(f"The {name} family makes no images.")
   local_batch = global_batch // jax.device_count()
-  per_process = global_batch // jax.process_count()
   pmapped = parallel.pmap(
     lambda state, key, condition: family.generate(state, key, local_batch, condition),
     axis_name=parallel.AXIS,
@@ -90,12 +89,18 @@ def make_sampler(
       condition = class_rows(num)
     for i in range(-(-num // global_batch)):
       rows = None
-      if condition is not None:  # This process's rows of batch i, wrapping past `num`.
-        index = i * global_batch + jax.process_index() * per_process + np.arange(per_process)
-        rows = parallel.shard_rows(np.asarray(condition)[index % len(condition)])
+      if condition is not None:
+        index = _process_rows(i, global_batch, len(condition))
+        rows = parallel.shard_rows(np.asarray(condition)[index])
       yield pmapped(replicated_state, jax.random.fold_in(key, i), rows)
 
   return sample_batches
+
+
+def _process_rows(i: int, global_batch: int, num: int) -> np.ndarray:
+  """This process's row indices of global batch i over `num` rows, wrapping past the last."""
+  per_process = global_batch // jax.process_count()
+  return (i * global_batch + jax.process_index() * per_process + np.arange(per_process)) % num
 
 
 def over_rows(experiment: Experiment, state, key: jax.Array, fn: Callable, *arrays) -> np.ndarray:
@@ -104,13 +109,12 @@ def over_rows(experiment: Experiment, state, key: jax.Array, fn: Callable, *arra
   of eval.batch_size (the last one wraps around to the first rows), batch i with
   fold_in(key, i), gathered from every process: its outputs (N, ...)."""
   global_batch, num = experiment.config.eval.batch_size, len(arrays[0])
-  per_process = global_batch // jax.process_count()
   call = parallel.pmap(
     fn, axis_name=parallel.AXIS, in_axes=(0, None, *(None if a is None else 0 for a in arrays))
   )
   replicated, parts = parallel.replicate(state), []
   for i in range(-(-num // global_batch)):
-    index = (i * global_batch + jax.process_index() * per_process + np.arange(per_process)) % num
+    index = _process_rows(i, global_batch, num)
     rows = [None if a is None else parallel.shard_rows(a[index]) for a in arrays]
     out = np.asarray(jax.device_get(call(replicated, jax.random.fold_in(key, i), *rows)))
     parts.append(parallel.gather(out.reshape(-1, *out.shape[2:])))
