@@ -214,6 +214,28 @@ def test_damaged_embedded_dataset_is_rebuilt(tmp_path, caplog):
   assert data.get_builder("sklearn_digits", data_dir).damage() is None
 
 
+def test_prepared_data_is_read_through_once_per_version_of_its_files(tmp_path):
+  data_dir = str(tmp_path / "tfds")
+  data.get_builder("sklearn_digits", data_dir)  # Prepared: nothing to verify yet.
+  readings = []
+  original = sources.EMBEDDED["sklearn_digits"]
+
+  class Counted(original):
+    def damage(self):
+      readings.append(1)
+      return super().damage()
+
+  with mock.patch.dict(sources.EMBEDDED, {"sklearn_digits": Counted}):
+    for _ in range(3):
+      data.get_builder("sklearn_digits", data_dir)
+    assert len(readings) == 1  # Read through once, then stamped.
+    (record,) = glob.glob(os.path.join(data_dir, "sklearn_digits", "*", "*test.array_record*"))
+    os.utime(record, ns=(0, 0))  # The same size, another version.
+    data.get_builder("sklearn_digits", data_dir)
+    data.get_builder("sklearn_digits", data_dir)
+  assert len(readings) == 2
+
+
 def test_preparing_data_deletes_only_what_it_verified_as_damaged(tmp_path, caplog):
   """A dataset that cannot be made (an exemplar that is not an image) and a
   failure that is not damage (an I/O error opening a prepared dataset) are

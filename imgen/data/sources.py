@@ -109,6 +109,43 @@ def _unreadable_info(folder: str) -> str | None:
   return None
 
 
+_VERIFIED = ".imgen-verified.json"
+
+
+def _listing(folder: str) -> dict[str, list[int]]:
+  """Every file under `folder` but the stamp: relative path -> [size, mtime in ns]."""
+  listing = {}
+  for root, _, names in os.walk(folder):
+    for name in names:
+      path = os.path.join(root, name)
+      if not name.startswith(_VERIFIED):
+        info = os.stat(path)
+        listing[os.path.relpath(path, folder)] = [info.st_size, info.st_mtime_ns]
+  return listing
+
+
+def _verified_damage(builder, folder: str) -> str | None:
+  """`builder.damage()`, read once per version of the files: a clean reading
+  leaves a stamp of every file's size and modification time in `folder`, and
+  while they match the records are not read again (seconds per run for the
+  scene datasets). A truncated or rewritten file no longer matches."""
+  stamp = os.path.join(folder, _VERIFIED)
+  try:
+    with open(stamp) as f:
+      if json.load(f) == _listing(folder):
+        return None
+  except (OSError, ValueError):
+    pass  # No stamp yet, or one that does not read: verify.
+  damage = builder.damage()
+  if damage is None:
+    listing = _listing(folder)
+    with contextlib.suppress(OSError):  # A read-only folder: verified every time.
+      with open(stamp + ".tmp", "w") as f:
+        json.dump(listing, f)
+      os.replace(stamp + ".tmp", stamp)
+  return damage
+
+
 def _prepared(name: str, folder: str, make, data_dir: str) -> tfds.core.DatasetBuilder:
   """The builder of `folder`, prepared; rebuilt only where its files were
   verified as damaged (records that do not read back, metadata that is not JSON).
@@ -123,7 +160,7 @@ def _prepared(name: str, folder: str, make, data_dir: str) -> tfds.core.DatasetB
       raise DataError(f"Cannot open dataset {name!r} in {folder}: {one_line(e)}") from e
     builder, damage = None, f"{unreadable} is not JSON"
   else:
-    damage = builder.damage() if builder.is_prepared() else None
+    damage = _verified_damage(builder, folder) if builder.is_prepared() else None
   if damage:
     logging.warning("The prepared %s in %s is damaged (%s); rebuilding it.", name, folder, damage)
     shutil.rmtree(folder)
