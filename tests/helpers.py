@@ -129,6 +129,9 @@ def smoke_config(family: str, data_dir: str, **train_overrides):
   config = common.default_config(family, "smoke")
   config.data.data_dir = data_dir
   config.train.update(train_overrides)
+  if family == "distill":  # Distilled from the session's diffusion smoke run.
+    teacher = smoke_config("diffusion", data_dir)
+    config.distill.teacher_workdir = shared_training("smoke-diffusion", teacher)[0]
   return config
 
 

@@ -18,6 +18,7 @@ from imgen.families.base import Inpaints
 from imgen.families.base import Segments
 from imgen.families.cnn import CNNFamily
 from imgen.families.diffusion import DiffusionFamily
+from imgen.families.distill import DistillFamily
 from imgen.families.gan import GANFamily
 from imgen.families.judge import JudgeFamily
 from imgen.families.multimodal import SpeechToImageFamily
@@ -30,6 +31,7 @@ FAMILIES: dict[str, type[Family]] = {
   "vae": VAEFamily,
   "cnn": CNNFamily,
   "diffusion": DiffusionFamily,
+  "distill": DistillFamily,
   "segment": SegmentationFamily,
   "judge": JudgeFamily,
   "text_to_image": TextToImageFamily,

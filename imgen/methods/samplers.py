@@ -15,6 +15,10 @@
   lambda = -log sigma: x' = (s' / s) x + (1 - e^{-h}) D^ with h = lambda' - lambda and
   D^ = (1 + 1 / (2r)) D - D_prev / (2r), r = h_prev / h; first order on the first step
   and on the last (to sigma 0, where it is x' = D).
+- `consistency`: Song et al. 2023's multistep sampler for a consistency function f (a
+  distilled student's `denoiser`): x_0 = f(x, s), then x' = x_0 + s' z, fresh noise at the
+  next level. Its N levels are the rho schedule's N + 1 levels without sigma_min (where
+  f is the identity): one step is f(sigma_max n).
 
 Sigma grids: `karras_sigmas` (Karras et al. Eq. 5, rho = 7) and `uniform_t_sigmas`
 (evenly spaced flow-matching times t = sigma / (1 + sigma)), each with a final 0.
@@ -39,7 +43,7 @@ import numpy as np
 from imgen.core.errors import ConfigError
 from imgen.methods import diffusion
 
-NAMES = ("ddim", "euler", "heun", "edm", "dpmpp_2m")
+NAMES = ("ddim", "euler", "heun", "edm", "dpmpp_2m", "consistency")
 GRIDS = ("auto", "karras", "uniform_t", "levels")  # A sampler group's `schedule`.
 
 Denoiser = Callable[[jax.Array, jax.Array], jax.Array]  # (x, sigma rows) -> D.
@@ -104,6 +108,9 @@ def group_sigmas(c, objective) -> np.ndarray:
   """The descending noise levels (ending at 0) of sampler group `c`: `levels` (DDPM's own,
   evenly spaced level indices as DDIM), `karras` (rho), or `uniform_t` (flow matching's);
   `auto` is `levels` for DDPM and `karras` otherwise."""
+  if c.sampler == "consistency":
+    chain = karras_sigmas(c.steps + 1, objective.sigma_min, objective.sigma_max, c.rho)
+    return np.append(chain[:-2], 0.0)
   schedule = c.schedule
   if schedule == "auto":
     schedule = "levels" if objective.name == "ddpm" else "karras"
@@ -195,6 +202,9 @@ def sample(
       c = e * s_next * jnp.sqrt(jnp.maximum(s**2 - s_next**2, 0.0)) / s
       direction = jnp.sqrt(jnp.maximum(s_next**2 - c**2, 0.0)) * (x - den) / s
       return den + direction + c * normal(key), den
+    if sampler == "consistency":
+      _, den = d(x, s)
+      return den + s_next * normal(key), den
     if sampler == "heun":
       return heun(x, s, s_next), den_prev
     if sampler == "edm":
