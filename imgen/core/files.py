@@ -18,6 +18,8 @@ from etils import epath
 import numpy as np
 from tensorboardX import record_writer
 
+from imgen.core.errors import ConfigError
+
 PathLike = str | os.PathLike
 
 
@@ -55,6 +57,20 @@ def read_bytes(p: PathLike) -> bytes:
 
 def write_json(p: PathLike, record: Any) -> None:
   write(p, json.dumps(record, indent=2))
+
+
+def run_config(workdir: PathLike, what: str, hint: str, family: str | None = None) -> dict:
+  """The config.json of the trained run in `workdir` (a dict), named in errors by the
+  setting `what`; `family`, if given, is the family it must be. A ConfigError otherwise."""
+  p = path(workdir) / "config.json"
+  if not p.is_file():
+    raise ConfigError(f"{what}={workdir} holds no trained run (no config.json); {hint}")
+  config = read_json(p)
+  if family is not None and config.get("family") != family:
+    raise ConfigError(
+      f"{what}={workdir} holds a {config.get('family')!r} run, not a {family!r} one; {hint}"
+    )
+  return config
 
 
 def read_json(p: PathLike) -> Any:

@@ -171,14 +171,7 @@ class Experiment:
     """(experiment, state, step) of the newest checkpoint of the run in `workdir`,
     made from its own config.json: how a mode reads another trained run (the
     setting `what` names it; `family`, if given, is the family it must be)."""
-    path = files.path(workdir) / "config.json"
-    if not path.is_file():
-      raise ConfigError(f"{what}={workdir} holds no trained run (no config.json); {hint}")
-    config = ml_collections.ConfigDict(files.read_json(path))
-    if family is not None and config.get("family") != family:
-      raise ConfigError(
-        f"{what}={workdir} holds a {config.get('family')!r} run, not a {family!r} one; {hint}"
-      )
+    config = ml_collections.ConfigDict(files.run_config(workdir, what, hint, family))
     try:
       config.eval.checkpoint_step, config.eval.best = None, False
       experiment = cls.create(config)

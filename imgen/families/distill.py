@@ -90,21 +90,12 @@ class DistillFamily(DiffusionFamily):
         "not ddpm: its samplers read the teacher as a denoiser of continuous levels."
       )
     self.teacher_workdir = d.teacher_workdir.strip()
-    hint = "train one first: python main.py --config=configs/diffusion.py --workdir=runs/diffusion"
+    hint = "train one first: python main.py --config=configs/diffusion.py --workdir=runs/diffusion."
     if not self.teacher_workdir:
-      raise ConfigError(f"distill.teacher_workdir is empty; {hint}.")
-    path = files.path(self.teacher_workdir) / "config.json"
-    if not path.is_file():
-      raise ConfigError(
-        f"distill.teacher_workdir={self.teacher_workdir} holds no trained run (no config.json); "
-        f"{hint}."
-      )
-    teacher = ml_collections.ConfigDict(files.read_json(path))
-    if teacher.get("family") != "diffusion":
-      raise ConfigError(
-        f"distill.teacher_workdir={self.teacher_workdir} holds a {teacher.get('family')!r} "
-        "run; the teacher is a 'diffusion' one."
-      )
+      raise ConfigError(f"distill.teacher_workdir is empty; {hint}")
+    teacher = ml_collections.ConfigDict(
+      files.run_config(self.teacher_workdir, "distill.teacher_workdir", hint, "diffusion")
+    )
     differences = list(_differences(teacher, config))
     if differences:
       raise ConfigError(
