@@ -44,17 +44,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # progressive: the first teacher's DDIM steps.
       levels=18,
       rho=7.0,  # consistency: of those levels' schedule (Karras et al.).
+      # consistency: the teacher's Heun steps across each interval, on the same schedule.
+      teacher_substeps=1,
       distance="pseudo_huber",  # consistency: or 'l2' (imgen/methods/consistency.py).
       teacher_guidance=guidance,  # consistency: the teacher's own default scale.
       sigma_data=0.5,  # consistency: of the consistency function's scalings.
+      mu=0.95,  # consistency: the target network's EMA decay (Song et al.'s CD on ImageNet 64).
       rounds=4,  # progressive: halvings of the steps, train.num_steps / rounds steps each.
     )
   )
   config.model.dropout = 0.0  # Song et al.'s CD trains without dropout.
   config.diffusion.label_dropout = 0.0  # The student learns the teacher's model given a class.
   config.sample.update(sampler="consistency", steps=1, rho=7.0, guidance_scale=1.0)
-  # The target network mu = 0.95 (Song et al.'s CD on ImageNet 64), also the sampling weights.
-  config.optim = common.optimizer(2e-4, warmup_steps=0, schedule="constant", ema_decay=0.95)
+  # The samples' EMA, apart from the target network's (distill.mu), as in Song et al.
+  config.optim = common.optimizer(2e-4, warmup_steps=0, schedule="constant", ema_decay=0.995)
   config.train = common.train(num_steps=1200, checkpoint_every=300)
   config.train.steps_per_dispatch = 10
   config.eval = common.evaluation(

@@ -55,6 +55,16 @@ def test_the_segmentation_step_benchmark_runs(data_dir):
   assert "| input pipeline, digit_scenes/tiny 64x64 + masks | 4 |" in result.stdout
 
 
+def test_the_distillation_benchmark_runs(data_dir):
+  """Its own untrained teacher: the step, the student's and the teacher's images/s."""
+  args = ["--variant=smoke", "--rounds=1", "--steps=1", "--notorch", "--sampling=1"]
+  result = _run(data_dir, "benchmarks/distill_step.py", *args, "--sample_batch=4", "--teacher")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "| consistency distillation, U-Net 28x28 ch8 | 8 |" in result.stdout, result.stdout
+  assert "| student, consistency sampler | 1 | 4 |" in result.stdout
+  assert "| teacher, ddim sampler | 5 | 4 |" in result.stdout
+
+
 def test_the_peer_benchmark_runs(data_dir):
   args = ["--families=cnn", "--sizes=28", "--steps=1", "--rounds=1", "--notorch"]
   result = _run(data_dir, "benchmarks/peers.py", *args, "--steps_per_dispatch=1")

@@ -40,13 +40,16 @@ def ode_to_sigma_min(x, sigma):
   return M + (x - M) * jnp.sqrt(S**2 + SIGMA_MIN**2) / jnp.sqrt(S**2 + sigma**2)
 
 
-def test_distillation_from_the_exact_teacher_learns_the_odes_end_point():
+@pytest.mark.parametrize("num_levels,substeps", [(18, 1), (4, 6)])
+def test_distillation_from_the_exact_teacher_learns_the_odes_end_point(num_levels, substeps):
   """A student with an affine denoiser a_i + b_i x per training level, started as the
   teacher (a one-step denoiser, far from the ODE's map), distilled with Heun steps of the
-  exact teacher: its one-step map from sigma_max must be the ODE's, x -> M + (x - M) k."""
-  levels = consistency.training_levels(18, SIGMA_MIN, SIGMA_MAX, 7.0)
-  table = jnp.asarray(levels, jnp.float32)
-  start = S**2 / (S**2 + levels**2)
+  exact teacher: its one-step map from sigma_max must be the ODE's, x -> M + (x - M) k.
+  With `substeps` the teacher crosses each of the student's intervals in that many."""
+  levels = consistency.training_levels(num_levels, SIGMA_MIN, SIGMA_MAX, 7.0, substeps)
+  mine = levels[::substeps]  # The student's levels.
+  fine, table = jnp.asarray(levels, jnp.float32), jnp.asarray(mine, jnp.float32)
+  start = S**2 / (S**2 + mine**2)
   params = {"a": jnp.asarray(M * (1 - start), jnp.float32), "b": jnp.asarray(start, jnp.float32)}
 
   def student(p):
@@ -63,11 +66,11 @@ def test_distillation_from_the_exact_teacher_learns_the_odes_end_point():
   def step(p, target, opt, key):
     x0 = M + S * jax.random.normal(jax.random.fold_in(key, 0), (512, 4))
     noise = jax.random.normal(jax.random.fold_in(key, 1), (512, 4))
-    level = jax.random.randint(jax.random.fold_in(key, 2), (512,), 0, len(levels) - 1)
+    level = jax.random.randint(jax.random.fold_in(key, 2), (512,), 0, len(mine) - 1)
 
     def loss(q):
       rows = consistency.consistency_loss(
-        student(q), student(target), exact_denoiser, x0, noise, level, table, metric
+        student(q), student(target), exact_denoiser, x0, noise, level, fine, metric, substeps
       )
       return jnp.mean(rows)
 
@@ -85,14 +88,16 @@ def test_distillation_from_the_exact_teacher_learns_the_odes_end_point():
   # sigma_min, which the student must match; that chain is within 5% of the exact ODE at
   # 18 levels (the slope's error; 1% at 40).
   x = jnp.linspace(-40.0, 40.0, 9)[:, None]
-  for first in (0, 6, 12):
+  for first in (0, num_levels // 3, 2 * num_levels // 3):
     chain = x
-    for s, s_next in zip(levels[first:-1], levels[first + 1 :], strict=True):
+    for s, s_next in zip(
+      levels[first * substeps : -1], levels[first * substeps + 1 :], strict=True
+    ):
       rows = jnp.full((9,), s), jnp.full((9,), s_next)
       chain = consistency.heun_step(exact_denoiser, chain, *rows)
-    got = student(target)(x, jnp.full((9,), levels[first]))
+    got = student(target)(x, jnp.full((9,), mine[first]))
     np.testing.assert_allclose(got, chain, rtol=2e-3, atol=2e-3)
-    exact = ode_to_sigma_min(np.asarray(x), levels[first])
+    exact = ode_to_sigma_min(np.asarray(x), mine[first])
     np.testing.assert_allclose(got, exact, rtol=0.05, atol=0.01)
   before = student(initial)(x, jnp.full((9,), SIGMA_MAX))
   assert np.abs(before - ode_to_sigma_min(np.asarray(x), SIGMA_MAX)).max() > 0.5
@@ -205,7 +210,8 @@ def test_the_student_starts_as_the_teacher_and_refuses_other_teachers(data_dir, 
   teacher = config.distill.teacher_workdir
   state = _family(config).init_state(jax.random.key(0))
   saved = _teacher_net(teacher)
-  for tree in (state.net.params, state.net.ema_params, state.teacher):  # The teacher's EMA.
+  trees = (state.net.params, state.net.ema_params, state.teacher, state.target)
+  for tree in trees:  # The teacher's EMA.
     jax.tree.map(np.testing.assert_array_equal, tree, saved["ema_params"])
   kernel = lambda tree: tree["Conv_0"]["kernel"]
   assert not np.array_equal(kernel(saved["ema_params"]), kernel(saved["params"]))
@@ -218,6 +224,7 @@ def test_the_student_starts_as_the_teacher_and_refuses_other_teachers(data_dir, 
     ("diffusion.sigma_max", 40.0, "diffusion.sigma_max=20.0 (this config: 40.0)"),
     ("teacher_guidance", 2.0, "needs a class-conditional teacher"),
     ("distance", "lpips", "distill.distance 'lpips'"),
+    ("mu", 1.0, "distill.mu=1.0"),
   ]
   for field, value, message in cases:
     bad = config.copy_and_resolve_references()
@@ -232,6 +239,27 @@ def test_the_student_starts_as_the_teacher_and_refuses_other_teachers(data_dir, 
   bad.distill.teacher_workdir = cnn
   with pytest.raises(ConfigError, match="holds a 'cnn' run"):
     _family(bad)
+
+
+def test_the_target_network_follows_the_updated_student_at_mu(data_dir, tmp_path):
+  """After one step the target is mu (the teacher's weights) + (1 - mu) (the student's new
+  weights), apart from the samples' EMA (optim.ema_decay)."""
+  config = smoke_config("distill", data_dir, num_steps=1, steps_per_dispatch=1)
+  config.distill.mu, config.optim.ema_decay = 0.75, 0.5
+  config.optim.warmup_steps = 0  # The smoke config's warm-up would make this step's rate 0.
+  config.eval.update(every_steps=0, sample_every=0)
+  workdir = str(tmp_path / "one-step")
+  train.train_and_evaluate(config, workdir)
+  manager = checkpoints.make_manager(workdir, keep=1, create=False)
+  saved = manager.restore(1, args=ocp.args.StandardRestore())
+  manager.close()
+  params, teacher = saved["net"]["params"], saved["teacher"]
+  expect = lambda decay: jax.tree.map(lambda t, p: decay * t + (1 - decay) * p, teacher, params)
+  close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)  # Rounding.
+  jax.tree.map(close, saved["target"], expect(0.75))
+  jax.tree.map(close, saved["net"]["ema_params"], expect(0.5))
+  moved = jax.tree.leaves(jax.tree.map(lambda p, t: not np.allclose(p, t), params, teacher))
+  assert sum(moved) > len(moved) / 2, f"{sum(moved)} of {len(moved)} weights moved"
 
 
 def test_progressive_rounds_hand_the_student_to_the_next_teacher(data_dir, tmp_path):

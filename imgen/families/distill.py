@@ -6,9 +6,10 @@
   f(x, sigma), is moved at each image's adjacent pair of the `distill.levels` levels
   (s_i > s_{i+1}) from f(x_i, s_i) towards the target network's f(x^_{i+1}, s_{i+1}),
   x^_{i+1} being the teacher's Heun step of the probability-flow ODE, under
-  `distill.distance`. The target network is the student's EMA (`optim.ema_decay`, the
-  paper's mu; 0 makes it the student itself), which also draws the samples with the
-  `consistency` sampler (1, 2, 4 ... evaluations).
+  `distill.distance`. The target network is an EMA of the student of decay `distill.mu`
+  (the paper's mu; 0 makes it the student itself, as Song & Dhariwal 2023 advise); the
+  samples are drawn by the student's own EMA (`optim.ema_decay`), as the paper keeps a
+  separate one for sampling, with the `consistency` sampler (1, 2, 4 ... evaluations).
 - `progressive` (Salimans & Ho 2022; `imgen.methods.progressive`): `distill.rounds` rounds
   of train.num_steps / rounds steps; in each the student learns one DDIM step from two of
   its teacher's over the flow-matching grid of `distill.levels` steps (halved each round),
@@ -57,13 +58,15 @@ METHODS = ("consistency", "progressive")
 
 @flax.struct.dataclass
 class DistillState:
-  """A student that trains (`net`; in consistency distillation its EMA is the target
-  network) beside its teacher's parameters (fixed, or the student of the last round).
-  `step` counts train steps."""
+  """A student that trains (`net`) beside its teacher's parameters (fixed, or the student
+  of the last round) and, in consistency distillation, the target network's (`target`, an
+  EMA of the student's parameters; {} in progressive distillation). `step` counts train
+  steps."""
 
   step: jax.Array
   net: TrainState
   teacher: PyTree
+  target: PyTree
 
 
 def _differences(teacher: ml_collections.ConfigDict, config: ml_collections.ConfigDict):
@@ -113,10 +116,14 @@ class DistillFamily(DiffusionFamily):
       raise ConfigError(f"distill.method {d.method!r}; use one of {METHODS}.")
     if self.method == "consistency":
       self.metric = consistency.distance(d.distance)
+      self.substeps = d.teacher_substeps
       self.levels = consistency.training_levels(
-        d.levels, self.objective.sigma_min, self.objective.sigma_max, d.rho
+        d.levels, self.objective.sigma_min, self.objective.sigma_max, d.rho, self.substeps
       )
       self.sigma_data = d.sigma_data
+      self.mu = d.mu
+      if not 0.0 <= d.mu < 1.0:
+        raise ConfigError(f"distill.mu={d.mu}: the target network's EMA decay is in [0, 1).")
     else:
       self.levels = progressive.base_grid(d.levels, d.rounds, self.objective.sigma_max)
       self.rounds, self.round_steps = d.rounds, config.train.num_steps // d.rounds
@@ -137,7 +144,8 @@ class DistillFamily(DiffusionFamily):
       ema_params=weights if student.optimizer.uses_ema else {},
       opt_state=student.optimizer.tx.init(weights),
     )
-    return DistillState(step=jnp.zeros((), jnp.int32), net=student, teacher=weights)
+    target = weights if self.method == "consistency" else {}
+    return DistillState(jnp.zeros((), jnp.int32), student, teacher=weights, target=target)
 
   def _teacher_weights(self, like: PyTree) -> PyTree:
     """The teacher's newest checkpoint's EMA weights (its parameters if it kept no EMA),
@@ -185,17 +193,19 @@ class DistillFamily(DiffusionFamily):
       step = parallel.global_draw(draw, jax.random.fold_in(key, 0), n, ())
       student = DiffusionFamily.denoiser(self, params, labels)
       return progressive.progressive_loss(student, teacher, x0, noise, step, stride, levels)
-    draw = lambda k, shape: jax.random.randint(k, shape, 0, len(self.levels) - 1)
+    intervals = (len(self.levels) - 1) // self.substeps
+    draw = lambda k, shape: jax.random.randint(k, shape, 0, intervals)
     level = parallel.global_draw(draw, jax.random.fold_in(key, 0), n, ())
     return consistency.consistency_loss(
       self.denoiser(params, labels),
-      self.denoiser(state.net.eval_params, labels),
+      self.denoiser(state.target, labels),
       teacher,
       x0,
       noise,
       level,
       levels,
       self.metric,
+      self.substeps,
     )
 
   def round_of(self, step: jax.Array) -> jax.Array:
@@ -225,13 +235,17 @@ class DistillFamily(DiffusionFamily):
       (loss, _), grads = parallel.value_and_mean_grad(loss_fn)(state.net.params)
       metrics = {"loss": parallel.device_mean(loss), **state.net.update_metrics(grads)}
       net = state.net.apply_gradients(grads=grads)
-      return state.replace(step=state.step + 1, net=net, teacher=teacher), metrics
+      target = state.target  # Follows the updated student (the paper's Algorithm 2).
+      if self.method == "consistency":
+        mu = self.mu
+        target = jax.tree.map(lambda t, p: mu * t + (1.0 - mu) * p, target, net.params)
+      return state.replace(step=state.step + 1, net=net, teacher=teacher, target=target), metrics
 
     return train_step
 
   def make_eval_step(self):
     """Per-replica sums of the held-out distillation loss of the student's evaluation
-    weights (against the EMA itself one teacher step later in consistency distillation;
+    weights (against the target network one teacher step later in consistency distillation;
     at the last step's round in progressive distillation), on the eval key's draws."""
 
     def eval_step(state: DistillState, batch: dict, key: jax.Array):

@@ -10,7 +10,9 @@ in the frame x = x_0 + sigma n of `imgen.methods.objectives`.
 - `heun_step`: the teacher's step along the probability-flow ODE dx/ds = (x - D(x, s)) / s
   between two levels (Karras et al.'s Heun step, the paper's solver for CD).
 - `training_levels`: the N levels of Karras et al.'s rho schedule that a step picks an
-  adjacent pair of (the paper's N = 18 on CIFAR-10).
+  adjacent pair of (the paper's N = 18 on CIFAR-10), with k - 1 more levels of the same
+  schedule inside each interval when the teacher takes k Heun steps across it (fewer
+  intervals for the consistency to travel through, the teacher's chain as fine).
 - `distance`: the metric d between the student's and the target's outputs, per image:
   'l2' (mean square) or 'pseudo_huber' (Song & Dhariwal 2023, "Improved techniques for
   training consistency models": sqrt(|a - b|^2 + c^2) - c with c = 0.00054 sqrt(dim));
@@ -68,11 +70,18 @@ def heun_step(denoise: Denoiser, x: jax.Array, sigma: jax.Array, sigma_next: jax
   return x + (s_next - s) * 0.5 * (slope + slope_next)
 
 
-def training_levels(n: int, sigma_min: float, sigma_max: float, rho: float) -> np.ndarray:
-  """The n descending levels sigma_max .. sigma_min of the rho schedule (no final 0)."""
-  if n < 2:
-    raise ConfigError(f"distill.levels={n}; consistency distillation needs >= 2 levels.")
-  return samplers.karras_sigmas(n, sigma_min, sigma_max, rho)[:-1]
+def training_levels(
+  n: int, sigma_min: float, sigma_max: float, rho: float, substeps: int = 1
+) -> np.ndarray:
+  """The descending levels sigma_max .. sigma_min of the rho schedule (no final 0): the n
+  levels of the student's pairs, each interval cut into `substeps` by the same schedule
+  ((n - 1) substeps + 1 levels; level i of the n is number i * substeps)."""
+  if n < 2 or substeps < 1:
+    raise ConfigError(
+      f"distill.levels={n}, teacher_substeps={substeps}; consistency distillation needs "
+      ">= 2 levels and >= 1 teacher step per interval."
+    )
+  return samplers.karras_sigmas((n - 1) * substeps + 1, sigma_min, sigma_max, rho)[:-1]
 
 
 def distance(name: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
@@ -99,12 +108,19 @@ def consistency_loss(
   level: jax.Array,
   levels: jax.Array,
   metric: Callable[[jax.Array, jax.Array], jax.Array],
+  substeps: int = 1,
 ) -> jax.Array:
   """Per image: d(f_student(x_{i}, s_i), f_target(x^_{i+1}, s_{i+1})) for x_i = x_0 + s_i n
-  at each row's index i (< len(levels) - 1; levels descending) and x^_{i+1} the teacher's
-  Heun step from it; the target side carries no gradient."""
-  s, s_next = levels[level], levels[level + 1]
+  at each row's interval i (< (len(levels) - 1) / substeps; `levels` descending, from
+  `training_levels`) and x^_{i+1} the teacher's `substeps` Heun steps from it; the target
+  side carries no gradient."""
+  start = level * substeps
+  s, s_next = levels[start], levels[start + substeps]
   x = x0 + _rows(s, x0) * noise
-  x_next = jax.lax.stop_gradient(heun_step(teacher, x, s, s_next))
+
+  def teacher_step(j, x):
+    return heun_step(teacher, x, levels[start + j], levels[start + j + 1])
+
+  x_next = jax.lax.stop_gradient(jax.lax.fori_loop(0, substeps, teacher_step, x))
   goal = jax.lax.stop_gradient(target(x_next, s_next))
   return metric(student(x, s), goal)
