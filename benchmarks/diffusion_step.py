@@ -21,7 +21,6 @@ for DDPM's ancestral sampler over all T = 1000 levels. Prints markdown rows for 
 import os
 import statistics
 import sys
-import time
 
 from absl import app
 from absl import flags
@@ -33,10 +32,8 @@ from benchmarks import timing  # noqa: E402
 from benchmarks import torch_unet  # noqa: E402
 from configs import ddpm_cifar10  # noqa: E402
 from configs import diffusion as diffusion_config  # noqa: E402
-from imgen.core import parallel  # noqa: E402
 from imgen.core import runtime  # noqa: E402
 from imgen.data import DataSpec  # noqa: E402
-from imgen.evaluation.evaluate import make_sampler  # noqa: E402
 from imgen.families.diffusion import DiffusionFamily  # noqa: E402
 from imgen.methods import samplers  # noqa: E402
 
@@ -94,15 +91,7 @@ def sampling_rate(config, family, spec: str) -> tuple[float, float]:
     sampler, steps = spec.split(":")
     config.sample.update(sampler=sampler, steps=int(steps))
   family = DiffusionFamily(config, DataSpec.of_images(FLAGS.image_size, FLAGS.channels))
-  state = parallel.replicate(family.init_state(jax.random.key(0)))
-  sampler = make_sampler(family, "diffusion", FLAGS.sample_batch)
-  t = time.perf_counter()
-  jax.block_until_ready(next(sampler(state, jax.random.key(1), FLAGS.sample_batch)))
-  first = time.perf_counter() - t
-  t = time.perf_counter()
-  jax.block_until_ready(next(sampler(state, jax.random.key(2), FLAGS.sample_batch)))
-  elapsed = time.perf_counter() - t
-  return FLAGS.sample_batch / elapsed, first - elapsed
+  return timing.sampling_rate(family, "diffusion", FLAGS.sample_batch)
 
 
 def main(argv):

@@ -19,7 +19,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 from absl import app
 from absl import flags
@@ -36,10 +35,8 @@ from configs import distill as distill_config  # noqa: E402
 from configs import gan as gan_config  # noqa: E402
 from imgen.core import checkpoints  # noqa: E402
 from imgen.core import files  # noqa: E402
-from imgen.core import parallel  # noqa: E402
 from imgen.core import runtime  # noqa: E402
 from imgen.data import DataSpec  # noqa: E402
-from imgen.evaluation.evaluate import make_sampler  # noqa: E402
 from imgen.families import DiffusionFamily  # noqa: E402
 from imgen.families import DistillFamily  # noqa: E402
 from imgen.families import GANFamily  # noqa: E402
@@ -71,19 +68,6 @@ def untrained_teacher(variant: str, spec: DataSpec, workdir: str) -> None:
   manager.wait_until_finished()
   manager.close()
   (files.path(workdir) / "config.json").write_text(teacher.to_json_best_effort())
-
-
-def images_per_second(family, config, batch: int) -> tuple[float, float]:
-  """(images/s, compile s) of one sampling call of `batch` images of the family."""
-  state = parallel.replicate(family.init_state(jax.random.key(0)))
-  sampler = make_sampler(family, config.family, batch)
-  t = time.perf_counter()
-  jax.block_until_ready(next(sampler(state, jax.random.key(1), batch)))
-  first = time.perf_counter() - t
-  t = time.perf_counter()
-  jax.block_until_ready(next(sampler(state, jax.random.key(2), batch)))
-  elapsed = time.perf_counter() - t
-  return batch / elapsed, first - elapsed
 
 
 def _student(config, spec, steps: int):
@@ -155,7 +139,7 @@ def main(argv):
   batch = FLAGS.sample_batch
 
   def time_sampler(label, evaluations, family, family_config):
-    rate, compile_s = images_per_second(family, family_config, batch)
+    rate, compile_s = timing.sampling_rate(family, family_config.family, batch)
     rows.append(f"| {label} | {evaluations} | {batch} | {rate:.1f} | {compile_s:.1f} |")
     print(rows[-1], flush=True)
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from imgen.core import guards
 from imgen.core import parallel
+from imgen.evaluation import evaluate
 from imgen.modes import train
 
 
@@ -70,6 +71,21 @@ def step_runner(
     return num_steps * steps_per_call / (time.perf_counter() - t)
 
   return run, compile_s
+
+
+def sampling_rate(family, name: str, batch: int) -> tuple[float, float]:
+  """(images/s, compile s) of one sampling call of `batch` images of the family `name`
+  (`evaluate.make_sampler`), from its initial state: the second call is timed, the first's
+  excess over it is the compile time."""
+  state = parallel.replicate(family.init_state(jax.random.key(0)))
+  sampler = evaluate.make_sampler(family, name, batch)
+  t = time.perf_counter()
+  jax.block_until_ready(next(sampler(state, jax.random.key(1), batch)))
+  first = time.perf_counter() - t
+  t = time.perf_counter()
+  jax.block_until_ready(next(sampler(state, jax.random.key(2), batch)))
+  elapsed = time.perf_counter() - t
+  return batch / elapsed, first - elapsed
 
 
 def trainer_step_runner(family, images: np.ndarray, steps_per_call: int, **fields: np.ndarray):

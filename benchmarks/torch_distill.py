@@ -21,12 +21,7 @@ import numpy as np
 
 from benchmarks import timing
 from benchmarks import torch_unet
-
-
-def _levels(n: int, sigma_min: float, sigma_max: float, rho: float) -> np.ndarray:
-  """The n levels sigma_max .. sigma_min of Karras et al.'s rho schedule."""
-  ramp = np.linspace(0.0, 1.0, n)
-  return (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+from imgen.methods import samplers
 
 
 def consistency_steps_per_second(
@@ -59,7 +54,8 @@ def consistency_steps_per_second(
   teacher = copy.deepcopy(student).requires_grad_(False)
   optimizer = torch.optim.Adam(student.parameters(), lr=2e-4)
   ema = [p.detach().clone() for p in student.parameters()]
-  fine = _levels((levels - 1) * substeps + 1, sigma_min, sigma_max, rho)
+  # The levels are constants, taken from imgen's schedule (as torch_unet's mel filterbank).
+  fine = samplers.karras_sigmas((levels - 1) * substeps + 1, sigma_min, sigma_max, rho)[:-1]
   sigmas = torch.tensor(fine, dtype=torch.float32)
   x0 = torch.rand(batch, image_channels, size, size) * 2 - 1
   c = 0.00054 * float(np.sqrt(image_channels * size * size))
