@@ -131,6 +131,26 @@ def test_damaged_checkpoint_falls_back_to_an_intact_one(data_dir, tmp_path, capl
     train.train_and_evaluate(config, workdir)
 
 
+def test_a_checkpoint_with_other_empty_fields_is_a_config_error_not_damage(tmp_path):
+  """A state that gained (or lost) a field holding no arrays, as a family's state
+  may between versions: the arrays all fit, the tree does not. Reading it is a
+  ConfigError naming the field, and a resume leaves the checkpoint where it is."""
+  saved = {"params": {"w": np.ones(3, np.float32)}, "ema": np.zeros(2, np.float32)}
+  manager = checkpoints.make_manager(str(tmp_path), keep=2)
+  checkpoints.save(manager, 4, saved)
+  manager.wait_until_finished()
+  grown = {**saved, "target": {}}
+  with pytest.raises(
+    ConfigError, match=r"other fields than .*\n  target: checkpoint absent, config empty"
+  ):
+    checkpoints.restore(manager, grown, 4)
+  with pytest.raises(ConfigError, match="target: checkpoint absent"):
+    checkpoints.restore_latest(manager, grown)
+  assert manager.all_steps() == [4] and not os.path.exists(tmp_path / "damaged")
+  assert_trees_equal(checkpoints.restore(manager, saved, 4), saved)
+  manager.close()
+
+
 def _poison_step(monkeypatch, step: int):
   """Batch `step` of every run gets a NaN pixel, as a broken input would."""
   original = Experiment.train_batches

@@ -11,6 +11,7 @@ warns, and falls back to the next newest.
 import datetime
 import math
 import os
+import re
 from typing import Any
 
 from absl import logging
@@ -85,7 +86,33 @@ def restore(manager: ocp.CheckpointManager, target: Any, step: int) -> Any:
       "checkpoint of an older imgen may need that version)."
     )
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-  return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  try:
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  except ValueError as e:
+    # The same arrays in another tree: a field without arrays (an empty dict) added or
+    # removed since the checkpoint was written. Orbax names what differs.
+    if _STRUCTURE_MISMATCH not in str(e):
+      raise
+    differences = [  # The arrays are the same: what differs holds none.
+      f"{name}: checkpoint {_presence(disk)}, config {_presence(ours)}"
+      for name, ours, disk in _STRUCTURE_LINES.findall(str(e))
+    ]
+    raise ConfigError(
+      f"The checkpoint of step {step} in {manager.directory} has other fields than this "
+      f"config's state:\n  "
+      + "\n  ".join(differences or [one_line(e)])
+      + "\nUse a new --workdir, or the config and imgen version that made this one."
+    ) from e
+
+
+# Orbax's error for a restore target whose tree differs from the checkpoint's, and its
+# lines per field: 'name:', '- Source: <the target's>', '- Target: <the checkpoint's>'.
+_STRUCTURE_MISMATCH = "tree structures do not match"
+_STRUCTURE_LINES = re.compile(r"^(\S[^\n]*):\n\s+- Source: ([^\n]*)\n\s+- Target: ([^\n]*)$", re.M)
+
+
+def _presence(orbax_value: str) -> str:
+  return "absent" if orbax_value == "MISSING" else "empty"
 
 
 def _quarantine(manager: ocp.CheckpointManager, step: int) -> str:
