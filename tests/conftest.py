@@ -115,7 +115,6 @@ SLOW_FIRST = (
   "test_text_sample_mode_with_prompts_and_prompts_mode",
   "test_speech_prompts_mode_classifies_samples_of_held_out_voices",
   "test_four_replicas_compute_what_one_computes[text_to_image]",
-  "test_four_replicas_compute_what_one_computes[speech_to_image]",
   "test_scanned_calls_compute_the_same_run_and_resume_bitwise[diffusion]",
   "test_the_conditional_model_trains_samples_given_classes_and_inpaints",
   "test_four_replicas_compute_what_one_computes[diffusion]",
