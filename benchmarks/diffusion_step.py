@@ -123,11 +123,7 @@ def main(argv):
             FLAGS.batch_size,
             FLAGS.image_size,
             FLAGS.channels,
-            m.channels,
-            tuple(m.channel_mults),
-            m.num_res_blocks,
-            tuple(m.attention_resolutions),
-            m.norm_groups,
+            *torch_unet.layout(m),
             steps=FLAGS.steps,
             dropout=m.dropout,
           )

@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import timing  # noqa: E402
 from benchmarks import torch_distill  # noqa: E402
+from benchmarks import torch_unet  # noqa: E402
 from configs import diffusion as diffusion_config  # noqa: E402
 from configs import diffusion_conditional  # noqa: E402
 from configs import distill as distill_config  # noqa: E402
@@ -111,11 +112,7 @@ def main(argv):
             batch,
             m.image_size,
             1,
-            m.channels,
-            tuple(m.channel_mults),
-            m.num_res_blocks,
-            tuple(m.attention_resolutions),
-            m.norm_groups,
+            *torch_unet.layout(m),
             steps=FLAGS.steps,
             levels=d.levels,
             substeps=d.teacher_substeps,

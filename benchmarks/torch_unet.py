@@ -357,17 +357,26 @@ def build_encoder(torch, config):
   return build_audio_encoder(torch, c.mel.n_mels, c.width)
 
 
+def layout(model) -> tuple:
+  """(channels, mults, blocks, attention, groups) of `build_unet` from a config's `model`
+  group: the peer of the U-Net that config builds."""
+  m = model
+  return (
+    m.channels,
+    tuple(m.channel_mults),
+    m.num_res_blocks,
+    tuple(m.attention_resolutions),
+    m.norm_groups,
+  )
+
+
 def build_conditioned(torch, config, image_channels):
   """imgen's ConditionedUNet of a text_to_image or speech_to_image config:
   forward(x_t, t, inputs, keep), rows with keep False on the null context."""
   nn, m, width = torch.nn, config.model, config.condition.width
   unet = build_unet(
     torch,
-    m.channels,
-    tuple(m.channel_mults),
-    m.num_res_blocks,
-    tuple(m.attention_resolutions),
-    m.norm_groups,
+    *layout(m),
     image_channels,
     m.image_size,
     m.dropout,
