@@ -24,6 +24,8 @@ from configs import common
 from imgen import data
 from imgen import families
 from imgen.core import checkpoints
+from imgen.data.spec import DataSpec
+from imgen.families.diffusion import DiffusionFamily
 from imgen.modes import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -238,3 +240,12 @@ def mock_cifar10(num_examples: int = 64):
   )
   with splits, prepared, array_record, tfds.testing.mock_data(num_examples=num_examples):
     yield
+
+
+def diffusion_family(config_module, size=28, **model):
+  """(config, DiffusionFamily) of `config_module`'s smoke config at `size`, its model updated
+  by `model`; class-conditional if the config is."""
+  config = config_module.get_config("smoke")
+  config.model.update(image_size=size, **model)
+  num_classes = 10 if config.model.conditional else None
+  return config, DiffusionFamily(config, DataSpec.of_images(size, 1, num_classes))

@@ -1,23 +1,18 @@
 """The diffusion family: the forward process and its posterior against independent
 computations, the samplers on a Gaussian whose exact noise predictor is known,
-the bound in bits/dim against its analytic value, guidance, inpainting, masks,
-and the paper config."""
+the bound in bits/dim against its analytic value, bad configs, and EDM's training and
+samplers. Guidance and inpainting: tests/test_inpaint.py; the paper's network and config:
+tests/test_ddpm_paper.py."""
 
 import math
-import os
 
-from helpers import mock_cifar10
-from helpers import random_tree
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
 
-from configs import ddpm_cifar10
 from configs import diffusion as diffusion_config
-from configs import diffusion_conditional
-from imgen import modes
 from imgen.core import parallel
 from imgen.core.errors import ConfigError
 from imgen.data import VALID
@@ -26,9 +21,6 @@ from imgen.families.diffusion import DiffusionFamily
 from imgen.methods import diffusion
 from imgen.methods import objectives
 from imgen.methods import samplers
-from imgen.models import unet
-from imgen.modes import inpaint
-from imgen.modes import train
 
 LINEAR = diffusion.Schedule.create("linear", 1000)
 
@@ -208,13 +200,6 @@ def test_the_bound_of_the_exact_noise_predictor_is_its_analytic_value(variance):
   np.testing.assert_allclose(total, analytic_nats(s, x0, variance), rtol=1e-4)
 
 
-def _family(config_module=diffusion_config, size=28, **model):
-  config = config_module.get_config("smoke")
-  config.model.update(image_size=size, **model)
-  num_classes = 10 if config.model.conditional else None
-  return config, DiffusionFamily(config, DataSpec.of_images(size, 1, num_classes))
-
-
 @pytest.mark.parametrize("variance", diffusion.VARIANCES)
 def test_the_family_reports_the_analytic_bits_per_dim(monkeypatch, variance):
   """The eval step and its summary, with the network replaced by the exact noise
@@ -239,80 +224,6 @@ def test_the_family_reports_the_analytic_bits_per_dim(monkeypatch, variance):
   want = analytic_nats(s, x0, variance) / (16 * math.log(2))
   np.testing.assert_allclose(scalars["bits_per_dim"], want, rtol=1e-4)
   assert scalars["num_images"] == 6
-
-
-def _noisy_params(family, key):
-  """Parameters far from the near-identity initialisation, so every input matters."""
-  return random_tree(jax.eval_shape(family.init_state, jax.random.key(0)).net.params, key, 0.3)
-
-
-def test_guidance_scale_0_is_the_unconditional_model_and_1_the_conditional():
-  _, family = _family(diffusion_conditional, size=8, attention_resolutions=(4,))
-  params = _noisy_params(family, jax.random.key(1))
-  x = jax.random.normal(jax.random.key(2), (4, 8, 8, 1))
-  t, labels = jnp.array([3, 7, 12, 19]), jnp.array([0, 3, 5, 9])
-  null = jnp.full((4,), 10)
-
-  @jax.jit  # One program for the four predictions.
-  def predictions(params, x):
-    eps = lambda y, guidance=1.0: family.network(params, y, guidance)(x, t)
-    return eps(null), eps(labels), eps(labels, 0.0), eps(labels, 2.0)
-
-  unconditional, conditional, scale_0, scale_2 = map(np.asarray, predictions(params, x))
-  assert np.abs(conditional - unconditional).max() > 1e-3  # The labels matter.
-  np.testing.assert_allclose(scale_0, unconditional, atol=1e-5)
-  np.testing.assert_allclose(scale_2, 2 * conditional - unconditional, atol=1e-4)
-
-
-def test_inpainting_keeps_the_known_pixels_exactly():
-  config, family = _family(diffusion_conditional, size=8, attention_resolutions=(4,))
-  state = family.init_state(jax.random.key(0))
-  state = state.replace(net=state.net.replace(params=_noisy_params(family, jax.random.key(1))))
-  images = np.asarray(jax.random.uniform(jax.random.key(2), (4, 8, 8, 1), minval=-1, maxval=1))
-  known = inpaint.make_masks("boxes", 4, 8, seed=0)[..., None]
-  config.inpaint.resample = 2
-  call = jax.pmap(
-    lambda s, k, x, m, y: family.inpaint(s, k, x, m, y, config.inpaint),
-    axis_name=parallel.AXIS,
-    in_axes=(0, None, 0, 0, 0),
-  )
-  out = np.asarray(
-    call(
-      parallel.replicate(state), jax.random.key(3), images[None], known[None], np.arange(4)[None]
-    )
-  )[0]
-  hole = known[..., 0] < 0.5
-  np.testing.assert_array_equal(out[~hole], images[~hole])
-  assert np.abs(out[hole] - images[hole]).mean() > 0.05  # The holes were filled anew.
-  assert np.abs(out).max() <= 1.0
-
-
-@pytest.mark.parametrize("kind", inpaint.MASKS)
-def test_masks_are_seeded_and_leave_holes_of_the_stated_size(kind):
-  masks = inpaint.make_masks(kind, 50, 28, seed=4)
-  np.testing.assert_array_equal(masks, inpaint.make_masks(kind, 50, 28, seed=4))
-  holes = 1 - masks.mean(axis=(1, 2))
-  assert set(np.unique(masks)) <= {0.0, 1.0} and holes.min() > 0
-  if kind == "centre":
-    np.testing.assert_allclose(holes, 14 * 14 / 28**2)
-  else:
-    assert 0.03 < holes.mean() < 0.5, holes.mean()
-  with pytest.raises(ConfigError, match="inpaint.mask 'ring'; use one of"):
-    inpaint.make_masks("ring", 1, 28, 0)
-
-
-def test_hole_scores_and_the_biharmonic_baseline():
-  truth = np.full((2, 8, 8, 1), -1.0)
-  truth[:, 2:6, 2:6] = 1.0
-  known = np.ones((2, 8, 8))
-  known[:, 3:5, 3:5] = 0.0
-  completed = truth.copy()
-  completed[1, 3:5, 3:5] = 0.0  # [0, 1] error 0.5 on image 1's hole: PSNR 6.02 dB.
-  scores = inpaint.hole_scores(truth, completed, known)
-  np.testing.assert_allclose(scores["hole_psnr"], (100.0 + 10 * math.log10(4)) / 2)
-  filled = inpaint.biharmonic(completed, known)
-  np.testing.assert_array_equal(filled[known > 0.5], completed[known > 0.5])
-  np.testing.assert_allclose(filled[:, 3:5, 3:5], 1.0, atol=0.05)  # Smooth from the bright ring.
 
 
 def test_bad_diffusion_configs_fail_with_a_clear_message():
@@ -352,158 +263,6 @@ def test_bad_diffusion_configs_fail_with_a_clear_message():
     change(config)
     with pytest.raises(ConfigError, match=message):
       DiffusionFamily(config, DataSpec.of_images(28, 1))
-
-
-def _by_hand_unet_count(ch, mults, blocks, attn_levels, image_channels, size) -> int:
-  """Parameters of DDPM's U-Net counted from its layers (Ho et al. Appendix B)."""
-  conv = lambda i, o: 9 * i * o + o
-  dense = lambda i, o: i * o + o
-  norm = lambda c: 2 * c
-  emb = 4 * ch
-
-  def res(i, o):
-    return (
-      norm(i) + conv(i, o) + dense(emb, o) + norm(o) + conv(o, o) + (dense(i, o) if i != o else 0)
-    )
-
-  attn = lambda c: norm(c) + 4 * dense(c, c)
-  total = dense(ch, emb) + dense(emb, emb) + conv(image_channels, ch)
-  widths, c, res_size = [ch], ch, size
-  for level, m in enumerate(mults):
-    for _ in range(blocks):
-      total += res(c, ch * m) + (attn(ch * m) if res_size in attn_levels else 0)
-      c = ch * m
-      widths.append(c)
-    if level != len(mults) - 1:
-      total += conv(c, c)
-      widths.append(c)
-      res_size //= 2
-  total += 2 * res(c, c) + attn(c)
-  for level, m in reversed(list(enumerate(mults))):
-    for _ in range(blocks + 1):
-      total += res(c + widths.pop(), ch * m) + (attn(ch * m) if res_size in attn_levels else 0)
-      c = ch * m
-    if level != 0:
-      total += conv(c, c)
-      res_size *= 2
-  return total + norm(c) + conv(c, image_channels)
-
-
-def test_the_paper_config_has_the_papers_network_and_settings():
-  config = ddpm_cifar10.get_config()
-  m = config.model
-  assert (m.channels, tuple(m.channel_mults), m.num_res_blocks, m.dropout) == (
-    128,
-    (1, 2, 2, 2),
-    2,
-    0.1,
-  )
-  family = DiffusionFamily(config, DataSpec.of_images(32, 3))
-  shapes = jax.eval_shape(family.init_state, jax.random.key(0)).net.params
-  count = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
-  assert count == _by_hand_unet_count(128, (1, 2, 2, 2), 2, (16,), 3, 32) == 35_746_307  # "35.7M"
-  assert _by_hand_unet_count(32, (1, 2, 2), 1, (7,), 1, 28) == sum(
-    math.prod(x.shape)
-    for x in jax.tree.leaves(
-      jax.eval_shape(
-        _family(
-          diffusion_config,
-          channels=32,
-          channel_mults=(1, 2, 2),
-          num_res_blocks=1,
-          attention_resolutions=(7,),
-          norm_groups=8,
-        )[1].init_state,
-        jax.random.key(0),
-      ).net.params
-    )
-  )
-  assert (config.diffusion.schedule, config.diffusion.num_steps, config.diffusion.variance) == (
-    "linear",
-    1000,
-    "large",
-  )
-  o = config.optim
-  assert (o.learning_rate, o.warmup_steps, o.clip_norm, o.ema_decay, config.train.batch_size) == (
-    2e-4,
-    5000,
-    1.0,
-    0.9999,
-    128,
-  )
-  rate = family.optimizer.learning_rate
-  np.testing.assert_allclose(
-    [rate(0), rate(2500), rate(5000), rate(700_000)], [0, 1e-4, 2e-4, 2e-4], atol=1e-12
-  )
-
-
-def test_the_paper_config_trains_on_a_cifar_shaped_mock(tmp_path):
-  """A few steps of the paper config (network shrunk) through the trainer, on
-  tfds.testing's mock CIFAR-10 (CIFAR-10 cannot be downloaded here)."""
-  config = ddpm_cifar10.get_config("smoke")
-  assert config.data.name == "cifar10" and config.model.image_size == 32
-  config.train.update(num_steps=3)  # One save, one evaluation and one grid, at the end.
-  with mock_cifar10():
-    metrics = train.train_and_evaluate(config, str(tmp_path))
-  assert np.isfinite(metrics["loss"]) and np.isfinite(metrics["test/bits_per_dim"])
-  assert os.path.exists(os.path.join(str(tmp_path), "samples", "samples_0000003.png"))
-
-
-def test_the_conditional_model_trains_samples_given_classes_and_inpaints(data_dir, tmp_path):
-  config = diffusion_conditional.get_config("smoke")
-  config.data.data_dir = data_dir
-  config.train.num_steps = 3  # One save, one evaluation and one grid, at the end.
-  config.eval.update(num_samples=16, batch_size=40)
-  config.inpaint.update(mask="boxes", num_images=16)
-  workdir = str(tmp_path)
-  metrics = modes.run("train", config, workdir)
-  assert config.diffusion.objective == "flow"  # The default; DDPM's bound is tested above.
-  assert np.isfinite(metrics["test/loss"]) and 0 < metrics["test/x0_mse_sigma_1"] < 10
-  config.eval.classes = "3,5"
-  out = modes.run("sample", config, workdir)["folder"]
-  with np.load(os.path.join(out, "samples.npz")) as f:
-    assert list(f["labels"]) == [3] * 8 + [5] * 8
-  record = modes.run("inpaint", config, workdir)
-  assert set(record["results"]) == {"diffusion", "biharmonic"}
-  assert 0 < record["results"]["diffusion"]["hole_psnr"] < 100
-  with np.load(os.path.join(workdir, "inpaint", "step0000003_boxes.npz")) as f:
-    known = f["known"][..., None] > 0
-    assert f["completed"].shape == (16, 28, 28, 1)
-    np.testing.assert_array_equal(f["completed"][known], f["images"][known])
-  assert os.path.exists(os.path.join(workdir, "inpaint", "step0000003_boxes_000.png"))
-
-
-def test_only_families_that_inpaint_take_the_inpaint_mode(data_dir, tmp_path):
-  from configs import vae
-
-  config = vae.get_config("smoke")
-  config.data.data_dir = data_dir
-  with pytest.raises(ConfigError, match="is for --mode=train,eval,sample, not --mode=inpaint"):
-    modes.run("inpaint", config, str(tmp_path))
-  config.modes += ",inpaint"  # Past the config's own list, the family says why.
-  with pytest.raises(ConfigError, match="The vae family cannot inpaint"):
-    modes.run("inpaint", config, str(tmp_path))
-
-
-def test_the_unet_is_the_ddpm_layout():
-  model = unet.UNet(
-    channels=8,
-    channel_mults=(1, 2),
-    num_res_blocks=1,
-    attention_resolutions=(4,),
-    groups=4,
-    axis_name=None,
-  )
-  x, t = jnp.zeros((2, 8, 8, 3)), jnp.array([0, 999])
-  variables = jax.jit(model.init)(jax.random.key(0), x, t)
-  out = jax.jit(model.apply)(variables, x, t)
-  assert out.shape == x.shape
-  np.testing.assert_allclose(np.asarray(out), 0.0, atol=1e-6)  # The last layer starts at ~0.
-  emb = np.asarray(unet.timestep_embedding(jnp.array([0, 5]), 8))
-  freqs = np.exp(-math.log(10_000) * np.arange(4) / 3)
-  np.testing.assert_allclose(
-    emb[1], np.concatenate([np.sin(5 * freqs), np.cos(5 * freqs)]), rtol=1e-5
-  )
 
 
 def test_edm_trains_and_its_samplers_draw_through_the_family():
