@@ -6,7 +6,7 @@ scripts/run_cifar.py):
 - Network (Appendix B): the U-Net of imgen/models/unet.py with channels 128,
   multipliers (1, 2, 2, 2) over 32, 16, 8 and 4 pixels, two residual blocks
   per resolution, self-attention at 16x16, dropout 0.1: 35,746,307
-  parameters, the paper's "35.7M" (tests/test_diffusion.py counts them by hand).
+  parameters, the paper's "35.7M" (tests/test_ddpm_paper.py counts them by hand).
 - Process: T = 1000, betas linear from 1e-4 to 0.02 (Sec. 4), epsilon
   prediction with the simple loss (Eq. 14), reverse variances beta_t
   ('fixedlarge' in run_cifar.py), random horizontal flips.

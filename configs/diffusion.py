@@ -139,7 +139,7 @@ def shrink_for_smoke(config: ml_collections.ConfigDict) -> None:
   common.shrink_for_smoke(config)
   # Self-attention only in the middle block (at 14x14), and residual blocks only
   # on the way up and in the middle: the compile time of tests (a third of the
-  # U-Net's operations); the full layout is tested in tests/test_diffusion.py.
+  # U-Net's operations); the full layout is tested in tests/test_ddpm_paper.py.
   config.model.update(channels=8, channel_mults=(1, 2), attention_resolutions=(), norm_groups=4)
   config.model.num_res_blocks = 0
   config.model.dropout = 0.1

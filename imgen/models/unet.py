@@ -27,7 +27,7 @@ pixel's (x, y) in [-1, 1] joins the input as two channels (`pixel_coordinates`).
 
 With the CIFAR-10 settings (channels 128, mults (1, 2, 2, 2), 2 blocks,
 attention at 16x16) it has the paper's 35.7M parameters (35,746,307; counted
-in tests/test_diffusion.py by hand).
+in tests/test_ddpm_paper.py by hand).
 """
 
 import math
