@@ -8,7 +8,7 @@ Adversarial Networks", ICLR 2018 (arXiv:1802.05957):
   global sum pooling, dense -> 1; spectral normalisation on every layer of D.
   Block internals and initialisation from the authors' code
   (pfnet-research/sngan_projection; see imgen/models/resnet_gan.py).
-  G 4,276,739 and D 1,053,824 parameters (tests/test_gan_zoo.py counts them
+  G 4,276,739 and D 1,053,824 parameters (tests/test_gan_papers.py counts them
   from Table 4 by hand).
 - Loss: hinge, Section 4, Eqs. 16-17.
 - Optimiser: Appendix B.2 for the ResNet: Adam alpha 2e-4, beta1 0, beta2 0.9,

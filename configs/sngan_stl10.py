@@ -4,7 +4,7 @@ Miyato et al., ICLR 2018 (arXiv:1802.05957), Appendix B.4, Table 5 (STL-10
 ResNet): z in R^128; G: dense -> 6x6x512, ResBlock up 256, up 128, up 64, BN,
 ReLU, 3x3 conv 3, tanh; D: ResBlock down 64, down 128, down 256, down 512,
 ResBlock 1024, ReLU, global sum pooling, dense -> 1 (G 4,878,083 and D
-10,141,440 parameters, counted from Table 5 in tests/test_gan_zoo.py). Loss, optimiser and
+10,141,440 parameters, counted from Table 5 in tests/test_gan_papers.py). Loss, optimiser and
 n_dis as in configs/sngan_cifar10.py. Published (Table 2, SN-GANs ResNet,
 STL-10): Inception Score 9.10 +- .04, FID 40.1 +- .50.
 
