@@ -125,8 +125,9 @@ def test_launch_stops_the_others_when_one_process_is_killed(tmp_path, monkeypatc
   assert "launch: process 0" in err and "was killed by SIGKILL" in err, err
 
 
-# Long enough to be stopped in the middle (its SIGTERM comes at step 20: at the ~4 steps/s
-# of a loaded 2-core machine, 10 s before the end); checkpoints every 20, logs every 10.
+# Long enough to be stopped in the middle: its SIGTERM comes after step 20, 40 steps before
+# the end (~2 s at the 16-22 steps/s it trains at alone; longer as the suite loads the
+# machine, which also slows the signal's way). Checkpoints every 20, logs every 10.
 STEPS = 60
 TRAIN = dict(num_steps=STEPS, checkpoint_every=20, log_every=10)
 FLAGS = [
