@@ -360,13 +360,12 @@ def build_encoder(torch, config):
 def layout(model) -> tuple:
   """(channels, mults, blocks, attention, groups) of `build_unet` from a config's `model`
   group: the peer of the U-Net that config builds."""
-  m = model
   return (
-    m.channels,
-    tuple(m.channel_mults),
-    m.num_res_blocks,
-    tuple(m.attention_resolutions),
-    m.norm_groups,
+    model.channels,
+    tuple(model.channel_mults),
+    model.num_res_blocks,
+    tuple(model.attention_resolutions),
+    model.norm_groups,
   )
 
 

@@ -270,7 +270,7 @@ def test_two_processes_train_as_one_of_four_devices_stop_together_and_resume_exa
   stopped = int(stops[0])
   assert 20 <= stopped < STEPS
   saved = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")))
-  assert saved == [s for s in (20, 40) if s < stopped][-2:] + [stopped]
+  assert saved == [s for s in range(20, STEPS, 20) if s < stopped][-2:] + [stopped]
 
   # The next launch resumes from that checkpoint, exactly. (A SIGKILL's resume is
   # tested on one process in test_faults.py, the launcher's report of it above.)
