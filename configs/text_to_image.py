@@ -85,7 +85,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.update(attention_resolutions=(), cross_attention_resolutions=(16,))
     config.condition.update(width=16, depth=1, heads=2)
     config.model.heads = 2
-    config.model.dropout = 0.0  # The U-Net's dropout masks are tested on configs/diffusion.py.
     config.sample.prompt = "a medium green 5 in the centre on grass|a red 3 at the top on brick"
     config.prompts.num_prompts = 16
   elif arg:
