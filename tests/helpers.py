@@ -137,6 +137,14 @@ def smoke_config(family: str, data_dir: str, **train_overrides):
   return config
 
 
+def conditional_gan_run(data_dir: str) -> tuple[str, dict]:
+  """The session's run of configs/gan_conditional.py:smoke (a class-conditional GAN with
+  R1): its own test's subject and compose's digit generator."""
+  config = common.default_config("gan_conditional", "smoke")
+  config.data.data_dir = data_dir
+  return shared_training("smoke-gan_conditional", config)
+
+
 def override(config, flag: str) -> None:
   """Sets `group.field=value` on `config` as main.py's --config.group.field=value
   would: the value read as the field's type (a number, bool or string; a number

@@ -7,6 +7,7 @@ import os
 
 import flax.linen as nn
 from helpers import assert_trees_equal
+from helpers import conditional_gan_run
 from helpers import four_and_one_replicas
 from helpers import nothing_compiled
 from helpers import override
@@ -316,11 +317,10 @@ def test_offline_configs_build_on_the_digits(module):
     assert (config.train.batch_size // devices) % config.objective.r1_subsample == 0
 
 
-def test_the_conditional_offline_config_trains_and_writes_grids(data_dir, tmp_path):
+def test_the_conditional_offline_config_trains_and_writes_grids(data_dir):
   config = gan_conditional.get_config("smoke")
-  config.data.data_dir = data_dir
   assert config.model.conditional and config.objective.r1_gamma > 0
-  metrics = train.train_and_evaluate(config, str(tmp_path))
+  workdir, metrics = conditional_gan_run(data_dir)
   assert np.isfinite(metrics["d_loss"]) and np.isfinite(metrics["r1"])
-  samples = os.listdir(os.path.join(str(tmp_path), "samples"))
+  samples = os.listdir(os.path.join(workdir, "samples"))
   assert samples and all(name.endswith(".png") for name in samples)

@@ -5,8 +5,8 @@ import json
 import os
 import types
 
+from helpers import conditional_gan_run
 from helpers import shared_training
-from helpers import smoke_config
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -308,10 +308,7 @@ def test_sdedit_follows_the_exact_ode_of_gaussian_data_from_the_noised_image(mon
 
 
 def test_compose_mode_scores_every_blend(texture_run, smoke_run, data_dir, tmp_path):
-  digits = smoke_config("gan", data_dir)
-  digits.model.conditional = True
-  digits_dir = str(tmp_path / "digits")
-  train.train_and_evaluate(digits, digits_dir)
+  digits_dir = conditional_gan_run(data_dir)[0]
   scene_model = default_config("diffusion_scenes", "smoke")
   scene_model.data.data_dir = data_dir
   scene_model.eval.update(every_steps=0, sample_every=0)  # Compose samples from it itself.
