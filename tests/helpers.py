@@ -3,6 +3,7 @@ training runs the session shares between its workers, a run's final state, the
 `main.py` command a user would type, the check that an error came before any
 device program ran, and the 4-vs-1 replica runs."""
 
+import atexit
 import contextlib
 import fcntl
 import json
@@ -203,6 +204,29 @@ def main_command(family, workdir, data_dir, *overrides) -> list[str]:
   ]
 
 
+_REPLICAS: list = []  # This process's server of 4-replica steps (tests/replicas.py), once started.
+
+
+def _replica_server() -> subprocess.Popen:
+  if not _REPLICAS or _REPLICAS[0].poll() is not None:
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "4", "JAX_PLATFORMS": "cpu"}
+    script = os.path.join(ROOT, "tests", "replicas.py")
+    log = shared_folder(f"replicas-{os.getpid()}.log")
+    with open(log, "w") as stderr:
+      server = subprocess.Popen(
+        [sys.executable, script],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+      )
+    server.log = log
+    atexit.register(server.kill)
+    _REPLICAS[:] = [server]
+  return _REPLICAS[0]
+
+
 def four_and_one_replicas(family: str, data_dir: str, out: str, *flags: str):
   """Two train steps of `family`'s smoke config (with `flags`, main.py's
   --config.x=y) on 4 replicas, in a process of 4 CPU devices (tests/replicas.py
@@ -213,16 +237,14 @@ def four_and_one_replicas(family: str, data_dir: str, out: str, *flags: str):
   one, initial = replicas.train_steps(family, data_dir, list(flags), devices=1)
   initial_path = out + ".initial.npz"
   np.savez(initial_path, **{f"leaf_{i}": x for i, x in enumerate(initial)})
-  env = {**os.environ, "JAX_NUM_CPU_DEVICES": "4", "JAX_PLATFORMS": "cpu"}
-  script = os.path.join(ROOT, "tests", "replicas.py")
-  done = subprocess.run(
-    [sys.executable, script, out, initial_path, family, data_dir, *flags],
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=600,
-  )
-  assert done.returncode == 0, done.stderr[-3000:]
+  server = _replica_server()
+  server.stdin.write(json.dumps([out, initial_path, family, data_dir, list(flags)]) + "\n")
+  server.stdin.flush()
+  answer = server.stdout.readline()
+  if not answer:
+    with open(server.log) as f:
+      raise AssertionError(f"tests/replicas.py exited with {server.wait()}: {f.read()[-3000:]}")
+  assert json.loads(answer) == "ok", json.loads(answer)[-3000:]
   with np.load(out) as f:
     four = {k: f[k] for k in f.files}
   assert sorted(four) == sorted(one)

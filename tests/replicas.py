@@ -1,16 +1,22 @@
 """Train steps of a family's smoke config on several replicas, fed the same
 global batches and keys as on one: what the 4-vs-1 replica tests compare.
 
-`python tests/replicas.py OUT.npz INITIAL.npz FAMILY DATA_DIR [group.field=value ...]`
-runs them on the 4 CPU devices of its own process (JAX_NUM_CPU_DEVICES=4),
-from the initial state's leaves in INITIAL.npz, and writes the state's leaves
-and the first step's metrics to OUT.npz; the test runs the same steps on its
-own single device, whose programs the family's smoke run has already compiled.
-The steps are the trainer's: the guarded step, buffers donated.
+`python tests/replicas.py` (JAX_NUM_CPU_DEVICES=4) serves requests, one JSON
+line each on its standard input, `[OUT.npz, INITIAL.npz, FAMILY, DATA_DIR,
+[group.field=value, ...]]`: it runs them on the 4 CPU devices of its process,
+from the initial state's leaves in INITIAL.npz, writes the state's leaves and
+the first step's metrics to OUT.npz and answers one JSON line, `"ok"` or the
+error. One such process serves a test worker's whole session (tests/helpers.py
+starts it), so each request costs its steps, not a start of Python and JAX.
+The test runs the same steps on its own single device, whose programs the
+family's smoke run has already compiled. The steps are the trainer's: the
+guarded step, buffers donated.
 """
 
+import json
 import os
 import sys
+import traceback
 
 sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
 
@@ -86,7 +92,13 @@ if __name__ == "__main__":
 
   _skip_eviction_scans()
   assert jax.local_device_count() == 4, jax.devices()
-  out_path, initial_path, family_name, data_folder, *flags = sys.argv[1:]
-  with np.load(initial_path) as f:
-    leaves = [f[f"leaf_{i}"] for i in range(len(f.files))]
-  np.savez(out_path, **train_steps(family_name, data_folder, flags, 4, leaves)[0])
+  for line in sys.stdin:
+    out_path, initial_path, family_name, data_folder, flags = json.loads(line)
+    try:
+      with np.load(initial_path) as f:
+        leaves = [f[f"leaf_{i}"] for i in range(len(f.files))]
+      np.savez(out_path, **train_steps(family_name, data_folder, flags, 4, leaves)[0])
+      answer = "ok"
+    except Exception:  # pylint: disable=broad-except  # The test reports it; serve the next.
+      answer = traceback.format_exc()
+    print(json.dumps(answer), flush=True)
