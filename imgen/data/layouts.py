@@ -9,8 +9,10 @@ the 3x3 grid, sized and coloured so the attributes can be read at 32x32:
   cell, at least `CELL_MARGIN` pixels (of 64) inside the cell's inner edges; the box may
   overhang the image by `OVERHANG` of its side (MNIST's blank border), its
   ink never;
-- size: `medium` boxes are 30-33 pixels, `large` 38-41 (`SIDES`), a gap the
-  32x32 image keeps (captions' `size_name` names them; `small` is not drawn);
+- size: `medium` boxes are 31-33 pixels, `large` 42-44 (`SIDES`): their inks'
+  extents lie ~6 pixels apart, 3 at 32x32 (captions' `size_name` names them;
+  `small` is not drawn; version 1.1.0's 30-33 and 38-41 left 1.5 at 32x32, which a
+  writer's stroke spans);
 - colour: a name of `captions.COLOURS` drawn uniformly, then a colour well
   inside it (`_colour_of`: hues within 12 degrees of the sector's centre,
   saturated and bright; white, grey and black near-neutral), redrawn (with
@@ -46,7 +48,7 @@ from imgen.data import scenes
 from imgen.methods import layouts as layout_checks
 
 MAX_DIGITS = 2
-SIDES = {"medium": (30, 33), "large": (38, 41)}  # Box sides in pixels of 64, inclusive.
+SIDES = {"medium": (31, 33), "large": (42, 44)}  # Box sides in pixels of 64, inclusive.
 OVERHANG = 4 / 28  # Share of a box's side that may lie outside the image (MNIST's blank border).
 MIN_DISTANCE = 120  # RGB distance between a digit's colour and the background pixels under it,
 CONTRAST_SHARE = 0.9  # for this share of them.
@@ -142,7 +144,11 @@ def make_layout_scene(
   }
   taken = np.zeros_like(mask, bool)
   used_cells: list[int] = []
-  for k in range(int(rng.integers(1, n + 1))):
+  k, wanted, draws = 0, int(rng.integers(1, n + 1)), 0
+  while k < wanted:
+    draws += 1
+    if draws > 50:  # Never seen: a photograph no colour stands out from.
+      raise RuntimeError(f"No digit fits background {scenes.BACKGROUNDS[background]} at {crop}.")
     i = int(rng.integers(len(digits)))
     size = list(SIDES)[int(rng.integers(len(SIDES)))]
     side = int(rng.integers(SIDES[size][0], SIDES[size][1] + 1))
@@ -168,8 +174,10 @@ def make_layout_scene(
       ):
         continue
       break
-    else:  # No room or colour found for a second digit: the scene keeps one.
-      break
+    else:  # No room or colour found: the first digit is drawn again, a second left out.
+      if k:
+        break
+      continue
     image = image * (1 - placed[..., None]) + colour.astype(np.float32) * placed[..., None]
     mask[placed > 0.5] = 1 + digit_labels[i]
     taken |= _inside(ink)
@@ -180,6 +188,7 @@ def make_layout_scene(
     out["cells"][k] = cell
     out["colour_names"][k] = captions.COLOURS.index(name)
     out["sizes"][k] = captions.SIZES.index(size)
+    k += 1
   image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
   return {"image": image, "mask": mask, "background": background, "crop": crop, **out}
 
@@ -232,10 +241,11 @@ def reading_of_layouts(
 class LayoutScenes(scenes.DigitScenes, skip_registration=True):
   """One or two readable digits on digit_scenes' backgrounds, with captions."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {
     "1.0.0": "First release.",
     "1.1.0": "Contrast per pixel: 90% of the background under a digit's ink lies 120 from it.",
+    "1.2.0": "Size bands apart: medium boxes 31-33 pixels of 64, large 42-44 (were 30-33, 38-41).",
   }
 
   DATASET_ID = 2
