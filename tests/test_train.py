@@ -180,6 +180,15 @@ def test_four_replicas_compute_what_one_computes(smoke_run, data_dir, tmp_path, 
   smoke_run(family)  # Prepares the data; its one-device program is in the cache.
   four, one = four_and_one_replicas(family, data_dir, str(tmp_path / "four.npz"))
   states = [k for k in one if not k.startswith("metrics/")]
+  if family == "judge":
+    # On layout_scenes 1.2.0's tiny scenes Adam's moments (the raw gradients of 2 images per
+    # device) differ by up to 1.5e-3, ~1.5% of their scale, while the parameters, which Adam
+    # normalises, agree within 5e-5: a ReLU or max-pool within rounding of its kink routes a
+    # raw gradient elsewhere (tests/test_gan_zoo.py leaves the GANs' moments out alike). Every
+    # leaf agrees within 1e-5 with judge.elastic=0, with the fields unconfined
+    # (judge.elastic_ink=false), or with every row distorted (judge.elastic_share=1): the
+    # fields themselves are the same draw on any number of devices.
+    states = [k for k in states if "opt_state" not in k]
   assert states
   for name in states:  # Only the order of the reductions differs.
     np.testing.assert_allclose(four[name], one[name], rtol=1e-3, atol=1e-4, err_msg=name)
