@@ -9,6 +9,7 @@ import fcntl
 import json
 import math
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -240,6 +241,9 @@ def four_and_one_replicas(family: str, data_dir: str, out: str, *flags: str):
   server = _replica_server()
   server.stdin.write(json.dumps([out, initial_path, family, data_dir, list(flags)]) + "\n")
   server.stdin.flush()
+  if not select.select([server.stdout], [], [], 600)[0]:  # As subprocess.run's timeout was.
+    server.kill()
+    raise AssertionError(f"tests/replicas.py answered nothing in 600 s; its log: {server.log}")
   answer = server.stdout.readline()
   if not answer:
     with open(server.log) as f:
