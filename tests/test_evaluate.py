@@ -115,6 +115,9 @@ def test_sample_mode_writes_grids_and_an_npz(gan_run, smoke_run):
     assert images.shape == (20, 28, 28, 1) and images.dtype == np.uint8
     assert int(f["step"]) == 6
   assert images.std() > 0  # Not a constant image.
+  config.eval.num_samples = 16  # Again, fewer: the first call's second grid is not left behind.
+  modes.run("sample", config, workdir)
+  assert [name for name in sorted(os.listdir(out)) if name.endswith(".png")] == ["samples_000.png"]
 
   vae, vae_workdir, _ = smoke_run("vae")
   vae_out = modes.run("sample", vae, vae_workdir)["folder"]

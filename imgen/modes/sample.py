@@ -37,6 +37,9 @@ def run(experiment: Experiment, restore: Restore) -> tuple[dict, str]:
     if labels is None and conditions is not None:
       extra["conditions"] = conditions
     files.save_npz(files.join(out, "samples.npz"), images=samples, step=step, **extra)
+    folder = files.path(out)
+    for stale in folder.glob("samples_[0-9][0-9][0-9].png"):  # An earlier call's, of more samples.
+      stale.unlink()
     for i in range(0, num, per_grid):
       grid = image_lib.make_grid(samples[i : i + per_grid], GRID_COLUMNS)
       image_lib.save_png(files.join(out, f"samples_{i // per_grid:03d}.png"), grid)
