@@ -174,7 +174,7 @@ def final_state(config, workdir):
   """(state, step) of the newest intact checkpoint in `workdir`."""
   builder = data.get_builder(config.data.name, config.data.data_dir)
   spec = data.DataSpec.from_builder(builder, config.data.image_key, config.model.image_size)
-  target = families.create(config, spec).init_state(jax.random.key(0))
+  target = checkpoints.restore_target(families.create(config, spec).init_state, jax.random.key(0))
   manager = checkpoints.make_manager(workdir, keep=1, create=False)
   state, step = checkpoints.restore_latest(manager, target)
   manager.close()

@@ -188,9 +188,8 @@ class Experiment:
     checkpoints/, or `eval.checkpoint_step`, or with `eval.best` the one in best/;
     `eval.checkpoint_step=0` is the untrained model (folder None)."""
     c = self.config.eval
-    state = self.family.init_state(self.keys.init)
     if c.checkpoint_step == 0:
-      return state, 0, None
+      return self.family.init_state(self.keys.init), 0, None
     folder = "best" if c.best else "checkpoints"
     hint = (
       f"Train into it first (python main.py --config=... --workdir={workdir}), or pass "
@@ -207,7 +206,8 @@ class Experiment:
           f"{workdir}/{folder} has no checkpoint of step {step}; it has {available or 'none'}."
           + ("" if available else f" {hint}")
         )
-      return checkpoints.restore(manager, state, step), step, folder
+      target = checkpoints.restore_target(self.family.init_state, self.keys.init)
+      return checkpoints.restore(manager, target, step), step, folder
     finally:
       manager.close()
 

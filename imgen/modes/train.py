@@ -93,9 +93,12 @@ def _restore(experiment: Experiment, workdir: str):
   """(checkpoint manager, state, step) of the newest checkpoint in `workdir`,
   or of the initialisation when there is none; writes config.json after it."""
   config = experiment.config
-  state = experiment.family.init_state(experiment.keys.init)
   manager = checkpoints.make_manager(workdir, keep=config.train.keep_checkpoints)
-  state, restored = checkpoints.restore_latest(manager, state)
+  if manager.all_steps():  # Restored (or a ConfigError): its shapes are all it needs.
+    target = checkpoints.restore_target(experiment.family.init_state, experiment.keys.init)
+    state, restored = checkpoints.restore_latest(manager, target)
+  else:
+    state, restored = experiment.family.init_state(experiment.keys.init), None
   if restored is not None:
     logging.info("Resuming from the checkpoint of step %d in %s", restored, workdir)
   if jax.process_index() == 0:  # After the restore: config.json describes the checkpoints.
