@@ -33,6 +33,16 @@ from imgen.modes import train
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAMILIES = sorted(families.FAMILIES)  # Each family's default config is configs/<family>.py.
 
+# Families whose train step another family's run checks whole:
+# - diffusion's step is text_to_image's (TextToImageFamily inherits DiffusionFamily's
+#   make_train_step and adds the caption's encoder; configs/text_to_image.py:smoke keeps the
+#   U-Net's global dropout masks on);
+# - speech_to_image runs text_to_image's sequence-conditioned step with another encoder,
+#   whose layers (each clip normalised, convolutions, LayerNorm) see one example at a time.
+# Both run their own modes; speech_to_image's encoder in bfloat16 is checked on its own
+# (tests/test_multimodal.py), and the non-finite guard of their step by text_to_image's run.
+COVERED_BY_TEXT = ("diffusion", "speech_to_image")
+
 
 @contextlib.contextmanager
 def file_lock(path: str):

@@ -30,6 +30,7 @@ from imgen.families.multimodal import parse_prompts
 from imgen.methods import audio
 from imgen.methods import layouts
 from imgen.models import unet
+from imgen.models.conditioned import AudioEncoder
 from imgen.modes import prompts
 
 
@@ -114,6 +115,22 @@ def test_cross_attention_ignores_masked_context_positions():
   )()
   np.testing.assert_allclose(plain, masked_garbage, atol=1e-6)
   assert np.abs(np.asarray(plain - changed)).max() > 1e-4
+
+
+def test_the_audio_encoder_in_bfloat16_keeps_float32_parameters_and_close_outputs():
+  """What model.dtype=bfloat16 adds in speech_to_image to text_to_image's step (whose
+  bfloat16 run tests/test_train.py checks whole): the audio encoder's layers in bfloat16,
+  each clip normalised in float32 first, so a log-mel's offset costs no precision. Fed
+  bfloat16 log-mels instead, the outputs' mean error is ~3x this bound."""
+  mel = -20.0 + 4.0 * jax.random.normal(jax.random.key(0), (2, 48, 32))
+  full, half = AudioEncoder(width=16), AudioEncoder(width=16, dtype=jnp.bfloat16)
+  params = jax.jit(full.init)(jax.random.key(1), mel)
+  shapes = jax.eval_shape(half.init, jax.random.key(1), mel)
+  assert {x.dtype for x in jax.tree.leaves(shapes)} == {jnp.dtype(jnp.float32)}
+  (want, valid), (got, _) = full.apply(params, mel), half.apply(params, mel)
+  assert got.dtype == jnp.bfloat16 and bool(valid.all())
+  error = np.abs(np.asarray(got, np.float32) - np.asarray(want))
+  assert error.mean() < 0.008 and error.max() < 0.05, (error.mean(), error.max())
 
 
 def test_the_speech_condition_is_the_log_mel_of_the_clip():

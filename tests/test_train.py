@@ -9,6 +9,7 @@ import subprocess
 import sys
 from unittest import mock
 
+from helpers import COVERED_BY_TEXT
 from helpers import FAMILIES
 from helpers import ROOT
 from helpers import assert_trees_close
@@ -130,16 +131,6 @@ def _checkpoint_of(workdir: str, step: int, into: str) -> None:
   shutil.copytree(
     os.path.join(workdir, "checkpoints", str(step)), os.path.join(into, "checkpoints", str(step))
   )
-
-
-# Families whose train step another family's run checks whole:
-# - diffusion's step is text_to_image's (TextToImageFamily inherits DiffusionFamily's
-#   make_train_step and adds the caption's encoder; configs/text_to_image.py:smoke keeps the
-#   U-Net's global dropout masks on);
-# - speech_to_image runs text_to_image's sequence-conditioned step with another encoder,
-#   whose layers (each clip normalised, convolutions, LayerNorm) see one example at a time.
-# speech_to_image's encoder is still checked in bfloat16 below; both run their own modes.
-COVERED_BY_TEXT = ("diffusion", "speech_to_image")
 
 
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f not in COVERED_BY_TEXT])
@@ -286,9 +277,9 @@ def test_bad_files_fail_with_a_clear_message(data_dir, tmp_path):
 
 
 # The distill family's network is the diffusion U-Net, whose bfloat16 path text_to_image's
-# run checks here (diffusion's step is text_to_image's, above); distillation adds no dtype
-# handling of its own (the U-Net's output is float32).
-@pytest.mark.parametrize("family", [f for f in FAMILIES if f not in ("diffusion", "distill")])
+# run checks here (diffusion's and speech's steps are text_to_image's, above); distillation
+# adds no dtype handling of its own (the U-Net's output is float32).
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f not in (*COVERED_BY_TEXT, "distill")])
 def test_bfloat16_step_keeps_float32_state_and_close_losses(smoke_run, data_dir, family):
   """model.dtype=bfloat16 computes activations in bf16: the first step's losses
   stay within 2% of float32's, and parameters and optimizer state stay float32.
