@@ -277,8 +277,8 @@ def test_bad_files_fail_with_a_clear_message(data_dir, tmp_path):
 
 
 # The distill family's network is the diffusion U-Net, whose bfloat16 path text_to_image's
-# run checks here (diffusion's and speech's steps are text_to_image's, above); distillation
-# adds no dtype handling of its own (the U-Net's output is float32).
+# run checks here (diffusion's and speech's steps are text_to_image's: COVERED_BY_TEXT);
+# distillation adds no dtype handling of its own (the U-Net's output is float32).
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f not in (*COVERED_BY_TEXT, "distill")])
 def test_bfloat16_step_keeps_float32_state_and_close_losses(smoke_run, data_dir, family):
   """model.dtype=bfloat16 computes activations in bf16: the first step's losses
